@@ -1,0 +1,1 @@
+"""First-party recipes, registered through the `register_recipes` hook like any plugin's."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: one cache for the whole session (downloads and the converted SmolLM2 happen once),
+and a fresh plugin manager per test that asks for one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def test_cache_dir() -> Path:
+    """`$XLANG_TEST_CACHE` or `<repo>/.cache/xlang-test`: survives between sessions so CI downloads once."""
+    path = Path(os.environ.get("XLANG_TEST_CACHE", REPO / ".cache" / "xlang-test"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(test_cache_dir: Path) -> Path:
+    """The real SmolLM2-135M-Instruct, converted once per cache."""
+    from xlang.assets.models import ensure_smollm2
+
+    return ensure_smollm2(test_cache_dir)
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A new plugin manager for this test only (installed plugins loaded), restored afterwards."""
+    from xlang import plugins
+
+    pm = plugins.make_plugin_manager()
+    plugins.reset_plugin_manager(pm)
+    yield pm
+    plugins.reset_plugin_manager(None)
+
+
+@pytest.fixture
+def cli_env(test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for running `xlang` in a subprocess against the shared cache, from an empty folder."""
+    env = dict(os.environ)
+    env["XLANG_CACHE_DIR"] = str(test_cache_dir)
+    env.pop("XLANG_CONFIG", None)
+    env.pop("XLANG_DISABLE_PLUGIN_AUTOLOAD", None)
+    monkeypatch.chdir(tmp_path)
+    return env

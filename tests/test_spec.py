@@ -1,0 +1,49 @@
+"""LanguageSpec validation reads as sentences naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange
+
+CHAT = ChatBits(system_prompt="s", answer_in_language="a")
+PROMPTS = {task: "p" for task in ("object-centric", "location-centric", "atmosphere-centric", "conversation")}
+
+
+def test_missing_task_prompt_is_named():
+    prompts = dict(PROMPTS)
+    del prompts["atmosphere-centric"]
+    with pytest.raises(ValidationError, match="atmosphere-centric"):
+        LanguageSpec(code="th", name="Thai", prompts=prompts, chat=CHAT)
+
+
+def test_reversed_script_range_is_refused():
+    with pytest.raises(ValidationError, match="ends .* before it starts"):
+        ScriptRange(name="bad", start=0x0E7F, end=0x0E00)
+
+
+def test_corpus_uri_needs_a_scheme():
+    with pytest.raises(ValidationError, match="no scheme"):
+        CorpusSource(name="x", uri="/tmp/corpus.txt")
+
+
+def test_duplicate_corpus_names_are_refused():
+    source = CorpusSource(name="same", uri="file:///tmp/a.txt")
+    with pytest.raises(ValidationError, match="used twice"):
+        LanguageSpec(code="th", name="Thai", prompts=PROMPTS, chat=CHAT, corpora=(source, source))
+
+
+def test_target_share_counts_only_visible_characters():
+    spec = LanguageSpec(
+        code="ko", name="K", prompts=PROMPTS, chat=CHAT, scripts=(ScriptRange(name="Hangul", start=0xAC00, end=0xD7A3),)
+    )
+    assert spec.target_share("한국 ab") == pytest.approx(0.5)
+    assert spec.has_target_text("abc 가") and not spec.has_target_text("abc")
+    assert spec.target_share("   ") == 0.0
+
+
+def test_spec_is_frozen():
+    spec = LanguageSpec(code="th", name="Thai", prompts=PROMPTS, chat=CHAT)
+    with pytest.raises(ValidationError):
+        spec.name = "other"

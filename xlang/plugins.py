@@ -1,0 +1,221 @@
+"""The plugin manager: built-ins and entry-point plugins, and the registries their hooks fill.
+
+Entry points load once, on first use (never at import time). `XLANG_DISABLE_PLUGIN_AUTOLOAD=1` skips
+them. `XLANG_TRACE_HOOKS=1` prints every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from xlang import hookspecs
+from xlang.errors import XlangError
+
+ENTRY_POINT_GROUP = "xlang"
+AUTOLOAD_KILL_SWITCH = "XLANG_DISABLE_PLUGIN_AUTOLOAD"
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "xlang.builtin.corpus_sources",
+    "xlang.builtin.tokenizer_strategies",
+    "xlang.builtin.embedding_strategies",
+    "xlang.builtin.evaluators",
+    "xlang.builtin.training",
+    "xlang.builtin.vision",
+)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One registered thing and the plugin that offered it (for error messages and `xlang plugins`)."""
+
+    name: str
+    value: Any
+    plugin: str
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+    builtin: bool
+
+
+def _plugin_label(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or repr(plugin)
+
+
+def _register_builtins(pm: pluggy.PluginManager) -> None:
+    import importlib
+
+    for module_name in BUILTIN_PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name == module_name:  # a stage that has not been built yet
+                continue
+            raise
+        pm.register(module, name=module_name)
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    if os.environ.get(AUTOLOAD_KILL_SWITCH, "").strip() not in ("", "0", "false", "False"):
+        return
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+            continue
+        try:
+            plugin = entry_point.load()
+        except Exception as error:  # a broken third-party plugin must not hide which one broke
+            raise XlangError(
+                f"plugin {entry_point.name!r} ({entry_point.value}) failed to load: {error}; "
+                f"fix or uninstall it, or set {AUTOLOAD_KILL_SWITCH}=1"
+            ) from error
+        pm.register(plugin, name=entry_point.name)
+        pm._xlang_dists[entry_point.name] = entry_point.dist  # type: ignore[attr-defined]
+
+
+def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+    """A fresh manager with the built-ins and (unless switched off) the installed plugins."""
+    pm = pluggy.PluginManager("xlang")
+    pm.add_hookspecs(hookspecs)
+    pm._xlang_dists = {}  # type: ignore[attr-defined]
+    _register_builtins(pm)
+    if load_entry_points:
+        _load_entry_points(pm)
+    if os.environ.get("XLANG_TRACE_HOOKS"):
+
+        def before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
+            print(f"xlang hook {hook_name}({', '.join(kwargs)}) -> {len(hook_impls)} impl(s)", file=sys.stderr)
+
+        def after(outcome: Any, hook_name: str, hook_impls: list, kwargs: dict) -> None:
+            print(f"xlang hook {hook_name} done", file=sys.stderr)
+
+        pm.add_hookcall_monitoring(before, after)
+    return pm
+
+
+_manager: pluggy.PluginManager | None = None
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide manager, built on first use."""
+    global _manager
+    if _manager is None:
+        _manager = make_plugin_manager()
+    return _manager
+
+
+def reset_plugin_manager(pm: pluggy.PluginManager | None = None) -> None:
+    """Swap the process-wide manager (tests give each case a fresh one)."""
+    global _manager
+    _manager = pm
+
+
+def _collect(pm: pluggy.PluginManager, hook_name: str, named: bool, what: str) -> dict[str, Registered]:
+    registry: dict[str, Registered] = {}
+    hook = getattr(pm.hook, hook_name)
+    for impl in hook.get_hookimpls():
+        plugin_name = _plugin_label(pm, impl.plugin)
+
+        def register(*args: Any, _plugin: str = plugin_name) -> None:
+            if named:
+                if len(args) != 2:
+                    raise TypeError(f"{hook_name}: register(name, value) takes two arguments (plugin {_plugin})")
+                name, value = args
+            else:
+                (value,) = args
+                name = getattr(value, "code", None) or getattr(value, "name")
+            if name in registry:
+                raise XlangError(
+                    f"{what} {name!r} is registered twice: by plugin {registry[name].plugin!r} and by plugin "
+                    f"{_plugin!r}; uninstall one of them or rename the {what}"
+                )
+            registry[name] = Registered(name=name, value=value, plugin=_plugin)
+
+        impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
+    return registry
+
+
+def languages(pm: pluggy.PluginManager | None = None) -> dict[str, Registered]:
+    return _collect(pm or get_plugin_manager(), "register_languages", named=False, what="language")
+
+
+def get_language(code: str, pm: pluggy.PluginManager | None = None):  # -> LanguageSpec
+    """The registered language `code`, or a message listing the known ones."""
+    known = languages(pm)
+    if code not in known:
+        listing = ", ".join(sorted(known)) or "none (is autoload switched off?)"
+        raise XlangError(f"unknown language {code!r}; known languages: {listing}. Install its plugin (e.g. xlang-{code})")
+    return known[code].value
+
+
+def strategies(kind: str, pm: pluggy.PluginManager | None = None) -> dict[str, Registered]:
+    """Named strategies of one kind: token_candidate_sources, tokenizer_expanders, embedding_initializers,
+    teachers, evaluators."""
+    return _collect(pm or get_plugin_manager(), f"register_{kind}", named=True, what=kind.rstrip("s").replace("_", " "))
+
+
+def get_strategy(kind: str, name: str, pm: pluggy.PluginManager | None = None) -> Any:
+    """A strategy by name; the error lists the known names of that kind."""
+    known = strategies(kind, pm)
+    if name not in known:
+        label = kind.rstrip("s").replace("_", " ")
+        raise XlangError(f"unknown {label} {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+    return known[name].value
+
+
+def recipes(pm: pluggy.PluginManager | None = None) -> dict[str, Registered]:
+    return _collect(pm or get_plugin_manager(), "register_recipes", named=False, what="recipe")
+
+
+def get_recipe(name: str, pm: pluggy.PluginManager | None = None) -> Any:
+    known = recipes(pm)
+    if name not in known:
+        raise XlangError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(known)) or 'none'}")
+    return known[name].value
+
+
+def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
+    """What loaded and from where, for `xlang plugins`."""
+    pm = pm or get_plugin_manager()
+    dists = getattr(pm, "_xlang_dists", {})
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()))
+        dist = dists.get(name)
+        if dist is not None:
+            infos.append(PluginInfo(name, dist.metadata["Name"], dist.version, hooks, builtin=False))
+        else:
+            infos.append(PluginInfo(name, "xlang", _xlang_version(), hooks, builtin=name in BUILTIN_PLUGINS))
+    return infos
+
+
+def _xlang_version() -> str:
+    try:
+        return importlib.metadata.version("xlang")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def call_first(hook_name: str, pm: pluggy.PluginManager | None = None, **kwargs: Any) -> Any:
+    """Call a firstresult hook with keyword arguments."""
+    return getattr((pm or get_plugin_manager()).hook, hook_name)(**kwargs)
+
+
+def call_each(hook_name: str, pm: pluggy.PluginManager | None = None, **kwargs: Any) -> Iterable[Any]:
+    return getattr((pm or get_plugin_manager()).hook, hook_name)(**kwargs)
+
+
+def register_plugin(plugin: object, name: str, pm: pluggy.PluginManager | None = None) -> Callable[[], None]:
+    """Register a plugin object at run time (used by tests and notebooks); returns an undo function."""
+    pm = pm or get_plugin_manager()
+    pm.register(plugin, name=name)
+    return lambda: pm.unregister(name=name)

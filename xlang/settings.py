@@ -1,0 +1,117 @@
+"""One source of truth for configuration: CLI flags > `XLANG_*` env vars > `xlang.toml` > defaults.
+
+Stage knobs live under `stages.<stage>` (TOML `[stages.expand]`, env `XLANG_STAGES__EXPAND__BUDGET`,
+CLI `--budget`); the recipe's own pydantic config validates them, so an unknown knob is an error there.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from xlang.errors import XlangError
+
+DEFAULT_CONFIG_FILE = "xlang.toml"
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/xlang` (usually `~/.cache/xlang`): a folder xlang owns, HF_HOME included."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "xlang"
+
+
+class XlangSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="XLANG_", env_nested_delimiter="__", extra="forbid")
+
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    """Downloads, converted models, built corpora."""
+    hf_home: Path | None = None
+    """Hugging Face cache; defaults to `<cache_dir>/hf` so nothing lands in a shared folder by surprise."""
+    runs_dir: Path = Path("runs")
+    trust_remote_code: bool = False
+    recipe: str = "x-llava"
+    stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    config_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls.config_file))
+        return tuple(sources)
+
+    @property
+    def hf_cache(self) -> Path:
+        return self.hf_home or self.cache_dir / "hf"
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return dict(self.stages.get(name, {}))
+
+    def apply_environment(self) -> None:
+        """Point Hugging Face libraries at xlang's cache unless the user chose one."""
+        os.environ.setdefault("HF_HOME", str(self.hf_cache))
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> XlangSettings:
+    """Settings with the layering above. `config_file` defaults to `$XLANG_CONFIG` or `./xlang.toml` if present.
+
+    Stage overrides passed here are merged into (not substituted for) the stages from env and TOML.
+    """
+    path = Path(config_file) if config_file else Path(os.environ.get("XLANG_CONFIG", DEFAULT_CONFIG_FILE))
+    explicit = config_file is not None or "XLANG_CONFIG" in os.environ
+    if not path.exists():
+        if explicit:
+            raise XlangError(f"config file {path} does not exist; pass an existing TOML file or drop --config")
+        path = None
+    if path is not None:
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise XlangError(f"config file {path} is not valid TOML ({error}); fix the file or remove it") from error
+        except OSError as error:
+            raise XlangError(f"config file {path} cannot be read ({error.strerror}); check its permissions") from error
+
+    stage_overrides = overrides.pop("stages", {}) or {}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+
+    class _Configured(XlangSettings):
+        config_file = path
+
+    try:
+        settings = _Configured(**overrides)
+        if stage_overrides:
+            settings = _Configured(**overrides, stages=_merge(settings.stages, stage_overrides))
+    except ValidationError as error:
+        where = f"config file {path}, " if path else ""
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise XlangError(f"invalid settings ({where}XLANG_* environment or flags): {problems}") from error
+    return XlangSettings.model_construct(**settings.model_dump())
