@@ -11,7 +11,9 @@ from xlang import hookimpl, plugins
 from xlang.errors import XlangError
 from xlang.spec import ChatBits, LanguageSpec, ScriptRange
 
-PROMPTS = {task: f"{task} prompt" for task in ("object-centric", "location-centric", "atmosphere-centric", "conversation")}
+PROMPTS = {
+    task: f"{task} prompt" for task in ("object-centric", "location-centric", "atmosphere-centric", "conversation")
+}
 
 
 def _spec(code: str) -> LanguageSpec:

@@ -12,7 +12,9 @@ from xlang.settings import load_settings
 
 def test_layering_flags_over_env_over_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     config = tmp_path / "xlang.toml"
-    config.write_text('runs_dir = "from-toml"\n[stages.expand]\nbudget = 100\nseed = 1\n[stages.init]\ninitializer = "mean"\n')
+    config.write_text(
+        'runs_dir = "from-toml"\n[stages.expand]\nbudget = 100\nseed = 1\n[stages.init]\ninitializer = "mean"\n'
+    )
     monkeypatch.setenv("XLANG_STAGES__EXPAND__BUDGET", "200")
     monkeypatch.setenv("XLANG_RUNS_DIR", "from-env")
     settings = load_settings(config, stages={"expand": {"seed": 7}})

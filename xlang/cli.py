@@ -37,7 +37,9 @@ def settings_from(ctx: click.Context, **overrides: Any) -> XlangSettings:
 
 
 @click.group(cls=XlangGroup)
-@click.option("--config", type=click.Path(dir_okay=False), default=None, help="TOML settings file (default: ./xlang.toml).")
+@click.option(
+    "--config", type=click.Path(dir_okay=False), default=None, help="TOML settings file (default: ./xlang.toml)."
+)
 @click.version_option(package_name="xlang")
 def cli(config: str | None) -> None:
     """Teach an existing LLM or LLaVA-style model a new language."""
@@ -145,8 +147,14 @@ def corpus_stats(ctx: click.Context, code: str) -> None:
     for column in ("source", "split", "documents", "characters", "target-script chars", "target share"):
         table.add_column(column, justify="right" if column != "source" else "left")
     for row in stats.rows:
-        table.add_row(row.source, row.split, f"{row.documents:,}", f"{row.chars:,}", f"{row.target_chars:,}",
-                      f"{row.target_share:.1%}")
+        table.add_row(
+            row.source,
+            row.split,
+            f"{row.documents:,}",
+            f"{row.chars:,}",
+            f"{row.target_chars:,}",
+            f"{row.target_share:.1%}",
+        )
     console.print(table)
     console.print(
         f"total: {stats.total_chars:,} characters, {stats.total_target_chars:,} in the target scripts "
@@ -188,7 +196,15 @@ STAGE_FLAGS: dict[str, tuple[str, str]] = {
 }
 
 
-@cli.command("extend", help=_extend_help())
+class ExtendCommand(click.Command):
+    """Builds its help from the installed recipe only when help is asked for (plugins load lazily)."""
+
+    def get_help(self, ctx: click.Context) -> str:
+        self.help = _extend_help()
+        return super().get_help(ctx)
+
+
+@cli.command("extend", cls=ExtendCommand, short_help="Run a recipe for one language.")
 @click.option("--lang", "code", required=True, help="Target language code, e.g. ko.")
 @click.option("--base", default="smollm2-135m", show_default=True, help="Embedded name, local HF folder or hub id.")
 @click.option("--recipe", "recipe_name", default=None, help="Recipe name (see `xlang recipes`).")
@@ -200,8 +216,15 @@ STAGE_FLAGS: dict[str, tuple[str, str]] = {
 @click.option("--seq-len", "seq_len", type=int, default=None, help="pretrain: block length in tokens.")
 @click.option("--mix", default=None, help="pretrain: language weights, e.g. ko=0.5,en=0.5.")
 @click.pass_context
-def extend(ctx: click.Context, code: str, base: str, recipe_name: str | None, out_dir: str | None,
-           until: str | None, **flags: Any) -> None:
+def extend(
+    ctx: click.Context,
+    code: str,
+    base: str,
+    recipe_name: str | None,
+    out_dir: str | None,
+    until: str | None,
+    **flags: Any,
+) -> None:
     from xlang.runner import run_recipe
 
     flags["mix"] = _parse_mix(flags.get("mix"))

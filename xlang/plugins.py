@@ -132,7 +132,7 @@ def _collect(pm: pluggy.PluginManager, hook_name: str, named: bool, what: str) -
                 name, value = args
             else:
                 (value,) = args
-                name = getattr(value, "code", None) or getattr(value, "name")
+                name = getattr(value, "code", None) or value.name
             if name in registry:
                 raise XlangError(
                     f"{what} {name!r} is registered twice: by plugin {registry[name].plugin!r} and by plugin "
@@ -153,7 +153,9 @@ def get_language(code: str, pm: pluggy.PluginManager | None = None):  # -> Langu
     known = languages(pm)
     if code not in known:
         listing = ", ".join(sorted(known)) or "none (is autoload switched off?)"
-        raise XlangError(f"unknown language {code!r}; known languages: {listing}. Install its plugin (e.g. xlang-{code})")
+        raise XlangError(
+            f"unknown language {code!r}; known languages: {listing}. Install its plugin (e.g. xlang-{code})"
+        )
     return known[code].value
 
 

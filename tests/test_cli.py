@@ -1,0 +1,129 @@
+"""The `xlang` command as users run it: a real subprocess, real plugins, real corpora."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+XLANG = [sys.executable, "-m", "xlang.cli"]
+
+
+def xlang(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*XLANG, *args], capture_output=True, text=True, env={**env, "COLUMNS": "200"})
+
+
+def test_languages_lists_the_three_shipped_languages(cli_env):
+    result = xlang("languages", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    for code, plugin in (("ko", "ko"), ("zh", "zh"), ("en", "en")):
+        assert re.search(rf"│ {code}\s+│.*│ {plugin}\s+│", result.stdout), result.stdout
+
+
+def test_plugins_shows_distributions_and_the_kill_switch_removes_them(cli_env):
+    result = xlang("plugins", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    for dist in ("xlang-ko", "xlang-zh", "xlang-en"):
+        assert dist in result.stdout
+    switched_off = xlang("languages", env={**cli_env, "XLANG_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert switched_off.returncode == 0
+    assert not re.search(r"│ (ko|zh|en) ", switched_off.stdout)
+    assert "xlang-ko" not in xlang("plugins", env={**cli_env, "XLANG_DISABLE_PLUGIN_AUTOLOAD": "1"}).stdout
+
+
+def test_unknown_language_is_one_line_and_exit_2(cli_env):
+    result = xlang("corpus", "stats", "--lang", "xx", env=cli_env)
+    assert result.returncode == 2
+    assert "unknown language 'xx'" in result.stderr and "ko" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_toml_is_one_line_and_exit_2(cli_env, tmp_path):
+    (tmp_path / "xlang.toml").write_text("[stages.expand\nbudget = 3\n")
+    result = xlang("extend", "--lang", "ko", "--out", str(tmp_path / "run"), env=cli_env)
+    assert result.returncode == 2
+    assert "xlang.toml is not valid TOML" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_stage_knob_fails_before_any_work(cli_env, tmp_path):
+    (tmp_path / "xlang.toml").write_text("[stages.expand]\nbudgte = 3\n")
+    result = xlang("extend", "--lang", "ko", "--out", str(tmp_path / "run"), env=cli_env)
+    assert result.returncode == 2
+    assert "budgte" in result.stderr
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_broken_plugin_package_is_named(cli_env, tmp_path):
+    site = tmp_path / "site"
+    dist = site / "xlang_broken-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: xlang-broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[xlang]\nbroken = xlang_broken_module_that_is_not_installed\n")
+    env = {**cli_env, "PYTHONPATH": str(site)}
+    result = xlang("languages", env=env)
+    assert result.returncode == 2
+    assert "plugin 'broken'" in result.stderr and "XLANG_DISABLE_PLUGIN_AUTOLOAD" in result.stderr
+
+
+def test_missing_base_model_folder_is_named(cli_env, tmp_path):
+    result = xlang(
+        "extend", "--lang", "ko", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), env=cli_env
+    )
+    assert result.returncode == 2
+    assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("code", ["ko", "zh"])
+def test_corpus_stats_reports_half_a_million_target_characters(cli_env, code):
+    result = xlang("corpus", "stats", "--lang", code, env=cli_env)
+    assert result.returncode == 0, result.stderr
+    total = re.search(r"total: ([\d,]+) characters, ([\d,]+) in the target scripts", result.stdout)
+    assert total, result.stdout
+    assert int(total.group(2).replace(",", "")) >= 500_000
+
+
+def test_extend_help_lists_the_stage_names(cli_env):
+    result = xlang("extend", "--help", env=cli_env)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "expand, init, pretrain, align, vit, evaluate" in text
+
+
+def test_recipes_lists_the_x_llava_recipe(cli_env):
+    result = xlang("recipes", env=cli_env)
+    assert result.returncode == 0 and "x-llava" in result.stdout
+
+
+def test_a_japanese_plugin_installs_without_core_changes(cli_env, tmp_path):
+    """The tutorial's package, installed with pip into its own folder, shows up everywhere."""
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(REPO / "docs" / "examples" / "xlang-ja"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert install.returncode == 0, install.stderr
+    env = {**cli_env, "PYTHONPATH": str(target)}
+    listed = xlang("languages", env=env)
+    assert re.search(r"│ ja\s+│ Japanese", listed.stdout), listed.stdout
+    assert "xlang-ja" in xlang("plugins", env=env).stdout
+    stats = xlang("corpus", "stats", "--lang", "ja", env=env)
+    assert stats.returncode == 0, stats.stderr
+    total = re.search(r"total: ([\d,]+) characters, ([\d,]+) in the target scripts", stats.stdout)
+    assert total and int(total.group(2).replace(",", "")) > 300

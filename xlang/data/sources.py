@@ -1,0 +1,228 @@
+"""Open a corpus source by URI as a `datasets` object: `debian://`, `hf://` or `file://`.
+
+- `debian://...` (see `xlang.data.build`): built once into the cache, then read as a memory-mapped
+  `datasets.Dataset` (Arrow cache under `<cache_dir>/hf/datasets`).
+- `hf://NAME?config=C&field=text&split=train`: a streamed `datasets.IterableDataset` with one `text`
+  column. Validation is the URI's `validation_split=` when given; otherwise the first
+  `validation_records=` (default 1000) records of the stream, which train then skips. Streams are
+  ordered, so this is deterministic without downloading the corpus.
+- `file://PATH` (absolute `file:///data/x.txt` or relative `file://data/x.txt`): a `.txt` file with
+  one document per blank-line-separated paragraph, or a `.jsonl` file with a `text` field (`field=`
+  names another). Split by the same document rule as the built corpora (`xlang.data.splits`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from xlang.data.build import build_debian_corpus
+from xlang.data.debian import Resolver, apt_resolve
+from xlang.data.splits import SPLITS, SplitRule, validation_documents
+from xlang.errors import XlangError
+
+HUB_VALIDATION_RECORDS = 1000
+_HUB_OPTIONS = frozenset({"config", "field", "split", "validation_split", "validation_records", "revision"})
+_FILE_OPTIONS = frozenset({"field", "validation_chars", "max_share", "seed"})
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise XlangError(f"unknown split {split!r}; corpora have {' and '.join(SPLITS)}")
+
+
+def _datasets_cache(cache_dir: Path) -> str:
+    return str(Path(cache_dir) / "hf" / "datasets")
+
+
+def load_debian(
+    name: str,
+    uri: str,
+    split: str,
+    cache_dir: Path,
+    fields: tuple[str, str] | None = None,
+    mirror: str | None = None,
+    resolve: Resolver | None = apt_resolve,
+) -> Any:
+    """One split of a `debian://` corpus as a `datasets.Dataset`, building the corpus on first use."""
+    _check_split(split)
+    folder = build_debian_corpus(name, uri, Path(cache_dir), fields=fields, mirror=mirror, resolve=resolve)
+    import datasets
+
+    return datasets.load_dataset(
+        "json", data_files=str(folder / f"{split}.jsonl"), split="train", cache_dir=_datasets_cache(cache_dir)
+    )
+
+
+def _options(uri: str, known: frozenset[str]) -> tuple[urllib.parse.SplitResult, dict[str, str]]:
+    parsed = urllib.parse.urlsplit(uri)
+    query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise XlangError(
+            f"corpus URI {uri!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return parsed, query
+
+
+def _hub_reachable(timeout_s: float = 5.0) -> str | None:
+    """None when the Hugging Face Hub answers a TCP connect, else why not (checked before `datasets`
+    retries for half a minute)."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("HF_DATASETS_OFFLINE", "") not in (
+        "",
+        "0",
+    ):
+        return "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), and streaming needs the hub"
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname or "", port), timeout=timeout_s).close()
+    except OSError as error:
+        return f"{endpoint.hostname}:{port} is unreachable ({error})"
+    return None
+
+
+def load_hub(uri: str, split: str, cache_dir: Path) -> Any:
+    """One split of an `hf://` corpus as a streamed `datasets.IterableDataset` with a `text` column."""
+    _check_split(split)
+    parsed, query = _options(uri, _HUB_OPTIONS)
+    name = (parsed.netloc + parsed.path).strip("/")
+    if not name:
+        raise XlangError(f"corpus URI {uri!r} names no dataset; write hf://OWNER/NAME?config=...&field=text")
+    field = query.get("field", "text")
+    try:
+        first = int(query.get("validation_records", HUB_VALIDATION_RECORDS))
+    except ValueError:
+        raise XlangError(f"corpus URI {uri!r}: validation_records must be a whole number") from None
+    held_out_split = query.get("validation_split")
+    hub_split = held_out_split if split == "validation" and held_out_split else query.get("split", "train")
+    problem = _hub_reachable()
+    if problem:
+        raise XlangError(
+            f"cannot stream {uri}: {problem}. Use the language's offline corpora (kind='offline'), or run "
+            f"where the Hugging Face Hub is reachable"
+        )
+    import datasets
+
+    try:
+        stream = datasets.load_dataset(
+            name,
+            query.get("config") or None,
+            split=hub_split,
+            streaming=True,
+            revision=query.get("revision") or None,
+            cache_dir=_datasets_cache(cache_dir),
+        )
+    except Exception as error:  # the hub raises many types (ConnectionError, DatasetNotFoundError, ValueError)
+        raise XlangError(
+            f"cannot stream {uri} ({type(error).__name__}: {error}); check the name, config= and split="
+        ) from error
+    return hub_view(stream, split, field, first if not held_out_split else None)
+
+
+def hub_view(stream: Any, split: str, field: str, validation_records: int | None) -> Any:
+    """A stream narrowed to one `text` column and, when the hub has no validation split of its own,
+    to its first `validation_records` records (validation) or the rest (train)."""
+    if field not in (stream.column_names or [field]):
+        raise XlangError(f"the streamed dataset has no field {field!r} (its fields: {', '.join(stream.column_names)})")
+    if validation_records is not None:
+        stream = stream.take(validation_records) if split == "validation" else stream.skip(validation_records)
+    stream = stream.select_columns([field])
+    return stream.rename_column(field, "text") if field != "text" else stream
+
+
+def _file_path(parsed: urllib.parse.SplitResult) -> Path:
+    return Path(urllib.parse.unquote(parsed.netloc + parsed.path)).expanduser()
+
+
+def _file_records(path: Path, field: str, uri: str) -> list[dict[str, str]]:
+    if path.suffix == ".jsonl":
+        records = []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise XlangError(
+                        f"{path}:{number} is not valid JSON ({error.msg}); fix or remove that line"
+                    ) from None
+                if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                    raise XlangError(f"{path}:{number} has no string field {field!r}; add it or pass field= in {uri}")
+                doc = row.get("doc", row.get("id"))
+                records.append({"text": row[field], "doc": str(doc) if doc is not None else ""})
+        return records
+    text = path.read_text(encoding="utf-8")
+    paragraphs = [" ".join(line.strip() for line in block.splitlines()).strip() for block in text.split("\n\n")]
+    return [{"text": paragraph, "doc": ""} for paragraph in paragraphs if paragraph]
+
+
+def load_file(uri: str, split: str) -> Any:
+    """One split of a local `.txt` or `.jsonl` corpus as a `datasets.Dataset` with `text` and `doc`.
+
+    A record without a `doc` (or `id`) is its own document, keyed by its text.
+    """
+    _check_split(split)
+    parsed, query = _options(uri, _FILE_OPTIONS)
+    path = _file_path(parsed)
+    if path.suffix not in (".txt", ".jsonl"):
+        raise XlangError(f"corpus file {path} must be .txt (blank-line-separated paragraphs) or .jsonl (a text field)")
+    if not path.is_file():
+        raise XlangError(
+            f"corpus file {path} does not exist (from {uri}); fix the path (file:///absolute/path or file://relative/path)"
+        )
+    try:
+        records = _file_records(path, query.get("field", "text"), uri)
+    except UnicodeDecodeError as error:
+        raise XlangError(
+            f"corpus file {path} is not UTF-8 ({error.reason} at byte {error.start}); convert it to UTF-8"
+        ) from None
+    if not records:
+        raise XlangError(f"corpus file {path} holds no text; give it paragraphs or records with text")
+    for record in records:
+        record["doc"] = record["doc"] or record["text"]
+    try:
+        rule = SplitRule(
+            seed=query.get("seed", SplitRule.seed),
+            validation_chars=int(query.get("validation_chars", SplitRule.validation_chars)),
+            max_share=float(query.get("max_share", SplitRule.max_share)),
+        )
+    except ValueError:
+        raise XlangError(f"corpus URI {uri!r}: validation_chars and max_share must be numbers") from None
+    sizes: dict[str, int] = {}
+    for record in records:
+        sizes[record["doc"]] = sizes.get(record["doc"], 0) + len(record["text"])
+    held_out = validation_documents(sizes, rule)
+    validation_texts = {record["text"] for record in records if record["doc"] in held_out}
+    if split == "validation":
+        chosen = [record for record in records if record["doc"] in held_out]
+    else:
+        chosen = [r for r in records if r["doc"] not in held_out and r["text"] not in validation_texts]
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "doc": datasets.Value("string")})
+    columns = {"text": [r["text"] for r in chosen], "doc": [r["doc"] for r in chosen]}
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def load_source(
+    name: str,
+    uri: str,
+    split: str,
+    cache_dir: Path,
+    fields: tuple[str, str] | None = None,
+) -> Any:
+    """A split of the corpus at `uri`, or None when its scheme is not one of debian, hf, file."""
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme == "debian":
+        return load_debian(name, uri, split, Path(cache_dir), fields=fields)
+    if scheme == "hf":
+        return load_hub(uri, split, Path(cache_dir))
+    if scheme == "file":
+        return load_file(uri, split)
+    return None

@@ -1,0 +1,93 @@
+"""Loading and saving model folders safely: safetensors only, no remote code, atomic writes.
+
+A pickle checkpoint (``pytorch_model.bin``) can run arbitrary code when loaded, so a folder that has
+nothing else is refused with a message instead of being unpickled.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xlang.errors import XlangError
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_safetensors(model_dir: str | Path) -> None:
+    """Raise XlangError unless a local model folder holds safetensors weights.
+
+    Hub ids (not a local folder) are checked by ``from_pretrained(use_safetensors=True)`` instead.
+    """
+    path = Path(model_dir)
+    if not path.is_dir():
+        return
+    if not (path / "config.json").is_file():
+        raise XlangError(f"{path} is not a Hugging Face model folder: it has no config.json")
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise XlangError(
+            f"{path} holds only pickle weights ({', '.join(pickles)}); xlang never unpickles checkpoints. "
+            "Convert them to safetensors once with a tool you trust, then point xlang at that folder"
+        )
+    raise XlangError(f"{path} holds no model weights (*.safetensors)")
+
+
+def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | None = None) -> Any:
+    """A causal LM from a folder or hub id, safetensors only and without remote code."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_safetensors(model_dir)
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise XlangError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
+        )
+    except (OSError, ValueError) as error:
+        raise XlangError(f"cannot load a causal LM from {model_dir}: {error}") from error
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return model
+
+
+def load_tokenizer(tokenizer_dir: str | Path) -> Any:
+    """A fast tokenizer from a folder or hub id, without remote code."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise XlangError(f"cannot load a tokenizer from {tokenizer_dir}: {error}") from error
+
+
+def write_folder_atomically(out_dir: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(staging)`` on a temporary sibling folder, then move it to ``out_dir`` in one step.
+
+    A crash or an error leaves ``out_dir`` as it was (absent or the previous result), never half-written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        write(staging)
+        if out_dir.exists():
+            retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
+            os.replace(out_dir, retired / out_dir.name)
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,219 @@
+"""Bits per character: a language-modelling score that models with different tokenizers share.
+
+Perplexity per token rewards a tokenizer that cuts text finely; dividing the total negative
+log-likelihood (in bits) by the number of *characters* of the text does not, so the base model with its
+own tokenizer and the expanded model with the expanded one are compared on the same footing.
+
+The text is a list of documents. Each document is encoded on its own and preceded by one separator
+token (the tokenizer's BOS, else EOS), so no document is scored as the continuation of another and the
+first token of every document has a context. Separators are context only: they are not characters and
+are never scored. The token stream is read in sliding windows of ``window`` tokens that advance by
+``stride``; each window scores only the tokens no earlier window scored, so every token is scored once
+and (after the first window) with at least ``window - stride`` tokens of context.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xlang.errors import XlangError
+
+DEFAULT_WINDOW = 1024
+DEFAULT_STRIDE = 512
+DEFAULT_MAX_CHARS = 20_000
+"""Enough text for a stable comparison (the standard error of BPC at 20k characters is about 1%) that
+a 135M model scores on two CPU cores in well under a minute; pass ``max_chars=None`` for all of it."""
+
+
+@dataclass(frozen=True)
+class BpcResult:
+    """The totals behind one BPC number, so results can be summed over shards and reported in full."""
+
+    bits: float
+    """Total negative log-likelihood of the scored tokens, in bits."""
+    characters: int
+    tokens: int
+    """Tokens scored (separators excluded)."""
+    documents: int
+    seconds: float
+
+    @property
+    def bpc(self) -> float:
+        return self.bits / self.characters if self.characters else math.nan
+
+    @property
+    def tokens_per_char(self) -> float:
+        return self.tokens / self.characters if self.characters else math.nan
+
+    def as_metrics(self, prefix: str = "") -> dict[str, float]:
+        """Flat numbers for a manifest (``{prefix}bpc``, ``{prefix}tokens_per_char`` ...)."""
+        return {
+            f"{prefix}bpc": self.bpc,
+            f"{prefix}tokens_per_char": self.tokens_per_char,
+            f"{prefix}characters": float(self.characters),
+            f"{prefix}tokens": float(self.tokens),
+            f"{prefix}seconds": self.seconds,
+        }
+
+
+def take_chars(texts: Sequence[str], max_chars: int | None) -> list[str]:
+    """The first ``max_chars`` characters of the documents, in order, cutting the last one short.
+
+    Both models of a comparison must see exactly the same characters; the cut is by characters, never by
+    tokens, for that reason. Empty documents are dropped.
+    """
+    taken: list[str] = []
+    left = math.inf if max_chars is None else max_chars
+    for text in texts:
+        if left <= 0:
+            break
+        if not text:
+            continue
+        piece = text if len(text) <= left else text[: int(left)]
+        taken.append(piece)
+        left -= len(piece)
+    return taken
+
+
+def tokens_per_character(tokenizer: Any, texts: Sequence[str], max_chars: int | None = None) -> float:
+    """How many tokens the tokenizer spends per character of the text (lower is cheaper)."""
+    documents = take_chars(texts, max_chars)
+    characters = sum(len(text) for text in documents)
+    if not characters:
+        raise XlangError("no text to measure tokens per character on: the text list is empty")
+    tokens = sum(len(ids) for ids in tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"])
+    return tokens / characters
+
+
+def _separator_id(tokenizer: Any, separator: str | None) -> int:
+    if separator is not None:
+        token_id = tokenizer.convert_tokens_to_ids(separator)
+        if token_id is None or token_id == tokenizer.unk_token_id and separator != tokenizer.unk_token:
+            raise XlangError(f"separator token {separator!r} is not in the tokenizer's vocabulary")
+        return int(token_id)
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise XlangError("the tokenizer has neither a BOS nor an EOS token; name a document separator token")
+
+
+def _windows(length: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, scored) per window: tokens [start, end) are fed, the last `scored` are scored."""
+    spans = []
+    scored_up_to = 1  # position 0 is a separator: nothing before it to predict it from
+    start = 0
+    while scored_up_to < length:
+        end = min(start + window, length)
+        spans.append((start, end, end - scored_up_to))
+        scored_up_to = end
+        start += stride
+    return spans
+
+
+def check_vocabulary(model: Any, tokenizer: Any) -> None:
+    """Refuse a tokenizer with ids the model has no embedding row for (a mismatched pair)."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise XlangError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's embedding has only {rows} rows: "
+            "they do not belong together (was the model initialized for this tokenizer?)"
+        )
+
+
+def bits_per_character(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    window: int = DEFAULT_WINDOW,
+    stride: int = DEFAULT_STRIDE,
+    max_chars: int | None = DEFAULT_MAX_CHARS,
+    batch_size: int = 2,
+    separator: str | None = None,
+) -> BpcResult:
+    """Score ``texts`` with ``model`` under ``tokenizer``: total NLL in bits over the character count.
+
+    ``model`` is a causal LM (any dtype and device; fp32 is exact, bf16 about 3x faster on CPUs with
+    AMX and within about 0.5% of it). ``max_chars`` caps the text (see :func:`take_chars`).
+    """
+    import torch
+
+    if not 0 < stride <= window:
+        raise XlangError(f"stride must be between 1 and the window ({window}); got {stride}")
+    check_vocabulary(model, tokenizer)
+    documents = take_chars(texts, max_chars)
+    characters = sum(len(text) for text in documents)
+    if not characters:
+        raise XlangError("no text to score: the text list is empty")
+
+    started = time.perf_counter()
+    separator_id = _separator_id(tokenizer, separator)
+    ids: list[int] = []
+    scored_mask: list[bool] = []
+    for encoded in tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]:
+        ids.append(separator_id)
+        scored_mask.append(False)
+        ids.extend(encoded)
+        scored_mask.extend([True] * len(encoded))
+    stream = torch.tensor(ids, dtype=torch.long)
+    scored = torch.tensor(scored_mask, dtype=torch.bool)
+
+    device = next(model.parameters()).device
+    pad_id = separator_id
+    total_nats = 0.0
+    total_tokens = 0
+    spans = _windows(len(ids), window, stride)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for first in range(0, len(spans), batch_size):
+                batch = spans[first : first + batch_size]
+                width = max(end - start for start, end, _ in batch)
+                # Logits only where a scored token is predicted: a short (right-padded) window needs more.
+                keep = max(width - (end - start) + count + 1 for start, end, count in batch)
+                inputs = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                for row, (start, end, _) in enumerate(batch):
+                    inputs[row, : end - start] = stream[start:end]
+                # Right padding needs no mask in a causal model: no real position attends to a later one.
+                logits = model(input_ids=inputs.to(device), logits_to_keep=keep).logits.float()
+                for row, (start, end, count) in enumerate(batch):
+                    length = end - start
+                    # logits[:, j] belongs to position width - keep + j and predicts the next position.
+                    first_logit = length - count - 1 - (width - keep)
+                    row_logits = logits[row, first_logit : first_logit + count]
+                    targets = stream[end - count : end].to(device)
+                    keep_mask = scored[end - count : end].to(device)
+                    nll = torch.nn.functional.cross_entropy(row_logits, targets, reduction="none")
+                    total_nats += float(nll[keep_mask].double().sum())
+                    total_tokens += int(keep_mask.sum())
+    finally:
+        model.train(was_training)
+    return BpcResult(
+        bits=total_nats / math.log(2),
+        characters=characters,
+        tokens=total_tokens,
+        documents=len(documents),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def bits_per_character_of(
+    model_dir: str | Path,
+    texts: Sequence[str],
+    *,
+    dtype: str = "float32",
+    device: str | None = None,
+    **options: Any,
+) -> BpcResult:
+    """:func:`bits_per_character` for a Hugging Face model folder (safetensors only) and its tokenizer."""
+    from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
+
+    model = load_causal_lm(model_dir, dtype=dtype, device=device)
+    tokenizer = load_tokenizer(model_dir)
+    return bits_per_character(model, tokenizer, texts, **options)

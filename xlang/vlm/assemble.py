@@ -1,0 +1,299 @@
+"""Assemble a LLaVA-1.5-style model: vision tower + two-layer GELU projector + (extended) LLM.
+
+The result is a stock `LlavaForConditionalGeneration` with a `LlavaProcessor`, so the saved folder
+needs nothing from xlang. The tokenizer gains one special `<image>` token (its id becomes the config's
+`image_token_index`; the processor expands it to one token per image feature). The chat template is
+the base tokenizer's own, behind a short prelude that (1) turns processor-style content lists
+(`[{"type": "image"}, {"type": "text", ...}]`) into text with `<image>` placeholders, and (2) adds the
+system prompt of the conversation's language from the language plugins' chat bits when the messages
+bring none. The language is the template variable `lang` (`apply_chat_template(..., lang="zh")`),
+defaulting to the target language.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from xlang.errors import XlangError
+from xlang.vlm.data import IMAGE_PLACEHOLDER
+from xlang.vlm.towers import DEFAULT_TOWER, FEATURE_STRATEGIES, VisionTower
+
+PROJECTORS: tuple[str, ...] = ("mlp2x_gelu",)
+
+_FALLBACK_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+"""ChatML, for a base tokenizer without a template of its own."""
+
+
+class AssembleConfig(BaseModel):
+    """How the LLaVA is put together. Defaults: the embedded DINOv2-small at 224 px (256 patch tokens)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vision_tower: str = DEFAULT_TOWER
+    """Embedded name, folder or hub id (e.g. `openai/clip-vit-large-patch14-336`)."""
+    image_size: int | None = Field(default=None, gt=0)
+    """Square input side; None keeps the tower processor's. Only DINOv2 towers accept another size."""
+    vision_feature_layer: int = -2
+    """Hidden state fed to the projector (LLaVA-1.5: the penultimate layer)."""
+    vision_feature_select_strategy: Literal["auto", "default", "full"] = "auto"
+    """`default` drops the class token, `full` keeps every token; `auto`: default when the tower has one."""
+    projector: Literal["mlp2x_gelu"] = "mlp2x_gelu"
+    merge_adapter: bool = True
+    """When the LLM folder is a peft adapter: merge it into the base weights (the only mode a plain
+    `LlavaForConditionalGeneration` folder can carry)."""
+    seed: int = 0
+    """Seeds the projector's initialization."""
+
+
+def build_chat_template(
+    base_template: str | None,
+    system_prompts: Mapping[str, str],
+    default_lang: str,
+    image_placeholder: str = IMAGE_PLACEHOLDER,
+) -> str:
+    """A Jinja chat template: content-list normalization and per-language system prompts, then `base_template`.
+
+    `system_prompts` maps language codes to `LanguageSpec.chat.system_prompt`; an empty mapping adds no
+    system prompt (the base template's own default then applies).
+    """
+    if system_prompts and default_lang not in system_prompts:
+        raise XlangError(f"no system prompt for the target language {default_lang!r}; known: {', '.join(system_prompts)}")
+    prompts = json.dumps(dict(system_prompts), ensure_ascii=False)
+    placeholder = json.dumps(image_placeholder + "\n")
+    prelude = (
+        "{#- xlang: content lists -> text with image placeholders; the language's system prompt -#}\n"
+        f"{{%- set xlang_system = {prompts} -%}}\n"
+        f"{{%- set xlang_lang = lang if (lang is defined and lang in xlang_system) else {json.dumps(default_lang)} -%}}\n"
+        "{%- set xlang = namespace(items=[]) -%}\n"
+        "{%- if xlang_system and (not messages or messages[0]['role'] != 'system') -%}"
+        "{%- set xlang.items = [{'role': 'system', 'content': xlang_system[xlang_lang]}] -%}"
+        "{%- endif -%}\n"
+        "{%- for message in messages -%}"
+        "{%- if message['content'] is string -%}"
+        "{%- set xlang.items = xlang.items + [{'role': message['role'], 'content': message['content']}] -%}"
+        "{%- else -%}"
+        "{%- set part = namespace(text='') -%}"
+        "{%- for item in message['content'] -%}"
+        f"{{%- if item['type'] == 'image' -%}}{{%- set part.text = part.text + {placeholder} -%}}"
+        "{%- elif item['type'] == 'text' -%}{%- set part.text = part.text + item['text'] -%}{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- set xlang.items = xlang.items + [{'role': message['role'], 'content': part.text}] -%}"
+        "{%- endif -%}"
+        "{%- endfor -%}\n"
+        "{%- set messages = xlang.items -%}\n"
+    )
+    return prelude + (base_template or _FALLBACK_TEMPLATE)
+
+
+def add_image_token(tokenizer: Any, image_token: str = IMAGE_PLACEHOLDER) -> int:
+    """Add `image_token` as one special token (if missing) and give the tokenizer a pad token; returns its id."""
+    from tokenizers import AddedToken
+
+    ids = tokenizer.encode(image_token, add_special_tokens=False)
+    if len(ids) != 1 or tokenizer.convert_ids_to_tokens(ids[0]) != image_token:
+        tokenizer.add_tokens([AddedToken(image_token, special=True, normalized=False)], special_tokens=True)
+        ids = tokenizer.encode(image_token, add_special_tokens=False)
+    if len(ids) != 1:
+        raise XlangError(f"the tokenizer cannot hold {image_token!r} as one token (got ids {ids})")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.image_token = image_token
+    return ids[0]
+
+
+def load_language_model(path: str, *, merge_adapter: bool = True, dtype: Any = None) -> tuple[Any, Any]:
+    """(causal LM, tokenizer) from a model folder, a hub id, or a peft adapter folder (merged into its base)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = dtype or torch.float32
+    folder = Path(path)
+    if (folder / "adapter_config.json").is_file():
+        if not merge_adapter:
+            raise XlangError(
+                f"{folder} is a LoRA adapter; a plain LLaVA folder can only carry merged weights: set merge_adapter "
+                "(the default), or merge it yourself with peft's merge_and_unload()"
+            )
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype).merge_and_unload()
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        tokenizer_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer_source = path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    return model, tokenizer
+
+
+def _strategy(tower: VisionTower, requested: str) -> str:
+    if requested == "auto":
+        return "default" if tower.extra_tokens else "full"
+    if requested == "default" and not tower.extra_tokens:
+        raise XlangError(
+            f"vision tower {tower.source or tower.model.config.model_type} has no class token; the 'default' feature "
+            "strategy would drop a patch. Use vision_feature_select_strategy='full' (or 'auto')"
+        )
+    if requested not in FEATURE_STRATEGIES:
+        raise XlangError(f"unknown vision feature strategy {requested!r}; choose auto, default or full")
+    return requested
+
+
+def assemble_llava(
+    tower: VisionTower,
+    language_model: Any,
+    tokenizer: Any,
+    *,
+    chat_template: str,
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str = "auto",
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """A `LlavaForConditionalGeneration` (tower and LLM weights as given, a fresh projector) and its processor.
+
+    The LLM's embeddings grow by the `<image>` row. The processor's image-token count is checked
+    against what the tower really returns for one image, so a mismatch stops here, not mid-training.
+    """
+    import torch
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    strategy = _strategy(tower, vision_feature_select_strategy)
+    image_token_id = add_image_token(tokenizer)
+    if language_model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    num_tokens = tower.num_image_tokens(strategy)
+    config = LlavaConfig(
+        vision_config=tower.model.config,
+        text_config=language_model.config,
+        image_token_index=image_token_id,
+        image_seq_length=num_tokens,
+        projector_hidden_act="gelu",
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=strategy,
+        multimodal_projector_bias=True,
+    )
+    dtype = language_model.get_input_embeddings().weight.dtype
+    with torch.device("meta"):
+        llava = LlavaForConditionalGeneration(config)
+    llava.model.vision_tower = tower.model
+    llava.model.language_model = language_model.get_decoder()
+    llava.lm_head = language_model.get_output_embeddings()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    llava.model.multi_modal_projector = LlavaMultiModalProjector(config).to(dtype)
+    torch.random.set_rng_state(generator_state)
+    if config.tie_word_embeddings:
+        llava.lm_head.weight = llava.model.language_model.get_input_embeddings().weight
+    left_on_meta = [name for name, param in llava.named_parameters() if param.is_meta]
+    if left_on_meta:
+        raise XlangError(f"LLaVA assembly left parameters unset: {', '.join(left_on_meta[:5])}")
+    if getattr(language_model, "generation_config", None) is not None:
+        llava.generation_config = language_model.generation_config
+    llava.config.text_config.vocab_size = llava.lm_head.weight.shape[0]
+
+    processor = LlavaProcessor(
+        image_processor=tower.image_processor,
+        tokenizer=tokenizer,
+        patch_size=tower.patch_size,
+        vision_feature_select_strategy=strategy,
+        chat_template=chat_template,
+        image_token=tokenizer.image_token,
+        num_additional_image_tokens=tower.extra_tokens,
+    )
+    _check_image_tokens(llava, processor, num_tokens)
+    return llava, processor
+
+
+def _check_image_tokens(llava: Any, processor: Any, expected: int) -> None:
+    """Run one blank image through processor and model: token count and feature count must agree."""
+    import torch
+    from PIL import Image
+
+    side = processor.image_processor.crop_size or processor.image_processor.size
+    width = int(side.get("width") or side.get("shortest_edge"))
+    image = Image.new("RGB", (width, width), (128, 128, 128))
+    batch = processor(images=[image], text=[IMAGE_PLACEHOLDER], return_tensors="pt")
+    placeholders = int((batch["input_ids"] == llava.config.image_token_index).sum())
+    with torch.no_grad():
+        pixel_values = batch["pixel_values"].to(next(llava.model.vision_tower.parameters()).dtype)
+        features = vision_features(llava, pixel_values)
+    if not placeholders == expected == features.shape[1]:
+        raise XlangError(
+            f"image token count mismatch: the processor writes {placeholders} <image> tokens, the tower returns "
+            f"{features.shape[1]} features, expected {expected}; check the tower's image size, patch size and "
+            "feature strategy"
+        )
+
+
+def vision_features(llava: Any, pixel_values: Any) -> Any:
+    """The tower's selected hidden states (before the projector), as LlavaModel.get_image_features takes them."""
+    config = llava.config
+    outputs = llava.model.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+    layer = config.vision_feature_layer
+    if isinstance(layer, int):
+        selected = outputs.hidden_states[layer]
+        if config.vision_feature_select_strategy == "default":
+            selected = selected[:, 1:]
+        return selected
+    pool = [outputs.hidden_states[index] for index in layer]
+    if config.vision_feature_select_strategy == "default":
+        pool = [hidden[:, 1:] for hidden in pool]
+    import torch
+
+    return torch.cat(pool, dim=-1)
+
+
+def build_llava(
+    language_model_path: str,
+    cache_dir: Path,
+    target: Path,
+    *,
+    system_prompts: Mapping[str, str],
+    target_lang: str,
+    config: AssembleConfig | None = None,
+    chat_template: str | None = None,
+) -> Path:
+    """Assemble tower + projector + LLM and save the LLaVA folder at `target` (atomically).
+
+    `system_prompts`: language code -> chat system prompt (from the language plugins' chat bits);
+    `chat_template`: a finished template (e.g. from a `chat_template` hook) instead of the default one.
+    """
+    from xlang.vlm.export import save_llava
+    from xlang.vlm.towers import load_vision_tower
+
+    config = config or AssembleConfig()
+    tower = load_vision_tower(config.vision_tower, cache_dir, image_size=config.image_size)
+    language_model, tokenizer = load_language_model(language_model_path, merge_adapter=config.merge_adapter)
+    template = chat_template or build_chat_template(tokenizer.chat_template, system_prompts, target_lang)
+    llava, processor = assemble_llava(
+        tower,
+        language_model,
+        tokenizer,
+        chat_template=template,
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        seed=config.seed,
+    )
+    return save_llava(
+        llava,
+        processor,
+        target,
+        provenance={
+            "stage": "assemble",
+            "vision_tower": config.vision_tower,
+            "language_model": str(language_model_path),
+            "target_lang": target_lang,
+            **config.model_dump(mode="json"),
+        },
+    )

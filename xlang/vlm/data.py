@@ -1,0 +1,190 @@
+"""Visual-instruction records: the embedded seed set, LLaVA-format JSONL files, and their checks.
+
+A record is LLaVA's conversation format plus X-LLaVA's fields:
+`{"id", "image", "lang", "task", "conversations": [{"from": "human"|"gpt"|"system", "value"}...]}`
+(`split` marks the seed set's held-aside images). The first human turn carries one `<image>`.
+
+Bad input policy (documented in docs/vision.md): a row that is not a JSON object with `id` and
+`conversations` stops the load with the file and line, since the file itself is broken; a sample that is
+well-formed but unusable (missing or corrupt image, no assistant turn, a wrong number of image
+placeholders, an image-token count that does not match the tower) is reported with its file and id
+and skipped, and the stage stops only when no usable sample is left. Checks run before training
+starts, so nothing is written for a run that stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from xlang.errors import XlangError
+from xlang.vlm.images import BUILTIN_SCHEMES, export_png
+
+SEED_FILE = Path(__file__).resolve().parent / "seed" / "seed_vit.jsonl"
+SEED_SPLITS: tuple[str, ...] = ("train", "heldout", "all")
+IMAGE_PLACEHOLDER = "<image>"
+ROLES: dict[str, str] = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
+"""LLaVA's speaker names (and the chat roles some datasets use instead) to chat-template roles."""
+
+
+@dataclass(frozen=True)
+class SkippedSample:
+    """A sample left out of training, and why; written to the stage's `skipped.jsonl`."""
+
+    source: str
+    id: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.source} [{self.id}]: {self.reason}"
+
+
+def read_vit_jsonl(path: Path, *, source: str | None = None) -> list[dict[str, Any]]:
+    """Records of a LLaVA-format JSONL file, image paths made absolute against the file's folder.
+
+    Every record gets `source` (the file) for error reports. A malformed row raises XlangError with
+    the file and line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise XlangError(f"visual-instruction file {path} does not exist")
+    label = source or str(path)
+    records: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise XlangError(f"{path}:{number} is not valid JSON ({error.msg}); fix or remove that line") from None
+            if not isinstance(record, dict) or "id" not in record or not isinstance(record.get("conversations"), list):
+                raise XlangError(
+                    f"{path}:{number} is not a LLaVA record (needs an object with 'id' and a 'conversations' list)"
+                )
+            image = record.get("image")
+            if isinstance(image, str) and image and image.partition(":")[0] not in BUILTIN_SCHEMES:
+                if not os.path.isabs(image):
+                    record["image"] = str((path.parent / image).resolve())
+            record["id"] = str(record["id"])
+            record.setdefault("source", label)
+            records.append(record)
+    return records
+
+
+def seed_records(split: str = "all") -> list[dict[str, Any]]:
+    """The embedded en/ko/zh seed set (22 photos; `heldout`: the 3 kept aside for the report)."""
+    if split not in SEED_SPLITS:
+        raise XlangError(f"unknown seed split {split!r}; choose one of {', '.join(SEED_SPLITS)}")
+    records = read_vit_jsonl(SEED_FILE, source="seed://")
+    return records if split == "all" else [r for r in records if r.get("split", "train") == split]
+
+
+def export_seed_files(cache_dir: Path, split: str = "all") -> Path:
+    """The seed set as plain files (PNG images + JSONL with relative paths) for file-based tools.
+
+    Returns the JSONL path, `<cache_dir>/vit-seed/seed_vit-<split>.jsonl`; images go to
+    `<cache_dir>/vit-seed/images/`. Reused when already there.
+    """
+    folder = Path(cache_dir) / "vit-seed"
+    target = folder / f"seed_vit-{split}.jsonl"
+    if target.is_file():
+        return target
+    lines = []
+    for record in seed_records(split):
+        name = record["image"].split(":", 1)[1].rsplit(".", 1)[0] + ".png"
+        export_png(record["image"], folder / "images" / name)
+        row = {key: value for key, value in record.items() if key != "source"}
+        row["image"] = f"images/{name}"
+        lines.append(json.dumps(row, ensure_ascii=False))
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".jsonl", delete=False, encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(handle.name, target)
+    return target
+
+
+def load_vit_uri(uri: str, cache_dir: Path | None = None) -> list[dict[str, Any]] | Any | None:
+    """Records for `seed://[?split=train|heldout|all]`, `file://PATH.jsonl` (or a bare path), and
+    `hf://OWNER/NAME[?split=train&config=...]` (a hub dataset in the same format); None for other schemes."""
+    parsed = urlparse(uri)
+    query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    if parsed.scheme == "seed":
+        return seed_records(query.get("split", "all"))
+    if parsed.scheme == "file":
+        return read_vit_jsonl(Path(unquote(parsed.netloc + parsed.path)))
+    if parsed.scheme == "" and uri.endswith(".jsonl"):
+        return read_vit_jsonl(Path(uri))
+    if parsed.scheme == "hf":
+        from datasets import load_dataset
+
+        name = (parsed.netloc + parsed.path).strip("/")
+        try:
+            dataset = load_dataset(
+                name,
+                query.get("config"),
+                split=query.get("split", "train"),
+                cache_dir=str(Path(cache_dir) / "datasets") if cache_dir else None,
+            )
+        except Exception as error:  # offline, unknown name, no access: all say the same to the user
+            raise XlangError(f"cannot load hub dataset {name!r} ({error}); check the name and the network") from error
+        return [{**row, "id": str(row.get("id", index)), "source": uri} for index, row in enumerate(dataset)]
+    return None
+
+
+def check_record(record: dict[str, Any]) -> str | None:
+    """Why a record cannot train (None when it can): roles, an assistant turn, image placeholders."""
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        return "no conversation turns"
+    roles = []
+    for turn in turns:
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            return "a conversation turn is not an object with a string 'value'"
+        role = ROLES.get(str(turn.get("from", "")).lower())
+        if role is None:
+            return f"unknown speaker {turn.get('from')!r} (expected one of {', '.join(ROLES)})"
+        roles.append(role)
+    if "assistant" not in roles:
+        return "no assistant turn: nothing to learn from"
+    body = [role for role in roles if role != "system"]
+    if body[0] != "user" or any(a == b for a, b in zip(body, body[1:], strict=False)):
+        return "turns do not alternate user/assistant starting with the user"
+    placeholders = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
+    has_image = record.get("image") not in (None, "")
+    if has_image and placeholders > 1:
+        return f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for one image"
+    if not has_image and placeholders:
+        return f"{IMAGE_PLACEHOLDER} placeholder but no image"
+    return None
+
+
+def to_messages(record: dict[str, Any]) -> list[dict[str, str]]:
+    """Chat messages of a record; an image without a placeholder gets one in front of the first user turn
+    (LLaVA's own convention)."""
+    messages = [{"role": ROLES[str(turn["from"]).lower()], "content": turn["value"]} for turn in record["conversations"]]
+    if record.get("image") not in (None, "") and not any(IMAGE_PLACEHOLDER in m["content"] for m in messages):
+        first = next(m for m in messages if m["role"] == "user")
+        first["content"] = f"{IMAGE_PLACEHOLDER}\n{first['content']}"
+    return messages
+
+
+def write_skipped(skipped: Iterable[SkippedSample], path: Path) -> None:
+    """The skipped-sample report as JSONL, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as handle:
+        for sample in skipped:
+            handle.write(json.dumps(asdict(sample), ensure_ascii=False) + "\n")
+    os.replace(handle.name, path)
