@@ -126,6 +126,93 @@ def pretrain(context: StageContext) -> StageOutput:
     return StageOutput(metrics=summary, report="\n".join(lines), model_dir="model")
 
 
+# --- evaluate ------------------------------------------------------------------------------------------
+
+
+class EvaluateConfig(_Config):
+    max_chars: int = Field(default=20_000, gt=0)
+    """Validation characters per language (a prefix of the split, whole documents)."""
+    window: int = Field(default=512, gt=0)
+    stride: int = Field(default=256, gt=0)
+    extra_languages: tuple[str, ...] = ("en",)
+    """Measured next to the target language, to show that they did not get worse."""
+
+
+def evaluate(context: StageContext) -> StageOutput:
+    """Tokens per character and bits per character per language for the base and every model the run made."""
+    from xlang import plugins
+    from xlang.eval.bpc import bits_per_character, take_chars
+
+    config: EvaluateConfig = context.config
+    languages = [context.language] + [
+        plugins.get_language(code) for code in config.extra_languages if code != context.language.code
+    ]
+    texts = {
+        spec.code: take_chars(resolve.corpus_texts(spec, "validation", context.settings), config.max_chars)
+        for spec in languages
+    }
+    models = [("base", context.base_model)] + [
+        (name, str(path))
+        for name in context.manifest["stages"]
+        if (path := context.model_of(name)) is not None
+    ]
+    metrics: dict[str, Any] = {}
+    rows: list[tuple[str, str, float, float]] = []
+    for label, folder in models:
+        model, tokenizer = _load_for_text(folder)
+        for code, sample in texts.items():
+            result = bits_per_character(
+                model, tokenizer, sample, window=config.window, stride=config.stride, max_chars=None
+            )
+            metrics[f"{label}/{code}/bpc"] = round(result.bpc, 4)
+            metrics[f"{label}/{code}/tokens_per_char"] = round(result.tokens_per_char, 4)
+            rows.append((label, code, result.bpc, result.tokens_per_char))
+        del model
+    plot = _plot_bpc(rows, context.out_dir / "bpc.png")
+    lines = ["## evaluate", "", "| model | language | bits/char | tokens/char |", "|---|---|---|---|"]
+    lines += [f"| {label} | {code} | {bpc:.3f} | {tpc:.3f} |" for label, code, bpc, tpc in rows]
+    lines += ["", f"Validation text: the first {config.max_chars:,} characters of each language's split."]
+    if plot is not None:
+        lines += ["", "![bits per character](evaluate/bpc.png)"]
+    return StageOutput(metrics=metrics, report="\n".join(lines))
+
+
+def _load_for_text(folder: str) -> tuple[Any, Any]:
+    """A causal LM, or a LLaVA folder's model (text-only inputs run through its language model)."""
+    import json
+
+    from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
+
+    config_file = Path(folder) / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "llava":
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+        return LlavaForConditionalGeneration.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    return load_causal_lm(folder), load_tokenizer(folder)
+
+
+def _plot_bpc(rows: list[tuple[str, str, float, float]], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(label for label, *_ in rows))
+    codes = list(dict.fromkeys(code for _, code, *_ in rows))
+    figure, axis = plt.subplots(figsize=(1.6 + 1.3 * len(labels), 3.2))
+    width = 0.8 / max(len(codes), 1)
+    for offset, code in enumerate(codes):
+        values = [next(bpc for lab, c, bpc, _ in rows if lab == label and c == code) for label in labels]
+        axis.bar([i + offset * width for i in range(len(labels))], values, width, label=code)
+    axis.set_xticks([i + width * (len(codes) - 1) / 2 for i in range(len(labels))], labels)
+    axis.set_ylabel("bits per character (lower is better)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 # --- helpers shared by the stages -----------------------------------------------------------------------
 
 
@@ -163,10 +250,11 @@ def _validation_by_language(context: StageContext) -> dict[str, list[str]]:
 
 
 EXPAND = Stage("expand", "add target-language tokens as real BPE merges", ExpandConfig, expand)
+EVALUATE = Stage("evaluate", "tokens/char and bits/char per language for every model", EvaluateConfig, evaluate)
 PRETRAIN = Stage("pretrain", "continued bilingual pretraining (LoRA + new rows)", PretrainConfig, pretrain)
 
 X_LLAVA = Recipe(
     name="x-llava",
     description="X-LLaVA: vocabulary expansion, embedding init, bilingual pretraining, LLaVA alignment and VIT.",
-    stages=(EXPAND, PRETRAIN),
+    stages=(EXPAND, PRETRAIN, EVALUATE),
 )

@@ -48,7 +48,7 @@ def build_tiny(root: Path, *, tied: bool = True, hidden: int = 32, layers: int =
     trainer = trainers.BpeTrainer(
         vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    backend.train_from_iterator(make_texts("en", 200))
+    backend.train_from_iterator(make_texts("en", 200), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
     base_size = len(tokenizer)
     tokenizer.add_tokens(NEW_TOKENS)
@@ -86,8 +86,17 @@ def corpora() -> dict[str, list[str]]:
 
 def quick_config(**overrides: object) -> PretrainConfig:
     values: dict[str, object] = dict(
-        steps=6, seq_len=64, micro_batch=2, save_every=3, eval_every=3, log_every=1, mix={"ko": 0.5, "en": 0.5},
-        progress=False, tensorboard=False, warmup_steps=1, lr=5e-3,
+        steps=6,
+        seq_len=64,
+        micro_batch=2,
+        save_every=3,
+        eval_every=3,
+        log_every=1,
+        mix={"ko": 0.5, "en": 0.5},
+        progress=False,
+        tensorboard=False,
+        warmup_steps=1,
+        lr=5e-3,
     )
     values.update(overrides)
     return PretrainConfig(**values)  # type: ignore[arg-type]
@@ -113,8 +122,12 @@ def test_parse_mix_and_errors() -> None:
 
 def test_config_rejects_all_plus_lora_and_unknown_parts() -> None:
     with pytest.raises(ValueError, match="both 'all'"):
-        PretrainConfig(stages=(StageConfig(name="a", train=("all",), steps=1, lr=1e-3),
-                               StageConfig(name="b", train=("lora",), steps=1, lr=1e-3)))
+        PretrainConfig(
+            stages=(
+                StageConfig(name="a", train=("all",), steps=1, lr=1e-3),
+                StageConfig(name="b", train=("lora",), steps=1, lr=1e-3),
+            )
+        )
     with pytest.raises(ValueError, match="unknown part"):
         StageConfig(name="a", train=("everything",), steps=1, lr=1e-3)
 
@@ -200,20 +213,44 @@ def test_fused_loss_matches_transformers(tied: bool, head: str) -> None:
     from xlang.train.loss import CausalLMWithFusedLoss
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
     model = LlamaForCausalLM(config)
     new = list(range(90, 100))
     if head == "lora-tokens":
-        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", trainable_token_indices=(
-            new if tied else {"embed_tokens": new, "lm_head": new})))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=4,
+                target_modules="all-linear",
+                trainable_token_indices=(new if tied else {"embed_tokens": new, "lm_head": new}),
+            ),
+        )
     elif head == "tokens-only":
-        model = get_peft_model(model, TrainableTokensConfig(
-            target_modules=["embed_tokens"] if tied else ["embed_tokens", "lm_head"], token_indices=new))
+        model = get_peft_model(
+            model,
+            TrainableTokensConfig(
+                target_modules=["embed_tokens"] if tied else ["embed_tokens", "lm_head"], token_indices=new
+            ),
+        )
     elif head == "modules-to-save":
-        model = get_peft_model(model, LoraConfig(
-            r=4, target_modules="all-linear", modules_to_save=["embed_tokens"] if tied else ["lm_head"],
-            trainable_token_indices=None if tied else {"embed_tokens": new}, ensure_weight_tying=tied))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=4,
+                target_modules="all-linear",
+                modules_to_save=["embed_tokens"] if tied else ["lm_head"],
+                trainable_token_indices=None if tied else {"embed_tokens": new},
+                ensure_weight_tying=tied,
+            ),
+        )
     with torch.no_grad():
         for param in model.parameters():
             if param.requires_grad:
@@ -304,8 +341,9 @@ def test_staged_schedule_unfreezes_in_order(
         StageConfig(name="lora", train=("new-rows", "output", "lora"), steps=3, lr=1e-2),
     )
     out = tmp_path / "out"
-    result = pretrain(model_dir, tokenizer_dir, corpora(), None, quick_config(stages=stages, eval_every=0), out,
-                      new_token_ids=new_ids)
+    result = pretrain(
+        model_dir, tokenizer_dir, corpora(), None, quick_config(stages=stages, eval_every=0), out, new_token_ids=new_ids
+    )
     base = AutoModelForCausalLM.from_pretrained(str(model_dir))
     head = base.get_output_embeddings().weight.detach()
     old = [i for i in range(head.shape[0]) if i not in new_ids]
@@ -336,8 +374,15 @@ def test_full_finetune_writes_model_without_adapter(tiny: tuple[Path, Path, list
     from xlang.train import pretrain
 
     model_dir, tokenizer_dir, new_ids = tiny
-    result = pretrain(model_dir, tokenizer_dir, corpora(), None, quick_config(trainable="all", steps=2, eval_every=0),
-                      tmp_path / "out", new_token_ids=new_ids)
+    result = pretrain(
+        model_dir,
+        tokenizer_dir,
+        corpora(),
+        None,
+        quick_config(trainable="all", steps=2, eval_every=0),
+        tmp_path / "out",
+        new_token_ids=new_ids,
+    )
     assert result.adapter_dir is None and not (tmp_path / "out" / "adapter").exists()
     assert (result.model_dir / "model.safetensors").is_file()
 
@@ -347,21 +392,49 @@ def test_bad_inputs_exit_2_and_touch_nothing(tiny: tuple[Path, Path, list[int]],
 
     model_dir, tokenizer_dir, new_ids = tiny
     with pytest.raises(XlangError, match="'xx'.*ko, en") as unknown:
-        pretrain(model_dir, tokenizer_dir, corpora(), None, quick_config(mix={"ko": 0.5, "xx": 0.5}),
-                 tmp_path / "a", new_token_ids=new_ids)
+        pretrain(
+            model_dir,
+            tokenizer_dir,
+            corpora(),
+            None,
+            quick_config(mix={"ko": 0.5, "xx": 0.5}),
+            tmp_path / "a",
+            new_token_ids=new_ids,
+        )
     assert unknown.value.exit_code == 2 and not (tmp_path / "a").exists()
     with pytest.raises(XlangError, match="fewer than one block"):
-        pretrain(model_dir, tokenizer_dir, {"ko": ["고양이."], "en": make_texts("en", 50)}, None, quick_config(),
-                 tmp_path / "b", new_token_ids=new_ids)
+        pretrain(
+            model_dir,
+            tokenizer_dir,
+            {"ko": ["고양이."], "en": make_texts("en", 50)},
+            None,
+            quick_config(),
+            tmp_path / "b",
+            new_token_ids=new_ids,
+        )
     assert not (tmp_path / "b").exists()
 
     out = tmp_path / "c"
-    pretrain(model_dir, tokenizer_dir, corpora(), None, quick_config(steps=4, save_every=2, eval_every=0), out,
-             new_token_ids=new_ids)
+    pretrain(
+        model_dir,
+        tokenizer_dir,
+        corpora(),
+        None,
+        quick_config(steps=4, save_every=2, eval_every=0),
+        out,
+        new_token_ids=new_ids,
+    )
     before = tree_digest(out)
     with pytest.raises(XlangError, match="another configuration") as other:
-        pretrain(model_dir, tokenizer_dir, corpora(), None,
-                 quick_config(steps=4, save_every=2, eval_every=0, lr=1e-4), out, new_token_ids=new_ids)
+        pretrain(
+            model_dir,
+            tokenizer_dir,
+            corpora(),
+            None,
+            quick_config(steps=4, save_every=2, eval_every=0, lr=1e-4),
+            out,
+            new_token_ids=new_ids,
+        )
     assert other.value.exit_code == 2
     assert tree_digest(out) == before
 
@@ -382,16 +455,34 @@ def test_engine_refuses_a_folder_of_another_config(tmp_path: Path) -> None:
         return m(batch["x"]).pow(2).sum(), 8
 
     count = lambda batch: 8  # noqa: E731
-    first = run_training(model, batches, TrainLoopConfig(steps=3, save_every=1, progress=False), tmp_path,
-                         loss_fn=loss, count_tokens=count)
+    first = run_training(
+        model,
+        batches,
+        TrainLoopConfig(steps=3, save_every=1, progress=False),
+        tmp_path,
+        loss_fn=loss,
+        count_tokens=count,
+    )
     assert first.steps == 3 and len(first.history) == 3
     digest = tree_digest(tmp_path)
     with pytest.raises(XlangError, match="another configuration"):
-        run_training(model, batches, TrainLoopConfig(steps=5, save_every=1, progress=False), tmp_path,
-                     loss_fn=loss, count_tokens=count)
+        run_training(
+            model,
+            batches,
+            TrainLoopConfig(steps=5, save_every=1, progress=False),
+            tmp_path,
+            loss_fn=loss,
+            count_tokens=count,
+        )
     assert tree_digest(tmp_path) == digest
-    again = run_training(model, batches, TrainLoopConfig(steps=3, save_every=2, progress=False), tmp_path,
-                         loss_fn=loss, count_tokens=count)
+    again = run_training(
+        model,
+        batches,
+        TrainLoopConfig(steps=3, save_every=2, progress=False),
+        tmp_path,
+        loss_fn=loss,
+        count_tokens=count,
+    )
     assert again.already_done
 
 
@@ -410,8 +501,14 @@ pretrain(spec["model"], spec["tokenizer"], spec["texts"], None, PretrainConfig(*
 
 def _spec(tmp_path: Path, tiny: tuple[Path, Path, list[int]], out: Path, **config: object) -> Path:
     model_dir, tokenizer_dir, new_ids = tiny
-    spec = {"model": str(model_dir), "tokenizer": str(tokenizer_dir), "texts": corpora(), "new_ids": new_ids,
-            "out": str(out), "config": quick_config(**config).model_dump(mode="json")}
+    spec = {
+        "model": str(model_dir),
+        "tokenizer": str(tokenizer_dir),
+        "texts": corpora(),
+        "new_ids": new_ids,
+        "out": str(out),
+        "config": quick_config(**config).model_dump(mode="json"),
+    }
     path = tmp_path / f"{out.name}.json"
     path.write_text(json.dumps(spec))
     (tmp_path / "run.py").write_text(RUN_SCRIPT)
@@ -433,13 +530,21 @@ def _train_losses(out: Path) -> dict[int, float]:
 def test_kill_9_then_restart_continues_the_same_curve(tiny: tuple[Path, Path, list[int]], tmp_path: Path) -> None:
     settings = dict(steps=40, save_every=4, eval_every=0, keep_checkpoints=3)
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, str(tmp_path / "run.py"), str(_spec(tmp_path, tiny, reference, **settings))],
-                   check=True, env=_env(), capture_output=True)
+    subprocess.run(
+        [sys.executable, str(tmp_path / "run.py"), str(_spec(tmp_path, tiny, reference, **settings))],
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
 
     killed = tmp_path / "killed"
     spec = _spec(tmp_path, tiny, killed, **settings)
-    process = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(spec)], env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(tmp_path / "run.py"), str(spec)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoints = killed / "stages" / "lora" / "checkpoints"
     deadline = time.monotonic() + 300
     while not any(checkpoints.glob("step-*/meta.json")):  # poll the filesystem: the first checkpoint is complete
@@ -516,11 +621,29 @@ def test_two_process_gloo_run(tiny: tuple[Path, Path, list[int]], tmp_path: Path
     out = tmp_path / "ddp"
     out.mkdir()
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"model": str(model_dir), "tokenizer": str(tokenizer_dir), "texts": corpora(),
-                                "new_ids": new_ids, "out": str(out)}))
+    spec.write_text(
+        json.dumps(
+            {
+                "model": str(model_dir),
+                "tokenizer": str(tokenizer_dir),
+                "texts": corpora(),
+                "new_ids": new_ids,
+                "out": str(out),
+            }
+        )
+    )
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(_free_port()), str(tmp_path / "ddp.py"), str(spec)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(tmp_path / "ddp.py"),
+        str(spec),
+    ]
     env = {**_env(), "ACCELERATE_USE_CPU": "true", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

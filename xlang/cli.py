@@ -162,6 +162,81 @@ def corpus_stats(ctx: click.Context, code: str) -> None:
     )
 
 
+@cli.group("tokenizer", cls=XlangGroup)
+def tokenizer_group() -> None:
+    """Expand a tokenizer for a language and measure it."""
+
+
+def _validation_texts(spec: Any, settings: XlangSettings) -> dict[str, list[str]]:
+    """The language's validation split, plus English's when it is installed (to show it is unchanged)."""
+    texts = {spec.code: resolve.corpus_texts(spec, "validation", settings)}
+    english = plugins.languages().get("en")
+    if english is not None and spec.code != "en":
+        texts["en"] = resolve.corpus_texts(english.value, "validation", settings)
+    return texts
+
+
+@tokenizer_group.command("expand")
+@click.option("--lang", "code", required=True, help="Target language code.")
+@click.option("--base", default="smollm2-135m", show_default=True, help="Embedded name, folder or .model file.")
+@click.option("--budget", type=int, default=8000, show_default=True, help="Number of new vocabulary entries.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write.")
+@click.option("--source", "sources", multiple=True, help="Candidate source name (repeatable; default: language's).")
+@click.option("--expander", default=None, help="Expander name (default: the language's).")
+@click.option("--pad-to-multiple-of", type=int, default=64, show_default=True, help="0 disables padding.")
+@click.pass_context
+def tokenizer_expand(
+    ctx: click.Context,
+    code: str,
+    base: str,
+    budget: int,
+    out_dir: str,
+    sources: tuple[str, ...],
+    expander: str | None,
+    pad_to_multiple_of: int,
+) -> None:
+    """Add real BPE merges for LANG's script; other text keeps its exact ids."""
+    from xlang.tokenizer import expand_tokenizer, stats_table, tokenizer_stats
+
+    settings = settings_from(ctx)
+    spec = resolve.language(code)
+    base_path = base if base.endswith(".model") else resolve.base_model(base, settings)
+    names = sources or spec.defaults.candidate_sources
+    with console.status(f"expanding {base} for {spec.name} (budget {budget:,})"):
+        result = expand_tokenizer(
+            base=base_path,
+            language=spec,
+            train_texts=resolve.corpus_texts(spec, "train", settings),
+            budget=budget,
+            out_dir=Path(out_dir),
+            candidate_sources={name: resolve.strategy("token_candidate_sources", name) for name in names},
+            expander=resolve.strategy("tokenizer_expanders", expander or spec.defaults.tokenizer_expander),
+            pad_to_multiple_of=pad_to_multiple_of,
+        )
+    console.print(
+        f"[green]✓[/] {len(result.new_token_ids):,} new tokens ({result.family}), vocabulary "
+        f"{result.base_vocab_size:,} → {result.vocab_size:,}, {result.seconds:.1f} s → {result.out_dir}"
+    )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(stats_table(tokenizer_stats(result.out_dir, _validation_texts(spec, settings), base=base_path)))
+
+
+@tokenizer_group.command("stats")
+@click.option("--lang", "code", required=True, help="Language whose validation split is measured.")
+@click.option("--tokenizer", "tokenizer_dir", type=click.Path(exists=True), required=True, help="Expanded folder.")
+@click.option("--base", default=None, help="Base tokenizer to compare with (default: the one it was expanded from).")
+@click.pass_context
+def tokenizer_stats_command(ctx: click.Context, code: str, tokenizer_dir: str, base: str | None) -> None:
+    """Tokens per character and per word, before and after, per language."""
+    from xlang.tokenizer import stats_table, tokenizer_stats
+
+    settings = settings_from(ctx)
+    spec = resolve.language(code)
+    base_path = resolve.base_model(base, settings) if base else None
+    console.print(stats_table(tokenizer_stats(tokenizer_dir, _validation_texts(spec, settings), base=base_path)))
+
+
 def _parse_mix(value: str | None) -> dict[str, float] | None:
     if not value:
         return None

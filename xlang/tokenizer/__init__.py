@@ -22,7 +22,7 @@ from typing import Any
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
 from xlang.tokenizer.candidates import corpus_bpe_candidates, user_candidates, vocabulary_candidates
-from xlang.tokenizer.expand import merges_expander, next_free_id
+from xlang.tokenizer.expand import merges_as_pairs, merges_expander, next_free_id
 from xlang.tokenizer.families import (
     BYTE_LEVEL,
     METASPACE,
@@ -51,7 +51,10 @@ __all__ = [
 CandidateSource = Callable[..., Iterable[str]]
 """`source(language=, texts=, limit=) -> candidate strings` (the `register_token_candidate_sources` shape)."""
 Expander = Callable[..., Any]
-"""`expander(tokenizer=, tokens=, language=, texts=, budget=, required_tokens=) -> fast tokenizer`."""
+"""`expander(tokenizer=, tokens=, language=, texts=, budget=, required_tokens=, min_frequency=)` -> the
+expanded fast tokenizer (a `tokenizers.Tokenizer` or a transformers fast tokenizer). It receives the base
+as a `tokenizers.Tokenizer` and must append its entries after the base's ids and its merges after the
+base's merges."""
 
 MANIFEST = "xlang-tokenizer.json"
 """Written next to the tokenizer: base, family, language, budget and the new id range."""
@@ -98,9 +101,9 @@ class ExpansionResult:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["out_dir"] = str(self.out_dir)
-        for key in ("new_token_ids", "reserved_token_ids"):
+        for key, name in (("new_token_ids", "new_id_range"), ("reserved_token_ids", "reserved_id_range")):
             ids = data.pop(key)
-            data[key.removesuffix("_ids") + "_id_range"] = [ids[0], ids[-1] + 1] if ids else []
+            data[name] = [ids[0], ids[-1] + 1] if ids else []
         return data
 
 
@@ -151,10 +154,11 @@ def expand_tokenizer(
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        base_dir, proto = _resolve_base(Path(base).expanduser(), scratch / "base")
+        notes: list[str] = []
+        base_dir, proto = _resolve_base(Path(base).expanduser(), scratch / "base", notes)
         base_json = _read_tokenizer_json(base_dir)
         family = detect_family(base_json, where=f"the tokenizer in {base_dir}")
-        base_tokenizer = _load(base_dir)
+        base_backend = _backend(base_dir)
 
         sources = dict(candidate_sources) if candidate_sources is not None else {"corpus-bpe": corpus_bpe_candidates}
         limit = candidate_limit if candidate_limit is not None else 4 * budget
@@ -171,7 +175,7 @@ def expand_tokenizer(
             )
 
         expanded_tokenizer = (expander or merges_expander)(
-            tokenizer=base_tokenizer,
+            tokenizer=base_backend,
             tokens=list(dict.fromkeys(candidates)),
             language=language,
             texts=target_texts,
@@ -179,7 +183,7 @@ def expand_tokenizer(
             required_tokens=list(required_tokens),
             min_frequency=min_frequency,
         )
-        expanded_json = json.loads(expanded_tokenizer.backend_tokenizer.to_str())
+        expanded_json = json.loads(getattr(expanded_tokenizer, "backend_tokenizer", expanded_tokenizer).to_str())
         base_size = next_free_id(base_json)
         new_ids, new_pieces = _new_entries(base_json, expanded_json, base_size, budget)
         size = base_size + len(new_ids)
@@ -188,7 +192,6 @@ def expand_tokenizer(
             (_RESERVED_BYTE_LEVEL if family == BYTE_LEVEL else _RESERVED_SENTENCEPIECE).format(index)
             for index in range(padding)
         ]
-        notes: list[str] = []
         final_json, written_proto = _finish(family, base_json, expanded_json, new_pieces, reserved, proto, notes)
 
         staging = scratch / "out"
@@ -200,14 +203,13 @@ def expand_tokenizer(
         if written_proto is not None:
             (staging / "tokenizer.model").write_bytes(written_proto.SerializeToString())
         if not (staging / "tokenizer_config.json").is_file():
-            base_tokenizer.save_pretrained(scratch / "config")
-            shutil.copyfile(scratch / "config" / "tokenizer_config.json", staging / "tokenizer_config.json")
+            (staging / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
 
         final = _load(staging)
         if len(final) != size + padding:
             raise XlangError(f"internal: the written tokenizer has {len(final)} entries, expected {size + padding}")
-        _self_check(base_tokenizer, final, texts, scripts)
-        before, after = _tokens_per_char(base_tokenizer, final, target_texts)
+        _self_check(base_backend, final.backend_tokenizer, texts, scripts)
+        before, after = _tokens_per_char(base_backend, final.backend_tokenizer, target_texts)
         result = ExpansionResult(
             out_dir=out,
             family=family,
@@ -239,19 +241,25 @@ def _display(piece: str, family: str) -> str:
     return piece.replace(METASPACE, " ")
 
 
-def _resolve_base(base: Path, scratch: Path) -> tuple[Path, Any]:
-    """The base as a Hugging Face folder, and its SentencePiece model when it has one."""
+def _resolve_base(base: Path, scratch: Path, notes: list[str]) -> tuple[Path, Any]:
+    """The base as a Hugging Face folder, and its SentencePiece model when it has one (and it can be read)."""
     from xlang.tokenizer.sentencepiece import check_supported, load_proto, sentencepiece_folder
 
     if base.is_file():
         return sentencepiece_folder(base, scratch), load_proto(base)
     if base.is_dir():
+        model = base / "tokenizer.model"
         if (base / "tokenizer.json").is_file():
-            proto = load_proto(base / "tokenizer.model") if (base / "tokenizer.model").is_file() else None
-            return base, proto
-        if (base / "tokenizer.model").is_file():
-            check_supported(load_proto(base / "tokenizer.model"), str(base / "tokenizer.model"))
-            return sentencepiece_folder(base / "tokenizer.model", scratch), load_proto(base / "tokenizer.model")
+            if not model.is_file():
+                return base, None
+            try:
+                return base, load_proto(model)
+            except XlangError as error:
+                notes.append(f"tokenizer.model was not expanded: {error}")
+                return base, None
+        if model.is_file():
+            check_supported(load_proto(model), str(model))
+            return sentencepiece_folder(model, scratch), load_proto(model)
         raise XlangError(f"{base} has no tokenizer.json (nor a tokenizer.model); point --base at a tokenizer folder")
     raise XlangError(f"base tokenizer {base} does not exist; give a tokenizer folder or a SentencePiece .model file")
 
@@ -267,6 +275,15 @@ def _read_tokenizer_json(folder: Path) -> dict[str, Any]:
     return data
 
 
+def _backend(folder: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as error:  # tokenizers raises bare Exceptions for a file it cannot parse
+        raise XlangError(f"cannot read {folder / 'tokenizer.json'}: {error}") from error
+
+
 def _load(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
@@ -275,7 +292,9 @@ def _load(folder: Path) -> Any:
     except Exception as error:  # transformers raises many types for a bad folder; the user needs the path
         raise XlangError(f"transformers cannot load the tokenizer in {folder}: {error}") from error
     if not getattr(tokenizer, "is_fast", False):
-        raise XlangError(f"the tokenizer in {folder} has no fast (tokenizer.json) version; xlang expands fast tokenizers")
+        raise XlangError(
+            f"the tokenizer in {folder} has no fast (tokenizer.json) version; xlang expands fast tokenizers"
+        )
     return tokenizer
 
 
@@ -291,10 +310,8 @@ def _new_entries(
         raise XlangError("internal: the expander did not append its entries right after the base vocabulary")
     if len(added) > budget:
         raise XlangError(f"internal: the expander added {len(added)} entries, more than the budget of {budget}")
-    old_merges = base_json["model"].get("merges") or []
-    if [list(m) if not isinstance(m, str) else m.split(" ", 1) for m in old_merges] != [
-        list(m) if not isinstance(m, str) else m.split(" ", 1) for m in expanded_json["model"]["merges"][: len(old_merges)]
-    ]:
+    old_merges = merges_as_pairs(base_json["model"].get("merges") or [])
+    if merges_as_pairs(expanded_json["model"].get("merges") or [])[: len(old_merges)] != old_merges:
         raise XlangError("internal: the expander changed the order of the base's merges")
     return [index for index, _ in added], [token for _, token in added]
 
@@ -320,7 +337,8 @@ def _finish(
     written = None
     if family == SENTENCEPIECE:
         if proto is None:
-            notes.append("only the fast tokenizer (tokenizer.json) was written: the base has no tokenizer.model")
+            if not notes:
+                notes.append("only the fast tokenizer (tokenizer.json) was written: the base has no tokenizer.model")
         elif not json_matches_proto(base_json, proto):
             notes.append(
                 "only the fast tokenizer (tokenizer.json) was written: the base's tokenizer.json and tokenizer.model "
@@ -339,14 +357,18 @@ def _self_check(base: Any, expanded: Any, texts: Sequence[str], scripts: TargetS
         segments.extend(part for part in scripts.pattern.split(text) if part.strip())
         if len(segments) >= _SELF_CHECK_SEGMENTS:
             break
-    old = base.backend_tokenizer.encode_batch(segments, add_special_tokens=False)
-    new = expanded.backend_tokenizer.encode_batch(segments, add_special_tokens=False)
+    old = base.encode_batch(segments, add_special_tokens=False)
+    new = expanded.encode_batch(segments, add_special_tokens=False)
     for segment, before, after in zip(segments, old, new, strict=True):
         if before.ids != after.ids:
-            raise XlangError(f"internal: expansion changed the ids of {segment[:60]!r}; nothing was written, please report")
+            raise XlangError(
+                f"internal: expansion changed the ids of {segment[:60]!r}; nothing was written, please report"
+            )
 
 
-def _tokens_per_char(base: Any, expanded: Any, texts: Sequence[str], sample_chars: int = 200_000) -> tuple[float, float]:
+def _tokens_per_char(
+    base: Any, expanded: Any, texts: Sequence[str], sample_chars: int = 200_000
+) -> tuple[float, float]:
     """On the first `sample_chars` characters of target text: a quick report, not the benchmark."""
     sample, chars = [], 0
     for text in texts:
@@ -357,7 +379,7 @@ def _tokens_per_char(base: Any, expanded: Any, texts: Sequence[str], sample_char
     texts, chars = sample, chars or 1
     counts = []
     for tokenizer in (base, expanded):
-        encodings = tokenizer.backend_tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
         counts.append(round(sum(len(encoding.ids) for encoding in encodings) / chars, 4))
     return counts[0], counts[1]
 

@@ -32,29 +32,35 @@ def target_runs(texts: Iterable[str], language: LanguageSpec) -> Iterator[str]:
 def corpus_bpe_candidates(
     language: LanguageSpec, texts: Sequence[str], limit: int, min_frequency: int = 2, **_: object
 ) -> list[str]:
-    """Train a BPE (Hugging Face `tokenizers`) on the target-script runs of `texts`; its vocabulary in
-    merge order is the candidate list. Splitting on the script first keeps tokens inside the language:
-    no candidate glues Hangul to Latin letters or punctuation."""
+    """Train a BPE (Hugging Face `tokenizers`) on the target-script runs of `texts`: the language's
+    characters, most frequent first, then up to `limit` merged tokens in the order BPE learned them.
+
+    Splitting on the script first keeps tokens inside the language: no candidate glues Hangul to Latin
+    letters or punctuation. Characters do not count toward `limit` (every token is built from them).
+    """
+    from collections import Counter
+
     from tokenizers import Tokenizer, models, trainers
 
     runs = list(target_runs(texts, language))
     if not runs:
         return []
-    alphabet = sorted({char for run in runs for char in run})
+    frequency = Counter(char for run in runs for char in run)
     tokenizer = Tokenizer(models.BPE())
     trainer = trainers.BpeTrainer(
-        vocab_size=len(alphabet) + max(limit, 0),
+        vocab_size=len(frequency) + max(limit, 0),
         min_frequency=min_frequency,
         show_progress=False,
-        initial_alphabet=alphabet,
-        limit_alphabet=len(alphabet),
+        initial_alphabet=sorted(frequency),
+        limit_alphabet=len(frequency),
         max_token_length=MAX_CANDIDATE_CHARS,
     )
     tokenizer.train_from_iterator(runs, trainer=trainer, length=len(runs))
     vocab = tokenizer.get_vocab()
-    ordered = sorted(vocab, key=vocab.__getitem__)
     scripts = TargetScripts.of(language)
-    return [token for token in ordered if scripts.has_target(token)][: max(limit, 0)]
+    chars = [char for char, _ in frequency.most_common() if scripts.has_target(char)]
+    merged = [token for token in sorted(vocab, key=vocab.__getitem__) if len(token) > 1 and scripts.has_target(token)]
+    return chars + merged[: max(limit, 0)]
 
 
 def read_word_list(path: str | Path) -> list[str]:
@@ -136,19 +142,16 @@ class CandidatePool:
                 self._add(text)
 
     def _add(self, text: str) -> None:
+        form = symbol_form(text, self.family)
         if self.family == BYTE_LEVEL:
-            starts, form, position = [], "", 0
+            starts, position = [], 0
             for char in text:
                 starts.append(position)
-                symbols = to_byte_symbols(char)
-                form += symbols
-                position += len(symbols)
+                position += len(char.encode("utf-8"))
         else:
-            form = symbol_form(text, self.family)
             starts = list(range(len(form)))
-        for start in starts:
-            for end in range(start + 1, len(form) + 1):
-                self.pieces.add(form[start:end])
+        length = len(form)
+        self.pieces.update(form[start:end] for start in starts for end in range(start + 1, length + 1))
 
     def __contains__(self, piece: str) -> bool:
         return piece in self.pieces

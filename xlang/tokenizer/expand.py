@@ -129,7 +129,10 @@ def _acceptable(family: str, scripts: TargetScripts, pool: CandidatePool) -> Cal
     return acceptable
 
 
-def _merges_as_pairs(merges: Sequence[Any]) -> list[list[str]]:
+def merges_as_pairs(merges: Sequence[Any]) -> list[list[str]]:
+    """Merges as `[left, right]` lists (tokenizer.json also allows the older `"left right"` strings)."""
+    if merges and isinstance(merges[0], list):
+        return list(merges)
     return [m.split(" ", 1) if isinstance(m, str) else list(m) for m in merges]
 
 
@@ -147,13 +150,17 @@ def expand_tokenizer_json(
     budget: int,
     required_tokens: Sequence[str] = (),
     min_frequency: int = 2,
+    backend: Any = None,
 ) -> tuple[dict[str, Any], MergePlan]:
-    """The expanded `tokenizer.json` (new entries appended, new merges after the old ones) and the plan."""
+    """The expanded `tokenizer.json` (new entries appended, new merges after the old ones) and the plan.
+
+    `backend` is the same tokenizer as a `tokenizers.Tokenizer` when the caller already has one."""
     from tokenizers import Tokenizer
 
     family = detect_family(tokenizer_json)
     scripts = TargetScripts.of(language)
-    backend = Tokenizer.from_str(json.dumps(tokenizer_json))
+    if backend is None:
+        backend = Tokenizer.from_str(json.dumps(tokenizer_json))
     vocab: dict[str, int] = tokenizer_json["model"]["vocab"]
     corpus = collect_words(backend, family, texts, scripts)
     required = _required(required_tokens, family, scripts, vocab, backend, language, corpus.missing_cost)
@@ -168,13 +175,11 @@ def expand_tokenizer_json(
         required=required,
         min_frequency=min_frequency,
     )
-    expanded = json.loads(json.dumps(tokenizer_json))
-    model = expanded["model"]
     next_id = next_free_id(tokenizer_json)
-    for offset, token in enumerate(plan.new_tokens):
-        model["vocab"][token] = next_id + offset
-    model["merges"] = _merges_as_pairs(model.get("merges") or []) + [list(pair) for pair in plan.merges]
-    return expanded, plan
+    model = dict(tokenizer_json["model"])
+    model["vocab"] = {**vocab, **{token: next_id + offset for offset, token in enumerate(plan.new_tokens)}}
+    model["merges"] = merges_as_pairs(model.get("merges") or []) + [list(pair) for pair in plan.merges]
+    return {**tokenizer_json, "model": model}, plan
 
 
 def _required(
@@ -219,26 +224,17 @@ def merges_expander(
     min_frequency: int = 2,
     **_: Any,
 ) -> Any:
-    """Hook-level expander: a fast tokenizer and candidate tokens in, the expanded fast tokenizer out.
+    """Hook-level expander: a fast tokenizer (`tokenizers.Tokenizer` or a transformers fast tokenizer) and
+    candidate tokens in, the expanded `tokenizers.Tokenizer` out.
 
     Beyond the hookspec's arguments it needs the language's training `texts` (merges are ranked by the
     tokens they save there) and the `budget` of new vocabulary entries.
     """
     from tokenizers import Tokenizer
 
-    tokenizer_json = json.loads(tokenizer.backend_tokenizer.to_str())
-    expanded, _ = expand_tokenizer_json(tokenizer_json, language, texts, tokens, budget, required_tokens, min_frequency)
-    return with_backend(tokenizer, Tokenizer.from_str(json.dumps(expanded)))
-
-
-def with_backend(tokenizer: Any, backend: Any) -> Any:
-    """A copy of a transformers fast tokenizer (special tokens, chat template and all) over a new backend."""
-    import tempfile
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
-    with tempfile.TemporaryDirectory(prefix="xlang-tokenizer-") as folder:
-        tokenizer.save_pretrained(folder)
-        backend.save(str(Path(folder) / "tokenizer.json"))
-        return AutoTokenizer.from_pretrained(folder)
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    tokenizer_json = json.loads(backend.to_str())
+    expanded, _ = expand_tokenizer_json(
+        tokenizer_json, language, texts, tokens, budget, required_tokens, min_frequency, backend=backend
+    )
+    return Tokenizer.from_str(json.dumps(expanded))

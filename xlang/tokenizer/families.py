@@ -202,7 +202,9 @@ def detect_family(tokenizer_json: dict[str, Any], where: str = "the tokenizer") 
             f"{where} is a BPE with word-piece affixes (continuing_subword_prefix/end_of_word_suffix); "
             "xlang expands byte-level and SentencePiece-style BPE only"
         )
-    if _mentions(tokenizer_json.get("pre_tokenizer"), "ByteLevel") or _mentions(tokenizer_json.get("decoder"), "ByteLevel"):
+    if _mentions(tokenizer_json.get("pre_tokenizer"), "ByteLevel") or _mentions(
+        tokenizer_json.get("decoder"), "ByteLevel"
+    ):
         return BYTE_LEVEL
     metaspace = _mentions(tokenizer_json.get("pre_tokenizer"), "Metaspace") or any(
         step.get("type") == "Replace" and step.get("content") == METASPACE

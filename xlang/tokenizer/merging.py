@@ -34,6 +34,11 @@ class MergePlan:
     tokens_after: int
 
 
+_SHIFT = 22
+_LOW = (1 << _SHIFT) - 1
+"""A pair of symbol ids is one int, `left << _SHIFT | right`: cheaper to hash than a tuple."""
+
+
 class _Engine:
     def __init__(
         self,
@@ -52,15 +57,17 @@ class _Engine:
         self.is_new: list[bool] = []
         self.words: list[list[int]] = []
         self.counts: list[int] = []
-        self.pair_count: dict[tuple[int, int], int] = {}
-        self.pair_words: dict[tuple[int, int], set[int]] = {}
+        self.pair_count: dict[int, int] = {}
+        self.pair_words: dict[int, set[int]] = {}
         self.symbol_count: dict[int, int] = {}
-        self.verdicts: dict[tuple[int, int], bool] = {}
-        self.waiting: dict[int, set[tuple[int, int]]] = {}
-        self.heap: list[tuple[int, int, int]] = []
-        self.rank: dict[tuple[int, int], int] = {}
+        self.verdicts: dict[int, bool] = {}
+        self.waiting: dict[int, set[int]] = {}
+        self.heap: list[tuple[int, int]] = []
+        """(-count, pair) for merges; (-gain, -1 - symbol) for a missing character joining the vocabulary."""
+        self.rank: dict[int, int] = {}
         self.new_tokens: list[str] = []
         self.merges: list[tuple[str, str]] = []
+        pair_count, pair_words, symbol_count = self.pair_count, self.pair_words, self.symbol_count
         for symbols, count in words.items():
             if count <= 0 or not symbols:
                 continue
@@ -69,18 +76,22 @@ class _Engine:
             self.words.append(word)
             self.counts.append(count)
             for symbol in word:
-                self.symbol_count[symbol] = self.symbol_count.get(symbol, 0) + count
-            for pair in zip(word, word[1:], strict=False):
-                self.pair_count[pair] = self.pair_count.get(pair, 0) + count
-                self.pair_words.setdefault(pair, set()).add(index)
+                symbol_count[symbol] = symbol_count.get(symbol, 0) + count
+            for left, right in zip(word, word[1:], strict=False):
+                key = left << _SHIFT | right
+                pair_count[key] = pair_count.get(key, 0) + count
+                holders = pair_words.get(key)
+                if holders is None:
+                    pair_words[key] = {index}
+                else:
+                    holders.add(index)
         self.tokens_before = self.total_tokens()
-        for pair, count in self.pair_count.items():
-            self.heap.append((-count, *pair))
-        for symbol, count in self.symbol_count.items():
+        self.heap = [(-count, key) for key, count in pair_count.items()]
+        for symbol, count in symbol_count.items():
             if not self.in_vocab[symbol] and addable(self.strings[symbol]):
                 cost = self.missing_cost[self.strings[symbol]]
                 if cost > 1:
-                    self.heap.append((-count * (cost - 1), -1, symbol))
+                    self.heap.append((-count * (cost - 1), -1 - symbol))
         heapq.heapify(self.heap)
 
     def symbol(self, string: str) -> int:
@@ -88,11 +99,15 @@ class _Engine:
         if known is not None:
             return known
         index = len(self.strings)
+        if index > _LOW:
+            raise XlangError("internal: too many distinct symbols for the merge engine")
         self.strings.append(string)
         self.ids[string] = index
         present = string in self.old_vocab
         if not present and string not in self.missing_cost:
-            raise XlangError(f"internal: symbol {string!r} is neither in the base vocabulary nor a known missing symbol")
+            raise XlangError(
+                f"internal: symbol {string!r} is neither in the base vocabulary nor a known missing symbol"
+            )
         self.in_vocab.append(present)
         self.is_new.append(False)
         return index
@@ -103,18 +118,18 @@ class _Engine:
     def total_tokens(self) -> int:
         return sum(count * sum(self.cost(s) for s in word) for word, count in zip(self.words, self.counts, strict=True))
 
-    def verdict(self, pair: tuple[int, int]) -> bool | None:
+    def verdict(self, key: int) -> bool | None:
         """True: may merge now; False: never; None: waits for a missing operand to join the vocabulary."""
-        left, right = pair
+        left, right = key >> _SHIFT, key & _LOW
         if not (self.in_vocab[left] and self.in_vocab[right]):
             return None
-        known = self.verdicts.get(pair)
+        known = self.verdicts.get(key)
         if known is None:
             merged = self.strings[left] + self.strings[right]
             known = merged not in self.old_vocab and self.acceptable(
                 self.strings[left], self.strings[right], self.is_new[left] or self.is_new[right]
             )
-            self.verdicts[pair] = known
+            self.verdicts[key] = known
         return known
 
     def add_symbol(self, symbol: int) -> None:
@@ -122,14 +137,14 @@ class _Engine:
         self.in_vocab[symbol] = True
         self.is_new[symbol] = True
         self.new_tokens.append(self.strings[symbol])
-        for pair in self.waiting.pop(symbol, ()):
-            count = self.pair_count.get(pair, 0)
+        for key in self.waiting.pop(symbol, ()):
+            count = self.pair_count.get(key, 0)
             if count > 0:
-                heapq.heappush(self.heap, (-count, *pair))
+                heapq.heappush(self.heap, (-count, key))
 
-    def merge(self, pair: tuple[int, int]) -> bool:
+    def merge(self, key: int) -> bool:
         """Add the merge and apply it to the corpus; True when it made a new vocabulary entry."""
-        left, right = pair
+        left, right = key >> _SHIFT, key & _LOW
         merged_string = self.strings[left] + self.strings[right]
         created = merged_string not in self.ids or not self.in_vocab[self.ids[merged_string]]
         if merged_string not in self.ids:
@@ -140,49 +155,69 @@ class _Engine:
         merged = self.ids[merged_string]
         if created:
             self.new_tokens.append(merged_string)
-        self.rank[pair] = len(self.merges)
+        self.rank[key] = len(self.merges)
         self.merges.append((self.strings[left], self.strings[right]))
-        touched: set[tuple[int, int]] = set()
+        touched: set[int] = set()
         pair_count, pair_words, words, counts = self.pair_count, self.pair_words, self.words, self.counts
         # pair_words may list words that lost a pair since (cheaper than exact bookkeeping); such words
-        # are skipped below because nothing in them changes.
-        for index in pair_words.pop(pair, ()):
+        # are skipped below because nothing in them changes. Only pairs next to a merge site change
+        # count, so long words (unspaced Chinese clauses) cost what their merge sites cost.
+        for index in pair_words.pop(key, ()):
             word, count = words[index], counts[index]
+            length = len(word)
             rebuilt: list[int] = []
-            position, length = 0, len(word)
-            while position < length:
-                if position + 1 < length and word[position] == left and word[position + 1] == right:
-                    rebuilt.append(merged)
-                    position += 2
-                else:
-                    rebuilt.append(word[position])
+            sites: list[int] = []
+            previous = 0
+            position = 0
+            last_old = -1
+            while True:
+                try:
+                    position = word.index(left, position)
+                except ValueError:
+                    break
+                if position + 1 >= length or word[position + 1] != right:
                     position += 1
-            if len(rebuilt) == length:
+                    continue
+                # the pairs (position-1, position), (position, position+1), (position+1, position+2) go
+                for j in (position - 1, position, position + 1):
+                    if last_old < j < length - 1:
+                        old = word[j] << _SHIFT | word[j + 1]
+                        pair_count[old] -= count
+                        last_old = j
+                rebuilt.extend(word[previous:position])
+                sites.append(len(rebuilt))
+                rebuilt.append(merged)
+                previous = position = position + 2
+            if not previous:
                 continue
-            for old in zip(word, word[1:], strict=False):
-                pair_count[old] -= count
-            for new in zip(rebuilt, rebuilt[1:], strict=False):
-                pair_count[new] = pair_count.get(new, 0) + count
-                if merged in new:
-                    touched.add(new)
-                    holders = pair_words.get(new)
-                    if holders is None:
-                        pair_words[new] = {index}
-                    else:
-                        holders.add(index)
+            rebuilt.extend(word[previous:])
+            last_new = -1
+            end = len(rebuilt) - 1
+            for site in sites:
+                for j in (site - 1, site):
+                    if last_new < j < end:
+                        fresh = rebuilt[j] << _SHIFT | rebuilt[j + 1]
+                        pair_count[fresh] = pair_count.get(fresh, 0) + count
+                        touched.add(fresh)
+                        holders = pair_words.get(fresh)
+                        if holders is None:
+                            pair_words[fresh] = {index}
+                        else:
+                            holders.add(index)
+                        last_new = j
             words[index] = rebuilt
-        self.pair_count.pop(pair, None)
+        pair_count.pop(key, None)
         for fresh in sorted(touched):
-            heapq.heappush(self.heap, (-self.pair_count[fresh], *fresh))
+            heapq.heappush(self.heap, (-pair_count[fresh], fresh))
         return created
 
     def apply_merges(self, symbols: list[int]) -> list[int]:
         """Encode a symbol sequence with the new merges learned so far (lowest rank first, as BPE does)."""
         while len(symbols) > 1:
             ranked = [
-                (self.rank[pair], position)
-                for position, pair in enumerate(zip(symbols, symbols[1:], strict=False))
-                if pair in self.rank
+                (self.rank[key], position)
+                for position, key in enumerate(a << _SHIFT | b for a, b in zip(symbols, symbols[1:], strict=False))
+                if key in self.rank
             ]
             if not ranked:
                 break
@@ -202,10 +237,9 @@ class _Engine:
                 used += 1
         symbols = self.apply_merges(symbols)
         while len(symbols) > 1:
+            keys = [a << _SHIFT | b for a, b in zip(symbols, symbols[1:], strict=False)]
             options = [
-                (-self.pair_count.get(pair, 0), position)
-                for position, pair in enumerate(zip(symbols, symbols[1:], strict=False))
-                if self.verdict(pair)
+                (-self.pair_count.get(key, 0), position) for position, key in enumerate(keys) if self.verdict(key)
             ]
             if not options:
                 shown = " + ".join(repr(self.strings[s]) for s in symbols)
@@ -214,8 +248,7 @@ class _Engine:
                     "also join bytes of characters outside the language's scripts; leave it out of the required tokens"
                 )
             _, position = min(options)
-            pair = (symbols[position], symbols[position + 1])
-            used += self.merge(pair)
+            used += self.merge(keys[position])
             symbols = self.apply_merges(symbols)
         if used > budget_left:
             raise XlangError(
@@ -226,27 +259,29 @@ class _Engine:
 
     def run(self, budget: int, min_frequency: int) -> None:
         added = 0
-        while added < budget and self.heap:
-            negative_gain, first, second = heapq.heappop(self.heap)
-            if first == -1:
-                if not self.in_vocab[second] and self.symbol_count[second] >= min_frequency:
-                    self.add_symbol(second)
+        heap, pair_count = self.heap, self.pair_count
+        while added < budget and heap:
+            negative_gain, key = heapq.heappop(heap)
+            if key < 0:
+                symbol = -1 - key
+                if not self.in_vocab[symbol] and self.symbol_count[symbol] >= min_frequency:
+                    self.add_symbol(symbol)
                     added += 1
                 continue
-            pair = (first, second)
-            count = self.pair_count.get(pair, 0)
+            count = pair_count.get(key, 0)
             if count < min_frequency:
                 continue
             if count != -negative_gain:
-                heapq.heappush(self.heap, (-count, *pair))
+                heapq.heappush(heap, (-count, key))
                 continue
-            verdict = self.verdict(pair)
+            verdict = self.verdict(key)
             if verdict is None:
-                waiting_on = first if not self.in_vocab[first] else second
-                self.waiting.setdefault(waiting_on, set()).add(pair)
+                left, right = key >> _SHIFT, key & _LOW
+                waiting_on = left if not self.in_vocab[left] else right
+                self.waiting.setdefault(waiting_on, set()).add(key)
                 continue
             if verdict:
-                added += self.merge(pair)
+                added += self.merge(key)
 
 
 def learn_merges(

@@ -24,8 +24,13 @@ _SCORE_FLOOR = -1e7
 
 def load_proto(path: str | Path) -> Any:
     """The `ModelProto` of a SentencePiece model file, or an XlangError naming the file."""
-    from sentencepiece import sentencepiece_model_pb2
-
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError as error:
+        raise XlangError(
+            f"reading the SentencePiece model {path} needs the sentencepiece and protobuf packages: "
+            "pip install sentencepiece protobuf"
+        ) from error
     proto = sentencepiece_model_pb2.ModelProto()
     try:
         proto.ParseFromString(Path(path).read_bytes())
@@ -128,7 +133,9 @@ def new_piece_scores(proto: Any, count: int) -> list[float]:
     ordinary = [p.score for p in proto.pieces if p.type == NORMAL and p.score > _SCORE_FLOOR]
     start = (min(ordinary) if ordinary else 0.0) - 1.0
     if start - count < _SCORE_FLOOR:
-        raise XlangError("the SentencePiece model's scores leave no room for new pieces; expand the fast tokenizer only")
+        raise XlangError(
+            "the SentencePiece model's scores leave no room for new pieces; expand the fast tokenizer only"
+        )
     return [start - index for index in range(count)]
 
 
@@ -168,8 +175,11 @@ def sentencepiece_folder(model_file: str | Path, out_dir: str | Path) -> Path:
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         spec = proto.trainer_spec
-        names = {index: proto.pieces[index].piece for index in (spec.bos_id, spec.eos_id, spec.unk_id)
-                 if 0 <= index < len(proto.pieces)}
+        names = {
+            index: proto.pieces[index].piece
+            for index in (spec.bos_id, spec.eos_id, spec.unk_id)
+            if 0 <= index < len(proto.pieces)
+        }
         fast = PreTrainedTokenizerFast(
             tokenizer_object=Tokenizer.from_str(json.dumps(proto_to_tokenizer_json(proto))),
             bos_token=names.get(spec.bos_id),

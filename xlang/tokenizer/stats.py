@@ -121,8 +121,17 @@ def stats_table(rows: Sequence[LanguageStats], title: str = "tokens per characte
     from rich.table import Table
 
     table = Table(title=title)
-    for column in ("language", "texts", "chars", "tok/char base", "tok/char new", "tok/word base", "tok/word new",
-                   "new/base", "identical ids"):
+    for column in (
+        "language",
+        "texts",
+        "chars",
+        "tok/char base",
+        "tok/char new",
+        "tok/word base",
+        "tok/word new",
+        "new/base",
+        "identical ids",
+    ):
         table.add_column(column, justify="left" if column == "language" else "right")
     for row in rows:
         table.add_row(

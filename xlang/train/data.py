@@ -122,8 +122,9 @@ class StreamingDocs:
         self.total_tokens: int | None = None
 
     def documents(self, pass_index: int) -> Iterator[np.ndarray]:
-        stream = self.dataset.shuffle(seed=_stable_int(self.seed, self.name, pass_index) % 2**32,
-                                      buffer_size=self.buffer_size)
+        stream = self.dataset.shuffle(
+            seed=_stable_int(self.seed, self.name, pass_index) % 2**32, buffer_size=self.buffer_size
+        )
         pending: list[str] = []
         for row in stream:
             text = row.get(self.field)

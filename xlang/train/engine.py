@@ -324,8 +324,9 @@ def load_trainable(model: Any, path: Path) -> None:
         for name, tensor in saved.items():
             target = params[name]
             if tuple(target.shape) != tuple(tensor.shape):
-                raise XlangError(f"checkpoint {path}: {name} has shape {tuple(tensor.shape)}, the model's is "
-                                 f"{tuple(target.shape)}")
+                raise XlangError(
+                    f"checkpoint {path}: {name} has shape {tuple(tensor.shape)}, the model's is {tuple(target.shape)}"
+                )
             target.data.copy_(tensor.to(target.device, target.dtype))
 
 

@@ -168,8 +168,9 @@ def _chunked_head_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tens
 
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, hidden.shape[0], chunk):
-        total = total + checkpoint(piece, hidden[start : start + chunk], labels[start : start + chunk],
-                                   use_reentrant=False)
+        total = total + checkpoint(
+            piece, hidden[start : start + chunk], labels[start : start + chunk], use_reentrant=False
+        )
     return total
 
 

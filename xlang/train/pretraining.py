@@ -103,6 +103,25 @@ def _digest_texts(values: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def join_paragraphs(dataset: Any) -> list[str]:
+    """Texts of a `datasets.Dataset`; consecutive records of one `doc` (a help or man page split into
+    paragraphs) become one document, so packing keeps a page's context together."""
+    texts = [t if isinstance(t, str) else "" for t in dataset["text"]]
+    if "doc" not in dataset.column_names:
+        return texts
+    documents: list[str] = []
+    previous = object()
+    for text, doc in zip(texts, dataset["doc"], strict=True):
+        if not text.strip():
+            continue
+        if doc == previous and documents:
+            documents[-1] += "\n" + text
+        else:
+            documents.append(text)
+        previous = doc
+    return documents
+
+
 def _split_validation(texts: list[str], max_texts: int, seed: int, name: str) -> tuple[list[str], list[str]]:
     """Hold out a few documents when the caller gave no validation split (deterministic)."""
     import numpy as np
@@ -230,7 +249,7 @@ def plot_curves(stage_metrics: Sequence[tuple[str, int, Path]], png: Path) -> Pa
         bottom.legend()
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
-        for offset, name in bounds[1:]:
+        for offset, _name in bounds[1:]:
             axis.axvline(offset, color="grey", ls="--", lw=0.8)
     if len(bounds) > 1:
         for offset, name in bounds:
@@ -280,6 +299,54 @@ def compile_decoder_layers(model: Any) -> int:
     return len(layers)
 
 
+@dataclass
+class PreparedModel:
+    trainable: Any
+    """`xlang.train.trainable.Trainable`: the (peft) model and what it can train."""
+    wrapper: Any
+    """`CausalLMWithFusedLoss` around it: what the engine trains."""
+    selections: list[tuple[Callable[[str, Any], bool], list[Any]]]
+    """Per stage: the engine's `trainable=` predicate and the parameters to row-mask."""
+
+
+def prepare_model(
+    base: Any, new_token_ids: Sequence[int], config: PretrainConfig, *, mixed: str, compile_layers: bool
+) -> PreparedModel:
+    """The training-time model of a schedule: adapter for every stage's parts, trainable weights in fp32
+    under autocast, optional checkpointing and compiled decoder layers, the fused loss around it all.
+
+    Shared by `pretrain` and `bench/pretrain_throughput.py`, so the benchmark measures this exact step.
+    """
+    import torch
+
+    from xlang.train.loss import CausalLMWithFusedLoss
+    from xlang.train.trainable import build_trainable, disable_lora_input_cast, stage_selection, upcast_trainable
+
+    stages = config.schedule_stages()
+    base.config.use_cache = False
+    torch.manual_seed(config.seed)  # LoRA's initial values: the same in every process and every restart
+    trainable = build_trainable(
+        base,
+        new_token_ids,
+        {part for stage in stages for part in stage.train},
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        lora_targets=config.lora_targets,
+    )
+    selections = [stage_selection(trainable, stage.train) for stage in stages]
+    if mixed != "no":
+        upcast_trainable(trainable, [pred for pred, _ in selections])
+        disable_lora_input_cast(trainable.model)
+    if config.gradient_checkpointing:
+        inner = trainable.model.get_base_model() if trainable.has_adapter else trainable.model
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if compile_layers:
+        compile_decoder_layers(trainable.model)
+    wrapper = CausalLMWithFusedLoss(trainable.model, chunk_tokens=config.loss_chunk_tokens)
+    return PreparedModel(trainable, wrapper, selections)
+
+
 def pretrain(
     model_dir: str | os.PathLike[str],
     tokenizer_dir: str | os.PathLike[str],
@@ -313,8 +380,10 @@ def pretrain(
     stages = config.schedule_stages()
     parts_union = {part for stage in stages for part in stage.train}
     if "new-rows" in parts_union and not new_token_ids:
-        raise XlangError("pretrain trains the new tokens' rows but got no new_token_ids; pass the ids the "
-                         "tokenizer stage added (or choose trainable='all')")
+        raise XlangError(
+            "pretrain trains the new tokens' rows but got no new_token_ids; pass the ids the "
+            "tokenizer stage added (or choose trainable='all')"
+        )
 
     fingerprint = {
         "config": {k: v for k, v in config.model_dump(mode="json").items() if k not in NON_TRAJECTORY_FIELDS},
@@ -344,14 +413,8 @@ def pretrain(
 
     from xlang.train.data import LocalDocs, PackedStream, StreamingDocs, bilingual_documents, tokenize_documents
     from xlang.train.engine import run_training
-    from xlang.train.loss import CausalLMWithFusedLoss, fused_loss
-    from xlang.train.trainable import (
-        add_row_masks,
-        build_trainable,
-        disable_lora_input_cast,
-        stage_selection,
-        upcast_trainable,
-    )
+    from xlang.train.loss import fused_loss
+    from xlang.train.trainable import add_row_masks
 
     started = time.time()
     cuda = torch.cuda.is_available() and (accelerator is None or accelerator.device.type == "cuda")
@@ -372,7 +435,7 @@ def pretrain(
         if _is_streaming(values):
             sources[name] = StreamingDocs(name, values, tokenizer, config.seed)
             continue
-        texts = list(values["text"]) if hasattr(values, "column_names") else [t for t in values if isinstance(t, str)]
+        texts = join_paragraphs(values) if hasattr(values, "column_names") else [t for t in values if isinstance(t, str)]
         if validation_by_language is None:
             texts, held = _split_validation(texts, config.eval_max_texts, config.seed, name)
             validation[name] = held
@@ -404,31 +467,14 @@ def pretrain(
     if config.attn_implementation:
         load_kwargs["attn_implementation"] = config.attn_implementation
     base = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs)
-    base.config.use_cache = False
     rows = base.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
-        raise XlangError(f"tokenizer has {len(tokenizer)} tokens but the model only {rows} embedding rows; "
-                         "pretrain needs the model the embedding stage wrote")
-    torch.manual_seed(config.seed)  # LoRA's initial values: the same in every process and every restart
-    trainable = build_trainable(
-        base,
-        new_token_ids or [],
-        parts_union,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        lora_targets=config.lora_targets,
-    )
-    selections = [stage_selection(trainable, stage.train) for stage in stages]
-    if mixed != "no":
-        upcast_trainable(trainable, [pred for pred, _ in selections])
-        disable_lora_input_cast(trainable.model)
-    if config.gradient_checkpointing:
-        inner = trainable.model.get_base_model() if trainable.has_adapter else trainable.model
-        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if compile_layers:
-        compile_decoder_layers(trainable.model)
-    wrapper = CausalLMWithFusedLoss(trainable.model, chunk_tokens=config.loss_chunk_tokens)
+        raise XlangError(
+            f"tokenizer has {len(tokenizer)} tokens but the model only {rows} embedding rows; "
+            "pretrain needs the model the embedding stage wrote"
+        )
+    prepared = prepare_model(base, new_token_ids or [], config, mixed=mixed, compile_layers=compile_layers)
+    trainable, wrapper, selections = prepared.trainable, prepared.wrapper, prepared.selections
     evaluate = eval_fn or (
         make_bpc_eval(tokenizer, validation, seq_len=config.seq_len, micro_batch=config.micro_batch)
         if validation
@@ -515,8 +561,14 @@ def _summary(
     rates = [result.median_tokens_per_s() for _, _, result in stage_runs]
     return {
         "stages": [
-            {"name": stage.name, "train": list(stage.train), "steps": stage.steps, "lr": stage.lr,
-             "final_loss": result.final_loss, "tokens_per_s": result.median_tokens_per_s()}
+            {
+                "name": stage.name,
+                "train": list(stage.train),
+                "steps": stage.steps,
+                "lr": stage.lr,
+                "final_loss": result.final_loss,
+                "tokens_per_s": result.median_tokens_per_s(),
+            }
             for stage, _, result in stage_runs
         ],
         "final_loss": stage_runs[-1][2].final_loss if stage_runs else None,

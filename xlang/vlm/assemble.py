@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from xlang.errors import XlangError
+from xlang.vlm.config import AssembleConfig
 from xlang.vlm.data import IMAGE_PLACEHOLDER
-from xlang.vlm.towers import DEFAULT_TOWER, FEATURE_STRATEGIES, VisionTower
+from xlang.vlm.towers import FEATURE_STRATEGIES, VisionTower
 
 PROJECTORS: tuple[str, ...] = ("mlp2x_gelu",)
 
@@ -32,27 +31,6 @@ _FALLBACK_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 """ChatML, for a base tokenizer without a template of its own."""
-
-
-class AssembleConfig(BaseModel):
-    """How the LLaVA is put together. Defaults: the embedded DINOv2-small at 224 px (256 patch tokens)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    vision_tower: str = DEFAULT_TOWER
-    """Embedded name, folder or hub id (e.g. `openai/clip-vit-large-patch14-336`)."""
-    image_size: int | None = Field(default=None, gt=0)
-    """Square input side; None keeps the tower processor's. Only DINOv2 towers accept another size."""
-    vision_feature_layer: int = -2
-    """Hidden state fed to the projector (LLaVA-1.5: the penultimate layer)."""
-    vision_feature_select_strategy: Literal["auto", "default", "full"] = "auto"
-    """`default` drops the class token, `full` keeps every token; `auto`: default when the tower has one."""
-    projector: Literal["mlp2x_gelu"] = "mlp2x_gelu"
-    merge_adapter: bool = True
-    """When the LLM folder is a peft adapter: merge it into the base weights (the only mode a plain
-    `LlavaForConditionalGeneration` folder can carry)."""
-    seed: int = 0
-    """Seeds the projector's initialization."""
 
 
 def build_chat_template(
@@ -67,13 +45,16 @@ def build_chat_template(
     system prompt (the base template's own default then applies).
     """
     if system_prompts and default_lang not in system_prompts:
-        raise XlangError(f"no system prompt for the target language {default_lang!r}; known: {', '.join(system_prompts)}")
+        raise XlangError(
+            f"no system prompt for the target language {default_lang!r}; known: {', '.join(system_prompts)}"
+        )
     prompts = json.dumps(dict(system_prompts), ensure_ascii=False)
     placeholder = json.dumps(image_placeholder + "\n")
     prelude = (
         "{#- xlang: content lists -> text with image placeholders; the language's system prompt -#}\n"
         f"{{%- set xlang_system = {prompts} -%}}\n"
-        f"{{%- set xlang_lang = lang if (lang is defined and lang in xlang_system) else {json.dumps(default_lang)} -%}}\n"
+        "{%- set xlang_lang = lang if (lang is defined and lang in xlang_system) else "
+        f"{json.dumps(default_lang)} -%}}\n"
         "{%- set xlang = namespace(items=[]) -%}\n"
         "{%- if xlang_system and (not messages or messages[0]['role'] != 'system') -%}"
         "{%- set xlang.items = [{'role': 'system', 'content': xlang_system[xlang_lang]}] -%}"
@@ -200,6 +181,9 @@ def assemble_llava(
         raise XlangError(f"LLaVA assembly left parameters unset: {', '.join(left_on_meta[:5])}")
     if getattr(language_model, "generation_config", None) is not None:
         llava.generation_config = language_model.generation_config
+    # the <image> row is a placeholder, never an answer: generation must not emit it
+    suppressed = list(getattr(llava.generation_config, "suppress_tokens", None) or [])
+    llava.generation_config.suppress_tokens = sorted({*suppressed, image_token_id})
     llava.config.text_config.vocab_size = llava.lm_head.weight.shape[0]
 
     processor = LlavaProcessor(
@@ -220,6 +204,8 @@ def _check_image_tokens(llava: Any, processor: Any, expected: int) -> None:
     import torch
     from PIL import Image
 
+    from xlang.vlm.modeling import vision_features
+
     side = processor.image_processor.crop_size or processor.image_processor.size
     width = int(side.get("width") or side.get("shortest_edge"))
     image = Image.new("RGB", (width, width), (128, 128, 128))
@@ -234,24 +220,6 @@ def _check_image_tokens(llava: Any, processor: Any, expected: int) -> None:
             f"{features.shape[1]} features, expected {expected}; check the tower's image size, patch size and "
             "feature strategy"
         )
-
-
-def vision_features(llava: Any, pixel_values: Any) -> Any:
-    """The tower's selected hidden states (before the projector), as LlavaModel.get_image_features takes them."""
-    config = llava.config
-    outputs = llava.model.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
-    layer = config.vision_feature_layer
-    if isinstance(layer, int):
-        selected = outputs.hidden_states[layer]
-        if config.vision_feature_select_strategy == "default":
-            selected = selected[:, 1:]
-        return selected
-    pool = [outputs.hidden_states[index] for index in layer]
-    if config.vision_feature_select_strategy == "default":
-        pool = [hidden[:, 1:] for hidden in pool]
-    import torch
-
-    return torch.cat(pool, dim=-1)
 
 
 def build_llava(

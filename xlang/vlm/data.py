@@ -145,7 +145,9 @@ def load_vit_uri(uri: str, cache_dir: Path | None = None) -> list[dict[str, Any]
 
 
 def check_record(record: dict[str, Any]) -> str | None:
-    """Why a record cannot train (None when it can): roles, an assistant turn, image placeholders."""
+    """Why a record cannot train (None when it can): known speakers, alternating turns, an assistant turn.
+
+    Image placeholders are checked after tokenization, against the tower's token count."""
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         return "no conversation turns"
@@ -162,19 +164,15 @@ def check_record(record: dict[str, Any]) -> str | None:
     body = [role for role in roles if role != "system"]
     if body[0] != "user" or any(a == b for a, b in zip(body, body[1:], strict=False)):
         return "turns do not alternate user/assistant starting with the user"
-    placeholders = sum(turn["value"].count(IMAGE_PLACEHOLDER) for turn in turns)
-    has_image = record.get("image") not in (None, "")
-    if has_image and placeholders > 1:
-        return f"{placeholders} {IMAGE_PLACEHOLDER} placeholders for one image"
-    if not has_image and placeholders:
-        return f"{IMAGE_PLACEHOLDER} placeholder but no image"
     return None
 
 
 def to_messages(record: dict[str, Any]) -> list[dict[str, str]]:
     """Chat messages of a record; an image without a placeholder gets one in front of the first user turn
     (LLaVA's own convention)."""
-    messages = [{"role": ROLES[str(turn["from"]).lower()], "content": turn["value"]} for turn in record["conversations"]]
+    messages = [
+        {"role": ROLES[str(turn["from"]).lower()], "content": turn["value"]} for turn in record["conversations"]
+    ]
     if record.get("image") not in (None, "") and not any(IMAGE_PLACEHOLDER in m["content"] for m in messages):
         first = next(m for m in messages if m["role"] == "user")
         first["content"] = f"{IMAGE_PLACEHOLDER}\n{first['content']}"

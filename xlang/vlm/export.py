@@ -87,7 +87,8 @@ _PLAIN_SCRIPT = textwrap.dedent(
     answer = processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     pipe = pipeline("image-text-to-text", model=model, processor=processor)
-    chat = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": request["question"]}]}]
+    content = [{"type": "image", "image": image}, {"type": "text", "text": request["question"]}]
+    chat = [{"role": "user", "content": content}]
     result = pipe(text=chat, max_new_tokens=request["max_new_tokens"], return_full_text=False,
                   generate_kwargs={"do_sample": False})
     print(json.dumps({

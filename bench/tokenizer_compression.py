@@ -1,0 +1,349 @@
+"""Tokenizer compression: what a budget of new tokens buys, xlang against what users do today.
+
+For Korean and Chinese, budgets 2k / 4k / 8k / 16k, on the language's validation split (tokens per
+character, lower is better):
+
+- base: the base tokenizer (SmolLM2-135M, byte-level BPE, 49,152 entries);
+- add_tokens: the same number of candidates (the top of a BPE trained on the language's script runs,
+  the usual "train a Korean tokenizer and add its vocabulary" recipe) added with `tokenizer.add_tokens`;
+- xlang: `expand_tokenizer` with the same budget (real merges, ranked by the tokens they save);
+- mono-BPE: a byte-level BPE trained from scratch on the same training text with 256 + budget entries
+  and SmolLM2's pre-tokenizer: the reference limit for that budget, which knows nothing but this corpus.
+
+It also reports the share of English and Python-code texts whose ids are unchanged (must be 100%),
+the wall time of each expansion (in this process, after imports), the SentencePiece family (Mistral v1:
+fast tokenizer against the written SentencePiece model) and the time to expand a 150k-entry byte-level
+tokenizer (trained here on the English and Chinese corpora; none ships in a package) by 16k tokens.
+
+    .venv/bin/python bench/tokenizer_compression.py --cache-dir .cache/xlang-test
+    .venv/bin/python bench/tokenizer_compression.py --budgets 2000 --languages ko --skip-150k   # quick
+
+The last line is a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def language(code: str) -> Any:
+    """The installed language plugin, or the one in languages/ of this checkout."""
+    from xlang import plugins
+    from xlang.errors import XlangError
+
+    try:
+        return plugins.get_language(code)
+    except XlangError:
+        path = REPO / "languages" / code / f"xlang_{code}" / "__init__.py"
+        spec = importlib.util.spec_from_file_location(f"_bench_xlang_{code}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.SPEC
+
+
+def corpus(spec: Any, split: str, cache_dir: Path) -> list[str]:
+    """All offline (non-parallel) corpora of the language, through the real `load_corpus` hook."""
+    from xlang import plugins
+    from xlang.data import texts
+
+    collected: list[str] = []
+    for source in spec.offline_corpora():
+        dataset = plugins.call_first("load_corpus", source=source, split=split, cache_dir=cache_dir)
+        collected.extend(texts(dataset, language=spec))
+    return collected
+
+
+def code_texts() -> list[str]:
+    """Python source of a few standard-library modules, one function or class per text."""
+    import argparse as argparse_module
+    import dataclasses
+    import json as json_module
+    import textwrap
+
+    texts = []
+    for module in (json_module, textwrap, dataclasses, argparse_module, inspect):
+        for _, member in inspect.getmembers(module, lambda m: inspect.isfunction(m) or inspect.isclass(m)):
+            try:
+                texts.append(inspect.getsource(member))
+            except (OSError, TypeError):
+                continue
+    return texts
+
+
+def tokens_per_char(encode: Any, texts: list[str]) -> float:
+    return sum(len(ids) for ids in encode(texts)) / sum(len(text) for text in texts)
+
+
+def backend_encoder(tokenizer: Any) -> Any:
+    return lambda texts: [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+def add_tokens_encoder(base_dir: Path, candidates: list[str]) -> tuple[Any, int]:
+    """What users do by hand: `tokenizer.add_tokens(...)` on the base."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    vocab = tokenizer.get_vocab()
+    fresh = [token for token in candidates if token not in vocab]
+    added = tokenizer.add_tokens(fresh)
+    return (lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]), added
+
+
+def mono_bpe_encoder(train: list[str], budget: int) -> Any:
+    """A byte-level BPE trained from scratch on the same text, 256 bytes + `budget` merges."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=256 + budget,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(train, trainer=trainer)
+    return backend_encoder(tokenizer)
+
+
+def synthetic_150k(cache_dir: Path, texts: list[str]) -> Path:
+    """A 150,000-entry byte-level BPE (GPT-2 style) trained on the English and Chinese training text,
+    built once into `<cache>/bench/bytelevel-150k`: no tokenizer of that size ships in a package."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = cache_dir / "bench" / "bytelevel-150k"
+    if (folder / "tokenizer.json").is_file():
+        return folder
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=150_000,
+        min_frequency=1,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".bytelevel-150k-"))
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>").save_pretrained(staging)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging.replace(folder)
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", type=Path, default=None, help="xlang cache (default: XLANG_CACHE_DIR)")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 4000, 8000, 16000])
+    parser.add_argument("--languages", nargs="+", default=["ko", "zh"])
+    parser.add_argument("--skip-150k", action="store_true", help="skip the 150k-vocabulary timing")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+    from tokenizers import Tokenizer
+
+    from xlang.assets.models import ensure_smollm2
+    from xlang.assets.wheels import MISTRAL_V1_TOKENIZER, wheel_member
+    from xlang.settings import XlangSettings
+    from xlang.tokenizer import corpus_bpe_candidates, expand_tokenizer
+
+    console = Console(width=170)
+    cache_dir = (args.cache_dir or XlangSettings().cache_dir).resolve()
+    smollm2 = ensure_smollm2(cache_dir)
+    english = language("en")
+    en_validation = corpus(english, "validation", cache_dir)
+    untouched = en_validation + code_texts()
+    base_backend = Tokenizer.from_file(str(smollm2 / "tokenizer.json"))
+    base_untouched = backend_encoder(base_backend)(untouched)
+    rows: list[dict[str, Any]] = []
+    scratch = Path(tempfile.mkdtemp(prefix="xlang-bench-tokenizer-"))
+
+    for code in args.languages:
+        spec = language(code)
+        train, validation = corpus(spec, "train", cache_dir), corpus(spec, "validation", cache_dir)
+        console.print(
+            f"[bold]{code}[/]: {len(train):,} train texts ({sum(map(len, train)):,} chars), "
+            f"{len(validation):,} validation texts ({sum(map(len, validation)):,} chars)"
+        )
+        base_tpc = tokens_per_char(backend_encoder(base_backend), validation)
+        pool = corpus_bpe_candidates(spec, train, limit=max(args.budgets))
+        for budget in args.budgets:
+            out = scratch / f"{code}-{budget}"
+            started = time.perf_counter()
+            result = expand_tokenizer(smollm2, spec, train, budget, out)
+            seconds = time.perf_counter() - started
+            expanded = Tokenizer.from_file(str(out / "tokenizer.json"))
+            identical = sum(a == b for a, b in zip(base_untouched, backend_encoder(expanded)(untouched), strict=True))
+            add_encode, added = add_tokens_encoder(smollm2, pool[:budget])
+            rows.append(
+                {
+                    "family": "byte-level (SmolLM2)",
+                    "language": code,
+                    "budget": budget,
+                    "base": base_tpc,
+                    "add_tokens": tokens_per_char(add_encode, validation),
+                    "add_tokens_added": added,
+                    "xlang": tokens_per_char(backend_encoder(expanded), validation),
+                    "mono_bpe": tokens_per_char(mono_bpe_encoder(train, budget), validation),
+                    "new_tokens": len(result.new_token_ids),
+                    "identical": identical / len(untouched),
+                    "seconds": seconds,
+                }
+            )
+            console.print(rows[-1])
+
+        # The SentencePiece family: Mistral v1 at 8k, and its fast tokenizer against the written model.
+        import sentencepiece
+
+        mistral = wheel_member(MISTRAL_V1_TOKENIZER, cache_dir)
+        out = scratch / f"mistral-{code}"
+        started = time.perf_counter()
+        result = expand_tokenizer(mistral, spec, train, 8000, out)
+        seconds = time.perf_counter() - started
+        slow = sentencepiece.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+        fast = backend_encoder(Tokenizer.from_file(str(out / "tokenizer.json")))
+        checked = validation + en_validation
+        same = sum(a == b for a, b in zip(fast(checked), slow.encode(checked), strict=True)) / len(checked)
+        base_slow = sentencepiece.SentencePieceProcessor(model_file=str(mistral))
+        rows.append(
+            {
+                "family": "SentencePiece (Mistral v1)",
+                "language": code,
+                "budget": 8000,
+                "base": sum(map(len, base_slow.encode(validation))) / sum(map(len, validation)),
+                "add_tokens": None,
+                "xlang": tokens_per_char(fast, validation),
+                "mono_bpe": None,
+                "new_tokens": len(result.new_token_ids),
+                "identical": sum(a == b for a, b in zip(base_slow.encode(untouched), fast(untouched), strict=True))
+                / len(untouched),
+                "fast_equals_slow": same,
+                "seconds": seconds,
+            }
+        )
+        console.print(rows[-1])
+
+    big_seconds = None
+    if not args.skip_150k:
+        zh_train = corpus(language("zh"), "train", cache_dir)
+        big = synthetic_150k(cache_dir, corpus(english, "train", cache_dir) + zh_train)
+        ko = language("ko")
+        ko_train = corpus(ko, "train", cache_dir)
+        # min_frequency=1: this corpus holds too few pairs seen twice to fill 16k entries otherwise.
+        from xlang.tokenizer import corpus_bpe_candidates as source
+
+        started = time.perf_counter()
+        result = expand_tokenizer(
+            big,
+            ko,
+            ko_train,
+            16000,
+            scratch / "big-ko-16000",
+            min_frequency=1,
+            candidate_sources={"corpus-bpe": lambda **kw: source(**kw, min_frequency=1)},
+        )
+        big_seconds = time.perf_counter() - started
+        rows.append(
+            {
+                "family": "byte-level 150k (synthetic, min_frequency=1)",
+                "language": "ko",
+                "budget": 16000,
+                "base_vocab": result.base_vocab_size,
+                "vocab": result.vocab_size,
+                "new_tokens": len(result.new_token_ids),
+                "seconds": big_seconds,
+            }
+        )
+        console.print(rows[-1])
+
+    table = Table(title="tokens per character on the validation split (lower is better)")
+    for column in (
+        "tokenizer",
+        "lang",
+        "budget",
+        "base",
+        "add_tokens",
+        "xlang",
+        "mono-BPE",
+        "xlang/mono",
+        "new",
+        "en+code same ids",
+        "fast=slow",
+        "expand s",
+    ):
+        table.add_column(column, justify="left" if column in ("tokenizer", "lang") else "right")
+
+    def cell(value: Any, fmt: str = "{:.3f}") -> str:
+        return "-" if value is None else fmt.format(value)
+
+    for row in rows:
+        if "base" not in row:
+            table.add_row(
+                row["family"],
+                row["language"],
+                f"{row['budget']:,}",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                f"{row['new_tokens']:,}",
+                "-",
+                "-",
+                f"{row['seconds']:.1f}",
+            )
+            continue
+        ratio = row["xlang"] / row["mono_bpe"] if row.get("mono_bpe") else None
+        table.add_row(
+            row["family"],
+            row["language"],
+            f"{row['budget']:,}",
+            cell(row["base"]),
+            cell(row["add_tokens"]),
+            cell(row["xlang"]),
+            cell(row["mono_bpe"]),
+            cell(ratio, "{:.2f}x"),
+            f"{row['new_tokens']:,}",
+            cell(row["identical"], "{:.1%}"),
+            cell(row.get("fast_equals_slow"), "{:.1%}"),
+            f"{row['seconds']:.1f}",
+        )
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+    summary = []
+    for row in rows:
+        if row["family"].startswith("byte-level (") and row["budget"] == 8000:
+            summary.append(
+                f"{row['language']}@8k xlang={row['xlang']:.3f} mono={row['mono_bpe']:.3f} "
+                f"ratio={row['xlang'] / row['mono_bpe']:.2f}"
+            )
+    same = min(row["identical"] for row in rows if "identical" in row) if rows else 0.0
+    summary.append(f"en+code identical={same:.1%}")
+    if big_seconds is not None:
+        summary.append(f"150k+16k={big_seconds:.1f}s")
+    print("; ".join(summary))
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

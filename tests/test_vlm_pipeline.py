@@ -1,0 +1,77 @@
+"""The real thing, small: SmolLM2-135M + the converted DINOv2-small (56 px, 16 image tokens) through stage 1
+and stage 2 on the seed data, then the exported folder answers a Korean question in a process where
+xlang cannot be imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_vlm import SYSTEM_PROMPTS, hangul_share
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, test_cache_dir: Path) -> dict[str, Any]:
+    from xlang.vlm.assemble import build_llava
+    from xlang.vlm.config import AlignConfig, AssembleConfig, InstructConfig
+    from xlang.vlm.data import seed_records
+    from xlang.vlm.train import train_vit_stage
+
+    root = tmp_path_factory.mktemp("vlm-real")
+    assembled = build_llava(
+        str(smollm2_dir),
+        test_cache_dir,
+        root / "assembled",
+        system_prompts=SYSTEM_PROMPTS,
+        target_lang="ko",
+        config=AssembleConfig(image_size=56),
+    )
+    records = seed_records("train")
+    align = train_vit_stage(
+        assembled,
+        records,
+        AlignConfig(steps=6, micro_batch=4, lr=2e-3, eval_samples=8, lang_weights={"en": 1, "ko": 1}, progress=False),
+        root / "stage1",
+        default_lang="ko",
+    )
+    instruct = train_vit_stage(
+        align.model_dir,
+        records,
+        InstructConfig(
+            steps=8,
+            micro_batch=2,
+            lr=1e-3,
+            eval_samples=6,
+            lang_weights={"ko": 1},
+            tasks=("caption", "object-centric"),
+            progress=False,
+        ),
+        root / "stage2",
+        default_lang="ko",
+    )
+    return {"align": align, "instruct": instruct, "root": root}
+
+
+def test_both_stages_lower_the_loss_on_the_seed_data(stages: dict[str, Any]) -> None:
+    for name in ("align", "instruct"):
+        result = stages[name]
+        assert not result.skipped
+        assert result.eval_loss_end < result.eval_loss_start, (name, result.eval_loss_start, result.eval_loss_end)
+    assert stages["align"].samples == 19 * 2  # en and ko captions of the training photos
+
+
+def test_exported_model_answers_korean_without_xlang(stages: dict[str, Any], tmp_path: Path) -> None:
+    from xlang.vlm.export import answer_without_xlang
+    from xlang.vlm.images import export_png
+
+    image = export_png("skimage:chelsea", tmp_path / "cat.png")  # a held-aside photo
+    answer = answer_without_xlang(stages["instruct"].model_dir, image, "사진 속 동물은 무엇인가요?", max_new_tokens=16)
+    assert answer["xlang_importable"] is False and answer["xlang_loaded"] is False
+    assert answer["model_class"] == "LlavaForConditionalGeneration"
+    for route in ("generate", "pipeline"):
+        text = answer[route]
+        assert text.strip() and hangul_share(text) >= 0.5, (route, text)
