@@ -42,15 +42,51 @@ OOM_EXIT = 3
 
 SHAPES: dict[str, dict[str, Any]] = {
     # random Llama, runs anywhere in seconds
-    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab=1000, new_tokens=200,
-                 seq_len=128, batch=8, baseline_micro=8, xlang_micro=8, warmup=2, steps=5, docs="random"),
+    "tiny": dict(
+        hidden=64,
+        layers=2,
+        heads=4,
+        kv_heads=4,
+        intermediate=128,
+        vocab=1000,
+        new_tokens=200,
+        seq_len=128,
+        batch=8,
+        baseline_micro=8,
+        xlang_micro=8,
+        warmup=2,
+        steps=5,
+        docs="random",
+    ),
     # the real SmolLM2-135M (tied embeddings, vocabulary 49,152) + 8,000 new rows, real ko/en text
-    "smollm2": dict(model="smollm2", new_tokens=8000, seq_len=256, batch=8, baseline_micro=8, xlang_micro=8,
-                    warmup=1, steps=3, docs="corpus"),
+    "smollm2": dict(
+        model="smollm2",
+        new_tokens=8000,
+        seq_len=256,
+        batch=8,
+        baseline_micro=8,
+        xlang_micro=8,
+        warmup=1,
+        steps=3,
+        docs="corpus",
+    ),
     # Llama-2-7B's shape, random bf16 weights, vocabulary 32,000 + 8,000 new rows
-    "llama2-7b": dict(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000,
-                      new_tokens=8000, seq_len=2048, batch=8, baseline_micro=1, xlang_micro=4, warmup=2, steps=5,
-                      docs="random"),
+    "llama2-7b": dict(
+        hidden=4096,
+        layers=32,
+        heads=32,
+        kv_heads=32,
+        intermediate=11008,
+        vocab=32000,
+        new_tokens=8000,
+        seq_len=2048,
+        batch=8,
+        baseline_micro=1,
+        xlang_micro=4,
+        warmup=2,
+        steps=5,
+        docs="random",
+    ),
 }
 LORA = dict(r=16, alpha=32, dropout=0.0)
 
@@ -146,7 +182,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_baseline(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]]]) -> dict[str, Any]:
+def run_baseline(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]]], options: Any) -> dict[str, Any]:
     """HF Trainer + peft LoRA + modules_to_save embeddings, pad to longest: the script users copy."""
     import torch
     from datasets import Dataset
@@ -180,9 +216,11 @@ def run_baseline(shape: dict[str, Any], device: str, docs: dict[str, list[list[i
 
     class CountingTrainer(Trainer):
         tokens = 0
+        padded = 0
 
         def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
             CountingTrainer.tokens += int(inputs["attention_mask"].sum())
+            CountingTrainer.padded += int(inputs["input_ids"].numel())
             return super().training_step(model, inputs, num_items_in_batch)
 
     records: list[tuple[int, float]] = []
@@ -213,7 +251,7 @@ def run_baseline(shape: dict[str, Any], device: str, docs: dict[str, list[list[i
             logging_steps=10**6,
             save_strategy="no",
             report_to=[],
-            bf16=device == "cuda",
+            bf16=options.baseline_precision == "bf16" or (options.baseline_precision == "auto" and device == "cuda"),
             use_cpu=device == "cpu",
             dataloader_num_workers=0,
             remove_unused_columns=False,
@@ -222,10 +260,23 @@ def run_baseline(shape: dict[str, Any], device: str, docs: dict[str, list[list[i
         )
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        trainer = CountingTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                                  callbacks=[StepTimer()])
+        trainer = CountingTrainer(
+            model=model, args=args, train_dataset=dataset, data_collator=collate, callbacks=[StepTimer()]
+        )
         trainer.train()
-    return _result("baseline", shape, device, records, model)
+    share = CountingTrainer.tokens / max(CountingTrainer.padded, 1)
+    extra = {"bf16": args.bf16, "real_token_share": share}
+    return _result("baseline", shape, device, records, model, extra)
+
+
+def _resolved_compile(choice: str, device: str) -> str:
+    """`auto` means what the default recipe (a few hundred steps) would choose, not what these few steps would."""
+    if choice != "auto":
+        return choice
+    from xlang.train.config import PretrainConfig
+    from xlang.train.pretraining import choose_runtime
+
+    return "yes" if choose_runtime(PretrainConfig(), device == "cuda")[2] else "no"
 
 
 def run_xlang(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]]], options: Any) -> dict[str, Any]:
@@ -238,7 +289,7 @@ def run_xlang(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]
     from xlang.train.data import LocalDocs, PackedStream
     from xlang.train.engine import run_training
     from xlang.train.loss import fused_loss
-    from xlang.train.pretraining import _choose_runtime, prepare_model
+    from xlang.train.pretraining import choose_runtime, prepare_model
 
     micro = options.xlang_micro_batch or shape["xlang_micro"]
     config = PretrainConfig(
@@ -251,7 +302,8 @@ def run_xlang(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]
         lora_alpha=LORA["alpha"],
         lora_dropout=LORA["dropout"],
         document_mask=options.document_mask == "on",
-        compile=options.compile,
+        compile=_resolved_compile(options.compile, device),
+        mixed_precision={"auto": "auto", "fp32": "no", "bf16": "bf16"}[options.precision],
         attn_implementation=options.attn,
         save_every=0,
         eval_every=0,
@@ -259,12 +311,8 @@ def run_xlang(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]
         progress=False,
         tensorboard=False,
     )
-    _, mixed, compile_layers = _choose_runtime(config, device == "cuda")
-    if compile_layers:
-        import torch._dynamo
-
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    accelerator = Accelerator(mixed_precision=mixed, cpu=device == "cpu")
+    _, mixed, compile_layers = choose_runtime(config, device == "cuda")
+    accelerator = Accelerator(cpu=device == "cpu")
     model = build_model(shape, device)
     if options.attn:
         model.config._attn_implementation = options.attn
@@ -273,8 +321,14 @@ def run_xlang(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]
     prepared = prepare_model(model, new_ids, config, mixed=mixed, compile_layers=compile_layers)
     predicate, _ = prepared.selections[0]
     sources = {name: LocalDocs(name, [np.asarray(d, dtype=np.int64) for d in ds], seed=0) for name, ds in docs.items()}
-    stream = PackedStream(sources, dict.fromkeys(sources, 1.0), config.seq_len, micro_batch=micro,
-                          grad_accum=config.grad_accum, document_mask=config.document_mask)
+    stream = PackedStream(
+        sources,
+        dict.fromkeys(sources, 1.0),
+        config.seq_len,
+        micro_batch=micro,
+        grad_accum=config.grad_accum,
+        document_mask=config.document_mask,
+    )
     stage = config.schedule_stages()[0]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -290,20 +344,34 @@ def run_xlang(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]
             name="xlang",
         )
     records = [(r.tokens, r.seconds) for r in result.history]
-    extra = {"micro_batch": micro, "compiled_layers": compile_layers, "document_mask": config.document_mask,
-             "mixed_precision": mixed, "final_loss": result.final_loss}
+    extra = {
+        "micro_batch": micro,
+        "compiled_layers": compile_layers,
+        "document_mask": config.document_mask,
+        "mixed_precision": mixed,
+        "final_loss": result.final_loss,
+    }
     return _result("xlang", shape, device, records, prepared.trainable.model, extra)
 
 
-def _result(side: str, shape: dict[str, Any], device: str, records: list[tuple[int, float]], model: Any,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def _result(
+    side: str,
+    shape: dict[str, Any],
+    device: str,
+    records: list[tuple[int, float]],
+    model: Any,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     import torch
 
     measured = records[shape["warmup"] :]
     rates = [tokens / seconds for tokens, seconds in measured if seconds > 0]
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = sum(p.numel() for n, p in inner.named_parameters() if "lora_" not in n and "modules_to_save" not in n
-                 and "trainable_tokens" not in n)
+    params = sum(
+        p.numel()
+        for n, p in inner.named_parameters()
+        if "lora_" not in n and "modules_to_save" not in n and "trainable_tokens" not in n
+    )
     out = {
         "side": side,
         "tokens_per_s": statistics.median(rates) if rates else None,
@@ -346,7 +414,7 @@ def child(options: Any) -> int:
     torch.manual_seed(0)
     try:
         if options.side == "baseline":
-            result = run_baseline(shape, options.device, docs)
+            result = run_baseline(shape, options.device, docs, options)
         else:
             result = run_xlang(shape, options.device, docs, options)
     except torch.OutOfMemoryError as error:
@@ -362,8 +430,22 @@ def spawn(options: Any, side: str, docs_path: Path, extra: list[str]) -> tuple[i
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     if options.threads:
         env["OMP_NUM_THREADS"] = str(options.threads)
-    command = [sys.executable, __file__, "--child", "--side", side, "--device", options.device, "--shape",
-               options.shape, "--docs", str(docs_path), "--result", str(result_path), *extra]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--side",
+        side,
+        "--device",
+        options.device,
+        "--shape",
+        options.shape,
+        "--docs",
+        str(docs_path),
+        "--result",
+        str(result_path),
+        *extra,
+    ]
     started = time.perf_counter()
     code = subprocess.run(command, env=env).returncode
     result = json.loads(result_path.read_text()) if result_path.stat().st_size else {}
@@ -381,6 +463,18 @@ def main() -> int:
     parser.add_argument("--xlang-micro-batch", type=int, help="xlang's micro-batch (default per shape)")
     parser.add_argument("--compile", choices=["auto", "yes", "no"], default="auto")
     parser.add_argument("--document-mask", choices=["on", "off"], default="on")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="xlang's autocast: auto = bf16 on GPU and on CPUs with AMX, else fp32",
+    )
+    parser.add_argument(
+        "--baseline-precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="the Trainer's bf16 flag: auto = on for GPU (as users do), off on CPU (Trainer default)",
+    )
     parser.add_argument("--attn", default=None, help="attn_implementation for xlang (default: the model's, sdpa)")
     parser.add_argument("--peak-tflops", type=float, help="GPU dense bf16 peak for MFU, if not detected")
     parser.add_argument("--only", choices=["xlang", "baseline"], help="run one side (for profiling)")
@@ -400,14 +494,23 @@ def main() -> int:
 
     shape = SHAPES[options.shape]
     vocab = shape.get("vocab", 49152)
-    print(f"[bench] shape={options.shape} device={options.device} seq={shape['seq_len']} "
-          f"batch={shape['batch']} sequences/step warmup={shape['warmup']} measured={shape['steps']}", flush=True)
+    print(
+        f"[bench] shape={options.shape} device={options.device} seq={shape['seq_len']} "
+        f"batch={shape['batch']} sequences/step warmup={shape['warmup']} measured={shape['steps']}",
+        flush=True,
+    )
     docs = documents(shape, vocab)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump(docs, handle)
         docs_path = Path(handle.name)
-    extra = [f"--steps={shape['steps']}", f"--warmup={shape['warmup']}", f"--compile={options.compile}",
-             f"--document-mask={options.document_mask}"]
+    extra = [
+        f"--steps={shape['steps']}",
+        f"--warmup={shape['warmup']}",
+        f"--compile={options.compile}",
+        f"--document-mask={options.document_mask}",
+        f"--precision={options.precision}",
+        f"--baseline-precision={options.baseline_precision}",
+    ]
     if options.attn:
         extra.append(f"--attn={options.attn}")
     if options.threads:
@@ -422,8 +525,10 @@ def main() -> int:
                 side_extra = [*extra, f"--xlang-micro-batch={micro}"] if side == "xlang" else extra
                 code, result = spawn(options, side, docs_path, side_extra)
                 if code == OOM_EXIT and side == "xlang" and micro > 1:
-                    print(f"[bench] xlang ran out of memory at micro-batch {micro}; retrying with {micro // 2}",
-                          flush=True)
+                    print(
+                        f"[bench] xlang ran out of memory at micro-batch {micro}; retrying with {micro // 2}",
+                        flush=True,
+                    )
                     micro //= 2
                     continue
                 break
@@ -448,11 +553,17 @@ def main() -> int:
             line += f" peak_rss={result['peak_rss_gib']:.2f} GiB"
         line += f" steps_s={result['step_seconds']} wall={result['wall_s']}s"
         if side == "xlang":
-            line += f" micro_batch={result.get('micro_batch')} compiled={result.get('compiled_layers')}"
+            line += (
+                f" micro_batch={result.get('micro_batch')} compiled={result.get('compiled_layers')}"
+                f" autocast={result.get('mixed_precision')} document_mask={result.get('document_mask')}"
+            )
+        else:
+            line += f" bf16={result.get('bf16')} real_token_share={result.get('real_token_share', 0):.2f}"
         print(line, flush=True)
     if options.json:
-        options.json.write_text(json.dumps({"shape": options.shape, "device": options.device, "results": results},
-                                           indent=2))
+        options.json.write_text(
+            json.dumps({"shape": options.shape, "device": options.device, "results": results}, indent=2)
+        )
     if "xlang" in results and "baseline" in results:
         x, b = results["xlang"]["tokens_per_s"], results["baseline"]["tokens_per_s"]
         print(f"tokens_per_s xlang={x:.0f} baseline={b:.0f} ratio={x / b:.2f}")

@@ -127,3 +127,48 @@ def test_a_japanese_plugin_installs_without_core_changes(cli_env, tmp_path):
     assert stats.returncode == 0, stats.stderr
     total = re.search(r"total: ([\d,]+) characters, ([\d,]+) in the target scripts", stats.stdout)
     assert total and int(total.group(2).replace(",", "")) > 300
+
+
+def test_tokenizer_expand_and_stats_commands(cli_env, tmp_path, smollm2_dir):
+    out = tmp_path / "ko-tokenizer"
+    result = xlang(
+        "tokenizer",
+        "expand",
+        "--lang",
+        "ko",
+        "--base",
+        str(smollm2_dir),
+        "--budget",
+        "600",
+        "--out",
+        str(out),
+        env=cli_env,
+    )
+    assert result.returncode == 0, result.stderr
+    from transformers import AutoTokenizer
+
+    expanded = AutoTokenizer.from_pretrained(out)
+    assert len(expanded) == 49_152 + 640  # 600 new entries, padded to a multiple of 64
+    stats = xlang("tokenizer", "stats", "--lang", "ko", "--tokenizer", str(out), env=cli_env)
+    assert stats.returncode == 0, stats.stderr
+    assert re.search(r"│ en\s+│.*100", stats.stdout)
+
+
+def test_tokenizer_expand_refuses_a_zero_budget_and_writes_nothing(cli_env, tmp_path, smollm2_dir):
+    out = tmp_path / "never"
+    result = xlang(
+        "tokenizer",
+        "expand",
+        "--lang",
+        "ko",
+        "--base",
+        str(smollm2_dir),
+        "--budget",
+        "0",
+        "--out",
+        str(out),
+        env=cli_env,
+    )
+    assert result.returncode == 2
+    assert "budget" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []

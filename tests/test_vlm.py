@@ -54,7 +54,12 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> d
     tokenizer.save_pretrained(root / "lm")
     tower = Dinov2Model(
         Dinov2Config(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14, image_size=56
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            patch_size=14,
+            image_size=56,
         )
     )
     tower.save_pretrained(root / "tower")
@@ -117,8 +122,14 @@ def test_dinov2_conversion_matches_onnxruntime(test_cache_dir: Path) -> None:
 
 def test_tower_rules_stop_at_assembly(tiny_parts: dict[str, Path]) -> None:
     import transformers
-    from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlamaForCausalLM, SiglipVisionConfig
-    from transformers import SiglipVisionModel
+    from transformers import (
+        AutoTokenizer,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        LlamaForCausalLM,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     from xlang.vlm.assemble import assemble_llava, build_chat_template
     from xlang.vlm.towers import wrap_tower
@@ -130,8 +141,14 @@ def test_tower_rules_stop_at_assembly(tiny_parts: dict[str, Path]) -> None:
         size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}
     )
     clip = CLIPVisionModel(
-        CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=56,
-                         patch_size=14)
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=56,
+            patch_size=14,
+        )
     )
     with pytest.raises(XlangError, match="position table is fixed"):
         wrap_tower(clip, clip_processor, image_size=84, source="tiny-clip")
@@ -146,13 +163,24 @@ def test_tower_rules_stop_at_assembly(tiny_parts: dict[str, Path]) -> None:
         size={"height": 56, "width": 56}
     )
     siglip = SiglipVisionModel(
-        SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=56, patch_size=14)
+        SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=56,
+            patch_size=14,
+        )
     )
     lm, tokenizer = language_model()
     with pytest.raises(XlangError, match="no class token"):
-        assemble_llava(wrap_tower(siglip, siglip_processor), lm, tokenizer, chat_template=template,
-                       vision_feature_select_strategy="default")
+        assemble_llava(
+            wrap_tower(siglip, siglip_processor),
+            lm,
+            tokenizer,
+            chat_template=template,
+            vision_feature_select_strategy="default",
+        )
     lm, tokenizer = language_model()
     llava, _ = assemble_llava(wrap_tower(siglip, siglip_processor), lm, tokenizer, chat_template=template)
     assert llava.config.vision_feature_select_strategy == "full" and llava.config.image_seq_length == 16

@@ -200,7 +200,8 @@ def tokenizer_expand(
 
     settings = settings_from(ctx)
     spec = resolve.language(code)
-    base_path = base if base.endswith(".model") else resolve.base_model(base, settings)
+    # a SentencePiece model file or a tokenizer-only folder is a base too (no model weights needed here)
+    base_path = base if Path(base).exists() else resolve.base_model(base, settings)
     names = sources or spec.defaults.candidate_sources
     with console.status(f"expanding {base} for {spec.name} (budget {budget:,})"):
         result = expand_tokenizer(

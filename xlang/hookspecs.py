@@ -34,7 +34,8 @@ def register_token_candidate_sources(register: Any) -> None:
 
     Call ``register(name, source)``. ``source(language=, texts=, limit=, **options)`` returns an
     iterable of candidate strings (most promising first is welcome, not required: the expansion engine
-    ranks them by the compression they buy). ``texts`` is the language's training text.
+    ranks them by the compression they buy). ``texts`` is the language's training text; ``limit``
+    counts merged (multi-character) tokens, single characters are always included.
     """
 
 
@@ -42,9 +43,12 @@ def register_token_candidate_sources(register: Any) -> None:
 def register_tokenizer_expanders(register: Any) -> None:
     """Offer ways of adding tokens to a tokenizer.
 
-    Call ``register(name, expander)``. ``expander(tokenizer=, tokens=, language=, **options)`` takes a
-    Hugging Face fast tokenizer and the ranked tokens to add, and returns the expanded fast tokenizer.
-    It must leave the ids of text without target-script characters unchanged.
+    Call ``register(name, expander)``. ``expander(tokenizer=, tokens=, language=, texts=, budget=,
+    required_tokens=, min_frequency=)`` takes the base (a ``tokenizers.Tokenizer``), the candidate
+    tokens and the target-language training texts, and returns the expanded ``tokenizers.Tokenizer`` (a
+    transformers fast tokenizer is accepted too) with at most ``budget`` new entries. New ids come right
+    after the base's and new merges after the base's; the ids of any text without a target-script
+    character must stay exactly the same.
     """
 
 

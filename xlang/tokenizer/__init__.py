@@ -214,7 +214,7 @@ def expand_tokenizer(
             out_dir=out,
             family=family,
             language=language.code,
-            base=str(base),
+            base=str(Path(base).expanduser().resolve()),
             budget=budget,
             base_vocab_size=base_size,
             vocab_size=size + padding,

@@ -117,31 +117,19 @@ def tokenizer_stats(
 
 
 def stats_table(rows: Sequence[LanguageStats], title: str = "tokens per character and per word") -> Any:
-    """A `rich` table of the rows (what `xlang tokenizer stats` prints)."""
+    """A `rich` table of the rows (what `xlang tokenizer stats` prints), narrow enough for 80 columns."""
     from rich.table import Table
 
     table = Table(title=title)
-    for column in (
-        "language",
-        "texts",
-        "chars",
-        "tok/char base",
-        "tok/char new",
-        "tok/word base",
-        "tok/word new",
-        "new/base",
-        "identical ids",
-    ):
-        table.add_column(column, justify="left" if column == "language" else "right")
+    for column in ("lang", "texts", "chars", "tokens/char", "tokens/word", "new/base", "same ids"):
+        table.add_column(column, justify="left" if column == "lang" else "right")
     for row in rows:
         table.add_row(
             row.language,
             f"{row.texts:,}",
             f"{row.chars:,}",
-            f"{row.base_tokens_per_char:.3f}",
-            f"{row.tokens_per_char:.3f}",
-            f"{row.base_tokens_per_word:.2f}",
-            f"{row.tokens_per_word:.2f}",
+            f"{row.base_tokens_per_char:.3f} → {row.tokens_per_char:.3f}",
+            f"{row.base_tokens_per_word:.2f} → {row.tokens_per_word:.2f}",
             f"{row.ratio:.2f}",
             f"{row.identical_share:.1%}",
         )

@@ -51,7 +51,8 @@ class TrainLoopConfig(_Frozen):
     grad_accum: int = Field(default=1, gt=0)
     seed: int = 0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Autocast through accelerate. Weights keep their own dtype; trainable ones are kept in fp32."""
+    """Autocast (bf16 by the engine itself, fp16 through accelerate's scaler). Weights keep their dtype;
+    the caller keeps trainable ones in fp32."""
     save_every: int = Field(default=0, ge=0)
     """Checkpoint every N steps (0: only at the end)."""
     keep_checkpoints: int = Field(default=2, ge=1)
@@ -173,8 +174,9 @@ class PretrainConfig(_Frozen):
     keep_checkpoints: int = Field(default=2, ge=1)
     eval_every: int = Field(default=100, ge=0)
     log_every: int = Field(default=10, gt=0)
-    eval_max_texts: int = Field(default=64, gt=0)
-    """Validation documents per language for BPC at intervals."""
+    eval_max_chars: int = Field(default=20_000, gt=0)
+    """Validation text per language for BPC at intervals (whole documents up to this many characters;
+    20k characters put the standard error of BPC near 1%)."""
     progress: bool = True
     tensorboard: bool = True
 

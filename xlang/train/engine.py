@@ -451,14 +451,24 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_eval(eval_fn: EvalFn, accelerator: Accelerator, model: Any) -> dict[str, float]:
+def _autocast(accelerator: Accelerator, config: TrainLoopConfig) -> Any:
+    """bf16 autocast done here rather than by accelerate: accelerate's state is one per process, so an
+    Accelerator created for another precision (an earlier stage, a notebook) could not be changed."""
+    import torch
+
+    if config.mixed_precision == "bf16" and accelerator.mixed_precision != "bf16":
+        return torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _run_eval(eval_fn: EvalFn, accelerator: Accelerator, model: Any, config: TrainLoopConfig) -> dict[str, float]:
     import torch
 
     inner = accelerator.unwrap_model(model)
     was_training = inner.training
     inner.eval()
     try:
-        with torch.no_grad(), accelerator.autocast():
+        with torch.no_grad(), accelerator.autocast(), _autocast(accelerator, config):
             metrics = {key: float(value) for key, value in dict(eval_fn(inner)).items()}
     finally:
         inner.train(was_training)
@@ -491,7 +501,8 @@ def run_training(
     if accelerator is None:
         from accelerate import Accelerator
 
-        accelerator = Accelerator(mixed_precision=config.mixed_precision)
+        # fp16 needs accelerate's gradient scaler; bf16 is plain autocast (see `_autocast`)
+        accelerator = Accelerator(mixed_precision="fp16") if config.mixed_precision == "fp16" else Accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
     config_hash = config.config_hash({**dict(fingerprint or {}), "world_size": world})
     metrics_path = out_dir / METRICS_FILE
@@ -583,7 +594,7 @@ def run_training(
     def evaluate(step: int) -> None:
         if eval_fn is None:
             return
-        values = _run_eval(eval_fn, accelerator, model)
+        values = _run_eval(eval_fn, accelerator, model, config)
         result.evals.append({"step": step, **values})
         metrics.log({"step": step, "kind": "eval", **values})
 
@@ -621,7 +632,8 @@ def run_training(
                 last = index == len(micro) - 1
                 context = contextlib.nullcontext() if last else accelerator.no_sync(model)
                 with context:
-                    loss_sum, _ = loss_fn(model, batch)
+                    with _autocast(accelerator, config):
+                        loss_sum, _ = loss_fn(model, batch)
                     accelerator.backward(loss_sum * (world / loss_tokens))
                 loss_total += loss_sum.detach().float()
             grad_norm = None

@@ -70,6 +70,9 @@ class VitStageConfig(BaseModel):
     """Frozen weights' dtype: `auto` = float32 on CPU, bfloat16 on GPU (trainable weights stay float32)."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
+    """Recompute decoder activations in backward: less memory, about a third more compute."""
+    compile: Literal["auto", "yes", "no"] = "auto"
+    """`torch.compile` each decoder layer of the language model: `auto` = on GPU only."""
     save_every: int = Field(default=0, ge=0)
     keep_checkpoints: int = Field(default=2, ge=1)
     log_every: int = Field(default=5, gt=0)
@@ -97,7 +100,7 @@ class AlignConfig(VitStageConfig):
     """Stage 1: the projector learns to map image features into the LLM's space, on captions."""
 
     stage: Literal["align", "instruct"] = "align"
-    steps: int = Field(default=24, gt=0)
+    steps: int = Field(default=16, gt=0)
     lr: float = Field(default=1e-3, gt=0)
     warmup_steps: int = Field(default=2, ge=0)
     trainable: Literal["projector", "lora", "full"] = "projector"
@@ -108,7 +111,8 @@ class InstructConfig(VitStageConfig):
     """Stage 2: projector + LoRA on multilingual visual instructions (all task types)."""
 
     stage: Literal["align", "instruct"] = "instruct"
-    steps: int = Field(default=40, gt=0)
+    steps: int = Field(default=24, gt=0)
     lr: float = Field(default=5e-4, gt=0)
+    micro_batch: int = Field(default=2, gt=0)
     warmup_steps: int = Field(default=3, ge=0)
     trainable: Literal["projector", "lora", "full"] = "lora"

@@ -117,6 +117,14 @@ def trainable_selector(trainable: str) -> Any:
     return select
 
 
+def compile_language_layers(module: LlavaForTraining) -> int:
+    """`torch.compile` every decoder layer of the language model in place (state dict names unchanged)."""
+    layers = getattr(module.base().model.language_model, "layers", None) or []
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
 def merged_llava(module: LlavaForTraining) -> Any:
     """The plain LlavaForConditionalGeneration after training (LoRA merged into the weights)."""
     llava = module.llava

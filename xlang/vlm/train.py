@@ -414,7 +414,13 @@ def train_vit_stage(
 
     from xlang.train.engine import read_metrics, run_training
     from xlang.vlm.export import PROVENANCE_FILE, save_llava
-    from xlang.vlm.modeling import LlavaForTraining, apply_lora, merged_llava, trainable_selector
+    from xlang.vlm.modeling import (
+        LlavaForTraining,
+        apply_lora,
+        compile_language_layers,
+        merged_llava,
+        trainable_selector,
+    )
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
@@ -509,6 +515,8 @@ def train_vit_stage(
         module.base().model.language_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
+    if config.compile == "yes" or (config.compile == "auto" and accelerator.device.type == "cuda"):
+        compile_language_layers(module)
     eval_fn = None
     if config.eval_samples:
         fixed = batches.eval_batches(config.eval_samples)
