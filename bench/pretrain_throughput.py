@@ -133,7 +133,8 @@ def build_model(shape: dict[str, Any], device: str) -> Any:
 
 def documents(shape: dict[str, Any], vocab: int, seed: int = 0) -> dict[str, list[list[int]]]:
     """Token documents per language. Real LibreOffice help pages (ko, en) through the language plugins
-    when the corpora are reachable; otherwise random ids in documents of realistic, varied length."""
+    when the corpora are reachable; otherwise random ids in documents of varied length. `long` documents
+    (1-4 blocks) give the baseline full blocks and no padding: only the training step is compared."""
     if shape["docs"] == "corpus":
         try:
             return _corpus_documents()
@@ -146,7 +147,10 @@ def documents(shape: dict[str, Any], vocab: int, seed: int = 0) -> dict[str, lis
     for name in docs:
         total = 0
         while total < budget:
-            length = max(8, int(rng.lognormvariate(0, 0.8) * seq * 0.8))
+            if shape["docs"] == "long":
+                length = rng.randint(seq, 4 * seq)
+            else:
+                length = max(8, int(rng.lognormvariate(0, 0.8) * seq * 0.8))
             docs[name].append([rng.randrange(5, vocab) for _ in range(length)])
             total += length
     return docs
@@ -315,7 +319,10 @@ def run_xlang(shape: dict[str, Any], device: str, docs: dict[str, list[list[int]
     accelerator = Accelerator(cpu=device == "cpu")
     model = build_model(shape, device)
     if options.attn:
-        model.config._attn_implementation = options.attn
+        if hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation(options.attn)
+        else:
+            model.config._attn_implementation = options.attn
     rows = model.get_input_embeddings().weight.shape[0]
     new_ids = list(range(rows - shape["new_tokens"], rows))
     prepared = prepare_model(model, new_ids, config, mixed=mixed, compile_layers=compile_layers)
@@ -428,6 +435,7 @@ def spawn(options: Any, side: str, docs_path: Path, extra: list[str]) -> tuple[i
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         result_path = Path(handle.name)
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if options.threads:
         env["OMP_NUM_THREADS"] = str(options.threads)
     command = [
@@ -493,7 +501,7 @@ def main() -> int:
         return child(options)
 
     shape = SHAPES[options.shape]
-    vocab = shape.get("vocab", 49152)
+    vocab = shape.get("vocab", 49152) + shape["new_tokens"]  # random documents use the new rows too
     print(
         f"[bench] shape={options.shape} device={options.device} seq={shape['seq_len']} "
         f"batch={shape['batch']} sequences/step warmup={shape['warmup']} measured={shape['steps']}",

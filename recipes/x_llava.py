@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from xlang import resolve
 from xlang.runner import Recipe, Stage, StageContext, StageOutput
 from xlang.train.config import PretrainConfig
+from xlang.vlm.config import AlignConfig, AssembleConfig, InstructConfig
 
 
 class _Config(BaseModel):
@@ -87,6 +88,44 @@ def expand(context: StageContext) -> StageOutput:
     return StageOutput(metrics=metrics, report="\n".join(lines))
 
 
+# --- init ----------------------------------------------------------------------------------------------
+
+
+class InitConfig(_Config):
+    initializer: str | None = None
+    """Name of the embedding initializer; default: the language's default."""
+    seed: int = 0
+
+
+def init(context: StageContext) -> StageOutput:
+    from xlang.embeddings import initialize_embeddings
+
+    config: InitConfig = context.config
+    name = config.initializer or context.language.defaults.embedding_initializer
+    initializer = resolve.strategy("embedding_initializers", name)
+    options = {"seed": config.seed} if name in ("random", "covariance") else {}
+    result = initialize_embeddings(
+        context.base_model,
+        _expanded_tokenizer(context),
+        context.out_dir / "model",
+        initializer,
+        initializer_name=name,
+        options=options,
+    )
+    report = (
+        f"## init\n\n{result.new_rows:,} new embedding rows ({'tied' if result.tied else 'untied'} embeddings), "
+        f"initializer `{name}`, vocabulary {result.base_vocab_size:,} → {result.vocab_size:,}, "
+        f"{result.seconds:.1f} s. The evaluate stage measures what this model scores before any training."
+    )
+    metrics = {
+        "initializer": name,
+        "new_rows": result.new_rows,
+        "vocab_size": result.vocab_size,
+        "seconds": result.seconds,
+    }
+    return StageOutput(metrics=metrics, report=report, model_dir="model")
+
+
 # --- pretrain ------------------------------------------------------------------------------------------
 
 
@@ -126,6 +165,146 @@ def pretrain(context: StageContext) -> StageOutput:
     return StageOutput(metrics=summary, report="\n".join(lines), model_dir="model")
 
 
+# --- align (LLaVA stage 1) and vit (stage 2) -------------------------------------------------------------
+
+
+class AlignStageConfig(_Config):
+    """Assembly of the LLaVA plus stage 1 (projector only, on captions)."""
+
+    assemble: AssembleConfig = AssembleConfig()
+    train: AlignConfig = AlignConfig()
+    data: str = "seed://?split=train"
+    """Visual-instruction data URI (`seed://`, `file://PATH.jsonl`, or a plugin's scheme)."""
+
+
+class VitConfig(_Config):
+    """Stage 2: projector + LoRA on multilingual visual instructions."""
+
+    train: InstructConfig = InstructConfig()
+    data: str = "seed://?split=train"
+    report_data: str = "seed://?split=heldout"
+    """Held-aside records whose questions are answered before and after stage 2 in the report."""
+    report_images: int = Field(default=3, ge=0)
+
+
+def _vit_records(uri: str, context: StageContext) -> list[dict[str, Any]]:
+    from xlang import plugins
+    from xlang.errors import XlangError
+
+    records = plugins.call_first("load_vit_data", uri=uri, cache_dir=context.settings.cache_dir)
+    if records is None:
+        raise XlangError(f"no plugin loads visual-instruction data {uri!r}; use seed://, file://PATH.jsonl")
+    return list(records)
+
+
+def _system_prompts() -> dict[str, str]:
+    from xlang import plugins
+
+    return {code: registered.value.chat.system_prompt for code, registered in plugins.languages().items()}
+
+
+def align(context: StageContext) -> StageOutput:
+    from xlang import plugins
+    from xlang.vlm import build_llava, train_vit_stage
+
+    config: AlignStageConfig = context.config
+    language = context.language
+    assembled = context.work_dir / "assembled"
+    if not (assembled / "config.json").is_file():
+        # a plugin may supply the whole template; None keeps the default built from the chat bits
+        template = plugins.call_first("chat_template", language=language, base_template=None)
+        build_llava(
+            context.latest_model(),
+            context.settings.cache_dir,
+            assembled,
+            system_prompts=_system_prompts(),
+            target_lang=language.code,
+            config=config.assemble,
+            chat_template=template,
+        )
+    result = train_vit_stage(
+        assembled,
+        _vit_records(config.data, context),
+        config.train,
+        context.work_dir / "train",
+        default_lang=language.code,
+    )
+    shutil.move(str(result.model_dir), context.out_dir / "model")
+    _keep_stage_files(context.work_dir / "train", context.out_dir)
+    metrics = _vit_metrics(result)
+    report = (
+        f"## align\n\nLLaVA assembled ({config.assemble.vision_tower} + mlp2x_gelu + the extended LLM); "
+        f"projector trained {result.steps} steps on {result.samples} caption samples: loss "
+        f"{_fmt(result.first_loss)} → {_fmt(result.final_loss)}; {len(result.skipped)} samples skipped."
+    )
+    return StageOutput(metrics=metrics, report=report, model_dir="model")
+
+
+def vit(context: StageContext) -> StageOutput:
+    from xlang import plugins
+    from xlang.vlm import before_after_report, train_vit_stage
+
+    config: VitConfig = context.config
+    stage1 = context.stage_dir("align") / "model"
+    result = train_vit_stage(
+        stage1,
+        _vit_records(config.data, context),
+        config.train,
+        context.work_dir / "train",
+        default_lang=context.language.code,
+    )
+    shutil.move(str(result.model_dir), context.out_dir / "model")
+    _keep_stage_files(context.work_dir / "train", context.out_dir)
+    metrics = _vit_metrics(result)
+    lines = [
+        "## vit",
+        "",
+        f"Stage 2 trained {result.steps} steps on {result.samples} samples: loss {_fmt(result.first_loss)} → "
+        f"{_fmt(result.final_loss)}; {len(result.skipped)} samples skipped.",
+    ]
+    if config.report_images:
+        languages = plugins.languages()
+        langs = [code for code in ("en", context.language.code) if code in languages]
+        langs += [code for code in ("ko", "zh") if code in languages and code not in langs]
+        files = before_after_report(
+            stage1,
+            context.out_dir / "model",
+            _vit_records(config.report_data, context),
+            context.out_dir / "answers",
+            langs=langs,
+            images=config.report_images,
+            cache_dir=context.settings.cache_dir,
+            scorers={code: languages[code].value.target_share for code in langs if languages[code].value.scripts},
+        )
+        table = f"vit/answers/{Path(files.markdown).name}"
+        lines += ["", f"Answers to held-aside questions before and after stage 2: [{table}]({table})"]
+        if files.png is not None:
+            lines += ["", f"![answers before and after stage 2](vit/answers/{Path(files.png).name})"]
+    return StageOutput(metrics=metrics, report="\n".join(lines), model_dir="model")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _vit_metrics(result: Any) -> dict[str, Any]:
+    return {
+        "steps": result.steps,
+        "samples": result.samples,
+        "skipped": len(result.skipped),
+        "first_loss": result.first_loss,
+        "final_loss": result.final_loss,
+        "eval_loss_start": result.eval_loss_start,
+        "eval_loss_end": result.eval_loss_end,
+    }
+
+
+def _keep_stage_files(train_dir: Path, out_dir: Path) -> None:
+    for name in ("skipped.jsonl", "stage.json", "metrics.jsonl"):
+        if (train_dir / name).is_file():
+            shutil.copy2(train_dir / name, out_dir / name)
+
+
 # --- evaluate ------------------------------------------------------------------------------------------
 
 
@@ -152,9 +331,7 @@ def evaluate(context: StageContext) -> StageOutput:
         for spec in languages
     }
     models = [("base", context.base_model)] + [
-        (name, str(path))
-        for name in context.manifest["stages"]
-        if (path := context.model_of(name)) is not None
+        (name, str(path)) for name in context.manifest["stages"] if (path := context.model_of(name)) is not None
     ]
     metrics: dict[str, Any] = {}
     rows: list[tuple[str, str, float, float]] = []
@@ -251,10 +428,13 @@ def _validation_by_language(context: StageContext) -> dict[str, list[str]]:
 
 EXPAND = Stage("expand", "add target-language tokens as real BPE merges", ExpandConfig, expand)
 EVALUATE = Stage("evaluate", "tokens/char and bits/char per language for every model", EvaluateConfig, evaluate)
+ALIGN = Stage("align", "LLaVA stage 1: assemble, train the projector on captions", AlignStageConfig, align)
+VIT = Stage("vit", "LLaVA stage 2: multilingual visual instruction tuning", VitConfig, vit)
+INIT = Stage("init", "initialize the new embedding rows", InitConfig, init)
 PRETRAIN = Stage("pretrain", "continued bilingual pretraining (LoRA + new rows)", PretrainConfig, pretrain)
 
 X_LLAVA = Recipe(
     name="x-llava",
     description="X-LLaVA: vocabulary expansion, embedding init, bilingual pretraining, LLaVA alignment and VIT.",
-    stages=(EXPAND, PRETRAIN, EVALUATE),
+    stages=(EXPAND, INIT, PRETRAIN, ALIGN, VIT, EVALUATE),
 )

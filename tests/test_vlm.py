@@ -282,7 +282,7 @@ def test_loss_masks_everything_but_assistant_answers(tiny_llava: Path) -> None:
     from transformers import AutoProcessor
 
     from xlang.vlm.data import seed_records, to_messages
-    from xlang.vlm.train import IGNORE_INDEX, encode_conversation
+    from xlang.vlm.train import IGNORE_INDEX, encode_conversation, encode_plain
 
     processor = AutoProcessor.from_pretrained(tiny_llava)
     image_token_id = json.loads((tiny_llava / "config.json").read_text())["image_token_index"]
@@ -307,6 +307,12 @@ def test_loss_masks_everything_but_assistant_answers(tiny_llava: Path) -> None:
         assert [processor.tokenizer.decode(span) for span in spans] == [a + "<|im_end|>" for a in answers]
         image_positions = [i for i, token in enumerate(ids) if token == image_token_id]
         assert all(labels[i] == IGNORE_INDEX for i in image_positions)
+    # stage 1's plain format (LLaVA-1.5): image tokens, newline, caption, end token; only the caption learns
+    caption = next(r for r in seed_records() if r["id"] == "coins-ko-caption")
+    ids, labels = encode_plain(to_messages(caption), processor.tokenizer, num_image_tokens=16)
+    assert ids[:16] == [image_token_id] * 16 and all(label == IGNORE_INDEX for label in labels[:17])
+    learned = processor.tokenizer.decode([t for t, label in zip(ids, labels, strict=True) if label != IGNORE_INDEX])
+    assert learned == caption["conversations"][1]["value"] + "<|im_end|>"
 
 
 def test_language_weights_steer_sampling() -> None:

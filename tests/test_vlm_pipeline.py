@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.test_vlm import SYSTEM_PROMPTS, hangul_share
-
 pytestmark = pytest.mark.slow
+
+SYSTEM_PROMPTS = {"en": "Be helpful.", "ko": "친절하게 답하세요.", "zh": "请友好地回答。"}
+
+
+def hangul_share(text: str) -> float:
+    visible = [c for c in text if not c.isspace()]
+    return sum(0xAC00 <= ord(c) <= 0xD7A3 for c in visible) / max(1, len(visible))
 
 
 @pytest.fixture(scope="module")

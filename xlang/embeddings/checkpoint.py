@@ -40,14 +40,14 @@ def check_safetensors(model_dir: str | Path) -> None:
 
 
 def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | None = None) -> Any:
-    """A causal LM from a folder or hub id, safetensors only and without remote code."""
+    """A causal LM from a folder or hub id, safetensors only and without remote code, in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM
 
     check_safetensors(model_dir)
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise XlangError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype, None)
+    if torch_dtype != "auto" and not isinstance(torch_dtype, torch.dtype):
+        raise XlangError(f"unknown dtype {dtype!r}; use auto (the checkpoint's), float32, bfloat16 or float16")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(model_dir), dtype=torch_dtype, use_safetensors=True, trust_remote_code=False

@@ -217,3 +217,23 @@ def bits_per_character_of(
     model = load_causal_lm(model_dir, dtype=dtype, device=device)
     tokenizer = load_tokenizer(model_dir)
     return bits_per_character(model, tokenizer, texts, **options)
+
+
+def join_documents(records: Any, field: str = "text", doc_field: str = "doc") -> list[str]:
+    """Paragraph records -> documents: consecutive records with the same ``doc`` joined by newlines.
+
+    Corpora store one paragraph per record; scored one by one, short paragraphs would be read without
+    context and BPC would measure little more than how documents start. Records without ``doc_field``
+    are documents of their own.
+    """
+    documents: list[str] = []
+    current_key: object = None
+    for record in records:
+        text = record[field]
+        key = record.get(doc_field) if hasattr(record, "get") else None
+        if documents and key is not None and key == current_key:
+            documents[-1] += "\n" + text
+        else:
+            documents.append(text)
+        current_key = key
+    return [document for document in documents if document]

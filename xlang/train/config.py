@@ -156,6 +156,9 @@ class PretrainConfig(_Frozen):
     lora_alpha: int = Field(default=32, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     lora_targets: tuple[str, ...] | Literal["all-linear"] = "all-linear"
+    new_rows_lr_scale: float = Field(default=1.0, gt=0)
+    """Learning rate of the new rows (peft's trainable-token deltas) relative to the stage's: a new
+    token appears in few batches, so its row gets few updates."""
     document_mask: bool = True
     """Restart positions at every document so that attention stays inside it (HF models read packed
     position ids); False lets blocks attend across documents, which keeps the fastest attention kernel."""
@@ -179,6 +182,12 @@ class PretrainConfig(_Frozen):
     20k characters put the standard error of BPC near 1%)."""
     progress: bool = True
     tensorboard: bool = True
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _mix_from_text(cls, value: Any) -> Any:
+        """Accept the CLI's `ko=0.5,en=0.5` as well as a mapping."""
+        return parse_mix(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _consistent(self) -> PretrainConfig:

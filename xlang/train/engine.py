@@ -551,6 +551,8 @@ def run_training(
 
     torch.manual_seed(config.seed + rank)
     random.seed(config.seed + rank)
+    if not _is_sharded(accelerator):
+        model.to(accelerator.device)  # before the optimizer exists, so it can be the fused CUDA one
     if param_groups is not None:
         groups = param_groups(named)
     else:
@@ -564,6 +566,12 @@ def run_training(
         **({"fused": True} if fused and accelerator.device.type == "cuda" else {}),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is not None:  # no dataloader goes through prepare(): DeepSpeed learns the batch shape here
+        if config.grad_accum != 1:
+            raise XlangError("under DeepSpeed set grad_accum=1 (DeepSpeed would step inside the accumulation)")
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro_batch
+        plugin.deepspeed_config["gradient_accumulation_steps"] = 1
     model, optimizer = accelerator.prepare(model, optimizer)
 
     start_step = 0
@@ -611,6 +619,7 @@ def run_training(
             _sync(device)
             started = time.perf_counter()
             micro = []
+            loss_count = input_count = 0
             for _ in range(config.grad_accum):
                 try:
                     batch = next(batches)
@@ -619,14 +628,13 @@ def run_training(
                         f"{name}: the data ran out at step {step}; make_batches must yield "
                         f"{config.grad_accum} micro-batch(es) per step for {config.steps} steps"
                     ) from None
-                micro.append({k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()})
-            counts = torch.tensor(
-                [sum(count_tokens(b) for b in micro), sum(_input_tokens(b) for b in micro)],
-                device=device,
-                dtype=torch.float64,
-            )
-            counts = accelerator.reduce(counts, reduction="sum") if world > 1 else counts
-            loss_tokens = max(float(counts[0]), 1.0)
+                loss_count += count_tokens(batch)  # counted on the host: no device sync
+                input_count += _input_tokens(batch)
+                micro.append({k: v.to(device, non_blocking=True) if hasattr(v, "to") else v for k, v in batch.items()})
+            if world > 1:  # the global step's token counts weigh every process's loss
+                counts = torch.tensor([loss_count, input_count], device=device, dtype=torch.long)
+                loss_count, input_count = (int(c) for c in accelerator.reduce(counts, reduction="sum").tolist())
+            loss_tokens = float(max(loss_count, 1))
             loss_total = torch.zeros((), device=device, dtype=torch.float32)
             for index, batch in enumerate(micro):
                 last = index == len(micro) - 1
@@ -651,7 +659,7 @@ def run_training(
                 step=step + 1,
                 loss=loss_value,
                 lr=lr,
-                tokens=int(counts[1]),
+                tokens=input_count,
                 seconds=time.perf_counter() - started,
                 grad_norm=float(grad_norm) if grad_norm is not None else None,
             )

@@ -34,6 +34,33 @@ class HeadParts:
     index: torch.Tensor | None
 
 
+_INDEX_CACHE: dict[tuple[tuple[int, ...], str], torch.Tensor] = {}
+_CACHED_RANGES: dict[int, tuple[int, int] | None] = {}
+"""Ranges of the cached index tensors, by tensor id (those tensors live as long as the process)."""
+
+
+def _index_tensor(indices: Any, device: torch.device) -> torch.Tensor:
+    """The new rows' ids on `device`, made once per (ids, device) instead of once per step."""
+    key = (tuple(int(i) for i in indices), str(device))
+    if key not in _INDEX_CACHE:
+        tensor = torch.as_tensor(key[0], device=device, dtype=torch.long)
+        _INDEX_CACHE[key] = tensor
+        _CACHED_RANGES[id(tensor)] = _range_of(list(key[0]))
+    return _INDEX_CACHE[key]
+
+
+def _range_of(values: list[int]) -> tuple[int, int] | None:
+    consecutive = bool(values) and values == list(range(values[0], values[0] + len(values)))
+    return (values[0], values[0] + len(values)) if consecutive else None
+
+
+def _contiguous_range(index: torch.Tensor) -> tuple[int, int] | None:
+    """(first, last + 1) when the ids are consecutive (the usual case: new ids follow the old vocabulary)."""
+    if id(index) in _CACHED_RANGES and any(t is index for t in _INDEX_CACHE.values()):
+        return _CACHED_RANGES[id(index)]
+    return _range_of(index.tolist())
+
+
 def _active(layer: Any) -> str:
     active = layer.active_adapters
     return active[0] if isinstance(active, list | tuple) else active
@@ -50,8 +77,7 @@ def head_parts(head: nn.Module) -> HeadParts | None:
             return HeadParts(base.weight, None, None)
         name = _active(layer)
         rows = layer.trainable_tokens_delta[name]
-        index = torch.as_tensor(layer.token_indices[name], device=rows.device, dtype=torch.long)
-        return HeadParts(base.weight, rows, index)
+        return HeadParts(base.weight, rows, _index_tensor(layer.token_indices[name], rows.device))
     if hasattr(head, "modules_to_save") and hasattr(head, "original_module"):
         if getattr(head, "disable_adapters", False):
             inner = head.original_module
@@ -85,11 +111,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         need_hidden = ctx.needs_input_grad[0]
         need_weight = ctx.needs_input_grad[1]
         need_rows = rows is not None and ctx.needs_input_grad[2]
-        contiguous = None
-        if need_rows and index.numel():
-            first, count = int(index[0]), index.numel()
-            if torch.equal(index, torch.arange(first, first + count, device=index.device)):
-                contiguous = (first, first + count)
+        contiguous = _contiguous_range(index) if need_rows else None
         grad_hidden = torch.empty_like(hidden) if need_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
         grad_rows = torch.zeros(rows.shape, dtype=torch.float32, device=rows.device) if need_rows else None

@@ -401,6 +401,17 @@ def prepare_model(
     return PreparedModel(trainable, wrapper, selections)
 
 
+def new_rows_groups(rows_lr: float) -> Callable[[list[tuple[str, Any]]], list[dict[str, Any]]]:
+    """The engine's `param_groups`: new-row deltas at `rows_lr`, everything else at the stage's rate."""
+
+    def groups(named: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+        rows = [p for n, p in named if "trainable_tokens_delta" in n]
+        rest = [p for n, p in named if "trainable_tokens_delta" not in n]
+        return [g for g in ({"params": rest}, {"params": rows, "lr": rows_lr}) if g["params"]]
+
+    return groups
+
+
 def pretrain(
     model_dir: str | os.PathLike[str],
     tokenizer_dir: str | os.PathLike[str],
@@ -550,6 +561,9 @@ def pretrain(
                 config.loop_config(stage, mixed_precision=mixed),
                 out_dir / "stages" / stage.name,
                 trainable=lambda name, param, predicate=predicate: predicate(name, param),
+                param_groups=new_rows_groups(stage.lr * config.new_rows_lr_scale)
+                if config.new_rows_lr_scale != 1.0
+                else None,
                 loss_fn=fused_loss,
                 eval_fn=evaluate,
                 accelerator=accelerator,

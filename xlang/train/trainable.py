@@ -180,5 +180,5 @@ def upcast_trainable(trainable: Trainable, predicate_by_stage: Sequence[Callable
 def disable_lora_input_cast(model: Any) -> None:
     """peft casts a LoRA layer's input to the adapter's dtype; under autocast that is a wasted copy."""
     for module in model.modules():
-        if hasattr(module, "cast_input_dtype_enabled"):
+        if hasattr(module, "_cast_input_dtype"):  # peft's tuner layers read this flag with a default of True
             module.cast_input_dtype_enabled = False

@@ -22,8 +22,6 @@ from xlang.vlm.config import AssembleConfig
 from xlang.vlm.data import IMAGE_PLACEHOLDER
 from xlang.vlm.towers import FEATURE_STRATEGIES, VisionTower
 
-PROJECTORS: tuple[str, ...] = ("mlp2x_gelu",)
-
 _FALLBACK_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -151,8 +149,15 @@ def assemble_llava(
 
     strategy = _strategy(tower, vision_feature_select_strategy)
     image_token_id = add_image_token(tokenizer)
-    if language_model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    old_rows = language_model.get_input_embeddings().weight.shape[0]
+    if old_rows < len(tokenizer):
+        # the <image> row is never read (image features replace it) nor predicted (suppressed): the mean row
+        # keeps it harmless
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():
+            for layer in {language_model.get_input_embeddings(), language_model.get_output_embeddings()}:
+                if layer is not None and layer.weight.shape[0] > old_rows:
+                    layer.weight[old_rows:] = layer.weight[:old_rows].mean(dim=0)
     num_tokens = tower.num_image_tokens(strategy)
     config = LlavaConfig(
         vision_config=tower.model.config,

@@ -48,6 +48,9 @@ class VitStageConfig(BaseModel):
     """`projector` (stage 1), `lora` (projector + LoRA on the LLM), `full` (projector + the whole LLM)."""
     tasks: tuple[str, ...] = ()
     """Task types to train on (e.g. ("caption",)); empty = every record."""
+    prompt_format: Literal["chat", "plain"] = "chat"
+    """`chat`: the model's chat template, system prompt included; `plain` (LLaVA-1.5 stage 1): image tokens,
+    newline, the first answer, end token."""
     lang_weights: dict[str, float] = Field(default_factory=dict)
     """Sampling weight per language code; empty = every record equally likely. Languages missing from a
     non-empty mapping are not sampled."""
@@ -105,6 +108,7 @@ class AlignConfig(VitStageConfig):
     warmup_steps: int = Field(default=2, ge=0)
     trainable: Literal["projector", "lora", "full"] = "projector"
     tasks: tuple[str, ...] = ("caption",)
+    prompt_format: Literal["chat", "plain"] = "plain"
 
 
 class InstructConfig(VitStageConfig):

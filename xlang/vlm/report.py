@@ -83,30 +83,40 @@ def generate_answers(
     rows: Sequence[ReportRow],
     *,
     max_new_tokens: int = 48,
-    repetition_penalty: float = 1.15,
+    batch_size: int = 9,
 ) -> list[str]:
-    """Greedy answers of the LLaVA folder to each row's question about its image (plain transformers)."""
+    """Greedy answers of the LLaVA folder to each row's question about its image (plain transformers).
+
+    Batched with left padding: on a CPU, nine short answers cost little more than one. No repetition
+    penalty: it would count the prompt's own tokens, and byte-level Korean or Chinese reuses the same
+    lead-byte tokens all the time, so it pushes answers out of the language."""
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from xlang.vlm.images import load_image
 
     processor = AutoProcessor.from_pretrained(model_dir)
+    processor.tokenizer.padding_side = "left"
     model = LlavaForConditionalGeneration.from_pretrained(model_dir)
     model.eval()
-    answers = []
-    for row in rows:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row.question}]}]
-        prompt = processor.apply_chat_template(messages, add_generation_prompt=True, lang=row.lang)
-        inputs = processor(images=load_image(row.image), text=prompt, return_tensors="pt")
-        with torch.no_grad():
-            output = model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                repetition_penalty=repetition_penalty,
+    answers: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        prompts = [
+            processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row.question}]}],
+                add_generation_prompt=True,
+                lang=row.lang,
             )
-        answers.append(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+            for row in chunk
+        ]
+        images = [load_image(row.image) for row in chunk]
+        inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        for sequence in output:
+            text = processor.decode(sequence[inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            answers.append(text.strip().rstrip("\ufffd"))  # a cut multi-byte character at the end
     return answers
 
 

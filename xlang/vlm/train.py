@@ -40,6 +40,17 @@ MODEL_FOLDER = "model"
 RUN_FOLDER = "run"
 SKIPPED_FILE = "skipped.jsonl"
 SUMMARY_FILE = "stage.json"
+OUTPUT_ONLY_FIELDS: tuple[str, ...] = (
+    "save_every",
+    "keep_checkpoints",
+    "log_every",
+    "progress",
+    "tensorboard",
+    "eval_samples",
+    "on_bad_sample",
+    "export_adapter",
+)
+"""Settings that do not change the trained weights: a run may resume with other values."""
 
 
 # ----------------------------------------------------------------------------------------- samples
@@ -101,7 +112,27 @@ def encode_conversation(
         answer = full[len(prompt) :]
         spans.append((len(prompt), len(prompt) + len(answer.rstrip())))
         previous = full
-    encoded = tokenizer(previous, add_special_tokens=False, return_offsets_mapping=True)
+    return _labelled(tokenizer, previous, spans)
+
+
+def encode_plain(
+    messages: list[dict[str, str]], tokenizer: Any, *, num_image_tokens: int, image_token: str = IMAGE_PLACEHOLDER
+) -> tuple[list[int], list[int]]:
+    """LLaVA-1.5's stage-1 format: image tokens, newline, the first answer, end token; no chat template.
+
+    Captions need no instruction or system prompt to align the projector, and the sequence is about half
+    as long. Labels cover the answer and the end token."""
+    first = next(m for m in messages if m["role"] == "user")
+    answer = next(m for m in messages if m["role"] == "assistant")["content"].strip()
+    prefix = (image_token * num_image_tokens + "\n") if image_token in first["content"] else ""
+    end = tokenizer.eos_token or ""
+    text = prefix + answer + end
+    return _labelled(tokenizer, text, [(len(prefix), len(text))])
+
+
+def _labelled(tokenizer: Any, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Token ids of `text`; labels only on tokens that lie entirely inside one of the character `spans`."""
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(encoded["input_ids"])
     labels = [IGNORE_INDEX] * len(input_ids)
     span_index = 0
@@ -172,14 +203,19 @@ def prepare_samples(
                 image_index[key] = len(images)
                 images.append(ref)
             slot = image_index[key]
-        input_ids, labels = encode_conversation(
-            to_messages(record),
-            tokenizer,
-            template,
-            lang=lang,
-            num_image_tokens=num_image_tokens,
-            image_token=image_token,
-        )
+        if config.prompt_format == "plain":
+            input_ids, labels = encode_plain(
+                to_messages(record), tokenizer, num_image_tokens=num_image_tokens, image_token=image_token
+            )
+        else:
+            input_ids, labels = encode_conversation(
+                to_messages(record),
+                tokenizer,
+                template,
+                lang=lang,
+                num_image_tokens=num_image_tokens,
+                image_token=image_token,
+            )
         found = sum(1 for token in input_ids if token == image_token_id)
         expected = num_image_tokens if slot is not None else 0
         if found != expected:
@@ -426,7 +462,7 @@ def train_vit_stage(
     if not (model_dir / "config.json").is_file():
         raise XlangError(f"LLaVA folder {model_dir} has no config.json; run the assembly stage first")
     fingerprint = {
-        "vit_stage": config.model_dump(mode="json"),
+        "vit_stage": config.model_dump(mode="json", exclude=set(OUTPUT_ONLY_FIELDS)),
         "model": str(model_dir.resolve()),
         "records": _records_digest(records),
         "default_lang": default_lang,

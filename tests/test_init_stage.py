@@ -1,0 +1,104 @@
+"""The init stage: old logits bit-identical for every initializer, tied stays tied, bad input refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from xlang import plugins
+from xlang.embeddings import BUILTIN_INITIALIZERS, initialize_embeddings
+from xlang.errors import XlangError
+
+KOREAN = [
+    "한국어 문장을 여러 번 반복합니다. 안녕하세요, 반갑습니다.",
+    "서울은 대한민국의 수도입니다. 한국어 토큰을 배웁니다.",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def expanded_tokenizer(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from xlang.tokenizer import expand_tokenizer
+
+    ko = plugins.get_language("ko")
+    out = tmp_path_factory.mktemp("tok") / "ko"
+    expand_tokenizer(smollm2_dir, ko, KOREAN, budget=40, out_dir=out, pad_to_multiple_of=64)
+    return out
+
+
+def _tiny_base(smollm2_dir: Path, folder: Path, tied: bool) -> Path:
+    """A tiny random Llama that shares SmolLM2's tokenizer (the pretrained weights are not the point)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=49_152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("name", sorted(BUILTIN_INITIALIZERS))
+def test_old_logits_are_bit_identical(smollm2_dir, expanded_tokenizer, tmp_path, name, tied):
+    from transformers import AutoModelForCausalLM
+
+    base = _tiny_base(smollm2_dir, tmp_path / "base", tied)
+    result = initialize_embeddings(base, expanded_tokenizer, tmp_path / "out", BUILTIN_INITIALIZERS[name])
+    before = AutoModelForCausalLM.from_pretrained(base).eval()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    ids = torch.tensor([[504, 216, 34, 32, 3575, 282, 4649, 314]])
+    with torch.no_grad():
+        old = before(ids).logits
+        new = after(ids).logits
+    assert new.shape[-1] == result.vocab_size and result.vocab_size % 64 == 0
+    assert torch.equal(old, new[..., : old.shape[-1]])
+    same_matrix = after.get_output_embeddings().weight.data_ptr() == after.get_input_embeddings().weight.data_ptr()
+    assert same_matrix == tied
+    new_rows = after.get_input_embeddings().weight[49_152:]
+    assert torch.isfinite(new_rows).all() and new_rows.abs().sum() > 0
+
+
+def test_subword_mean_is_the_mean_of_the_pieces(smollm2_dir, expanded_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = _tiny_base(smollm2_dir, tmp_path / "base", tied=True)
+    initialize_embeddings(base, expanded_tokenizer, tmp_path / "out", BUILTIN_INITIALIZERS["subword-mean"])
+    old = AutoModelForCausalLM.from_pretrained(base).get_input_embeddings().weight
+    new = AutoModelForCausalLM.from_pretrained(tmp_path / "out").get_input_embeddings().weight
+    tokenizer = AutoTokenizer.from_pretrained(expanded_tokenizer)
+    base_tokenizer = AutoTokenizer.from_pretrained(base)
+    token_id = tokenizer.encode("한국어", add_special_tokens=False)[0]
+    assert token_id >= 49_152
+    pieces = base_tokenizer.backend_tokenizer.model.tokenize(tokenizer.convert_ids_to_tokens(token_id))
+    expected = old[[piece.id for piece in pieces]].mean(dim=0)
+    assert torch.allclose(new[token_id], expected, atol=1e-6)
+
+
+def test_unknown_initializer_lists_the_known_ones(fresh_plugins):
+    with pytest.raises(XlangError) as caught:
+        plugins.get_strategy("embedding_initializers", "magic", fresh_plugins)
+    assert "subword-mean" in caught.value.message and "random" in caught.value.message
+
+
+def test_pickle_only_checkpoint_is_refused(smollm2_dir, expanded_tokenizer, tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    shutil.copy(smollm2_dir / "config.json", folder / "config.json")
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(XlangError, match="never unpickles"):
+        initialize_embeddings(folder, expanded_tokenizer, tmp_path / "out", BUILTIN_INITIALIZERS["mean"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tokenizer_that_does_not_extend_the_base_is_refused(smollm2_dir, tmp_path):
+    from xlang.assets.wheels import MISTRAL_V1_TOKENIZER, wheel_member
+    from xlang.tokenizer.sentencepiece import sentencepiece_folder
+
+    base = _tiny_base(smollm2_dir, tmp_path / "base", tied=True)
+    other = sentencepiece_folder(wheel_member(MISTRAL_V1_TOKENIZER, smollm2_dir.parent.parent), tmp_path / "mistral")
+    with pytest.raises(XlangError, match="does not extend the base tokenizer"):
+        initialize_embeddings(base, other, tmp_path / "out", BUILTIN_INITIALIZERS["mean"])
+    assert not (tmp_path / "out").exists()

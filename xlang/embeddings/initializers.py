@@ -1,0 +1,269 @@
+"""Initializers for the embedding rows of new tokens.
+
+Each one has the ``register_embedding_initializers`` shape::
+
+    initializer(model=, base_tokenizer=, tokenizer=, new_token_ids=, **options) -> dict
+
+It fills the rows ``new_token_ids`` of the model's input embeddings and, when the model is untied, of
+its output embeddings, in place; every other row stays bit for bit as it was. It returns a small dict
+of facts for the record (JSON-able). Options an initializer does not know are ignored, so the stage can
+pass the same options (``texts``, ``seed``) to any of them.
+
+- ``random``: N(0, initializer_range), what an untouched resize gives; the baseline.
+- ``mean``: every new row is the mean of the old rows.
+- ``covariance``: the mean plus noise from the old rows' covariance scaled by 1e-9, as
+  ``resize_token_embeddings(mean_resizing=True)`` does: in practice the mean.
+- ``subword-mean``: the mean of the rows of the base pieces that spell the token (FVT).
+- ``subword-freq``: ``subword-mean`` plus a per-token logit offset ``a * log(frequency)`` along the
+  model's *bias direction* (see :func:`bias_direction`), so frequent new tokens get the probability
+  their frequency warrants. Frequencies are counted on ``texts`` (target-language training text).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from xlang.embeddings.pieces import NewToken, spell_new_tokens
+from xlang.errors import XlangError
+
+COVARIANCE_SCALE = 1e-9
+"""The factor transformers applies to the old rows' covariance when it samples new rows."""
+COVARIANCE_SAMPLE_ROWS = 8192
+"""Rows the covariance is estimated on: at a 1e-9 scale its precision does not matter, and estimating
+it on 32k x 4096 rows would cost seconds."""
+FREQUENCY_WEIGHT = 1.0
+"""Logit nats per nat of log-frequency. Fitted on Korean training text (SmolLM2, 8k new tokens): the
+output-side likelihood is flat between 0.75 and 1.0, as it should be for a prior that is close to
+the unigram log-probability."""
+BIAS_RIDGE = 100.0
+CONTEXT_TOKENS = 2048
+"""Tokens of target text the base model reads to find its bias direction."""
+
+
+def _matrices(model: Any) -> list[tuple[str, Any]]:
+    """("input", W_in) and, when untied, ("output", W_out): the matrices an initializer fills."""
+    inputs = model.get_input_embeddings().weight
+    output_layer = model.get_output_embeddings()
+    outputs = None if output_layer is None else output_layer.weight
+    if outputs is None or outputs is inputs or outputs.data_ptr() == inputs.data_ptr():
+        return [("input", inputs)]
+    return [("input", inputs), ("output", outputs)]
+
+
+def _old_size(base_tokenizer: Any, new_token_ids: Sequence[int]) -> int:
+    size = len(base_tokenizer)
+    if new_token_ids and min(new_token_ids) < size:
+        raise XlangError(f"new token id {min(new_token_ids)} is below the base vocabulary size {size}")
+    return size
+
+
+def _write(weight: Any, new_token_ids: Sequence[int], rows: Any) -> None:
+    import torch
+
+    with torch.no_grad():
+        index = torch.as_tensor(list(new_token_ids), dtype=torch.long, device=weight.device)
+        weight.index_copy_(0, index, rows.to(device=weight.device, dtype=weight.dtype))
+
+
+def random_init(*, model: Any, new_token_ids: Sequence[int], seed: int = 0, **_: Any) -> dict[str, Any]:
+    """Normal(0, config.initializer_range) rows: the library default before mean resizing existed."""
+    import torch
+
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    generator = torch.Generator().manual_seed(seed)
+    for _role, weight in _matrices(model):
+        rows = torch.randn((len(new_token_ids), weight.shape[1]), generator=generator) * std
+        _write(weight, new_token_ids, rows)
+    return {"std": std, "seed": seed}
+
+
+def mean_init(*, model: Any, base_tokenizer: Any, new_token_ids: Sequence[int], **_: Any) -> dict[str, Any]:
+    """Every new row is the mean old row: a token the model has no opinion about."""
+    old = _old_size(base_tokenizer, new_token_ids)
+    for _role, weight in _matrices(model):
+        mean = weight[:old].detach().float().mean(0)
+        _write(weight, new_token_ids, mean.expand(len(new_token_ids), -1))
+    return {}
+
+
+def covariance_init(
+    *, model: Any, base_tokenizer: Any, new_token_ids: Sequence[int], seed: int = 0, **_: Any
+) -> dict[str, Any]:
+    """N(mean, 1e-9 * covariance) of the old rows: what ``mean_resizing=True`` does, done in seconds."""
+    import torch
+
+    old = _old_size(base_tokenizer, new_token_ids)
+    generator = torch.Generator().manual_seed(seed)
+    for _role, weight in _matrices(model):
+        rows = weight[:old].detach().float()
+        mean = rows.mean(0)
+        if old > COVARIANCE_SAMPLE_ROWS:
+            pick = torch.randperm(old, generator=generator)[:COVARIANCE_SAMPLE_ROWS].to(rows.device)
+            rows = rows[pick]
+        centered = rows - mean
+        covariance = centered.T @ centered / rows.shape[0]
+        dim = covariance.shape[0]
+        jitter = 1e-6 * float(covariance.diagonal().mean())
+        factor = torch.linalg.cholesky(covariance + jitter * torch.eye(dim, device=covariance.device))
+        noise = torch.randn((len(new_token_ids), dim), generator=generator).to(factor.device)
+        _write(weight, new_token_ids, mean + math.sqrt(COVARIANCE_SCALE) * noise @ factor.T)
+    return {"scale": COVARIANCE_SCALE, "seed": seed}
+
+
+def _piece_means(weight: Any, spelled: Sequence[NewToken], old: int) -> tuple[Any, int]:
+    """Mean of each token's piece rows (the mean old row where a token has no pieces), vectorized."""
+    import torch
+
+    rows = weight[:old].detach().float()
+    flat = [piece for token in spelled for piece in token.pieces]
+    owner = [index for index, token in enumerate(spelled) for _ in token.pieces]
+    sums = torch.zeros((len(spelled), rows.shape[1]), device=rows.device)
+    if flat:
+        sums.index_add_(0, torch.tensor(owner, device=rows.device), rows[torch.tensor(flat, device=rows.device)])
+    counts = torch.tensor([len(token.pieces) for token in spelled], device=rows.device, dtype=torch.float32)
+    means = sums / counts.clamp(min=1).unsqueeze(1)
+    unspelled = counts == 0
+    if bool(unspelled.any()):
+        means[unspelled] = rows.mean(0)
+    return means, int(unspelled.sum())
+
+
+def subword_mean_init(
+    *, model: Any, base_tokenizer: Any, tokenizer: Any, new_token_ids: Sequence[int], **_: Any
+) -> dict[str, Any]:
+    """Mean of the rows of the base pieces that spell each new token (Gee et al.'s FVT).
+
+    The row starts where the model already was for that text: as input it reads like a blend of the
+    pieces, as output it scores like their average logit.
+    """
+    old = _old_size(base_tokenizer, new_token_ids)
+    spelled = spell_new_tokens(base_tokenizer, tokenizer, new_token_ids)
+    unspelled = 0
+    for _role, weight in _matrices(model):
+        means, unspelled = _piece_means(weight, spelled, old)
+        _write(weight, new_token_ids, means)
+    return {"unspelled": unspelled}
+
+
+def token_frequencies(tokenizer: Any, texts: Sequence[str], token_ids: Sequence[int]) -> list[int]:
+    """How often the tokenizer emits each of ``token_ids`` on ``texts``."""
+    counts: Counter[int] = Counter()
+    batch = 256
+    for start in range(0, len(texts), batch):
+        encoded = tokenizer(list(texts[start : start + batch]), add_special_tokens=False, verbose=False)
+        for ids in encoded["input_ids"]:
+            counts.update(ids)
+    return [counts.get(int(token_id), 0) for token_id in token_ids]
+
+
+def output_states(model: Any, input_ids: Any) -> Any:
+    """What the output layer reads (after the final norm), captured with a hook: model-agnostic."""
+    import torch
+
+    captured: list[Any] = []
+    handle = model.get_output_embeddings().register_forward_pre_hook(
+        lambda _module, inputs: captured.append(inputs[0].detach())
+    )
+    try:
+        with torch.inference_mode():
+            model(input_ids=input_ids.to(next(model.parameters()).device))
+    finally:
+        handle.remove()
+    return captured[0].reshape(-1, captured[0].shape[-1]).float()
+
+
+def bias_direction(states: Any, ridge: float = BIAS_RIDGE) -> Any:
+    """A vector ``v`` with ``h . v ~= 1`` for the output states ``h`` the model produces.
+
+    Final hidden states share a large common component, so a ridge fit finds ``v`` with a small spread
+    (SmolLM2: h.v = 1.00 +- 0.05 over Korean, English and Chinese text). Adding ``c * v`` to an output
+    row then adds about ``c`` to that token's logit in every context: a per-token bias for models that
+    have no bias vector, and one that ties with the input side at a cost of only ``|c| * |v|``.
+    """
+    import torch
+
+    states = states.double()
+    gram = states.T @ states
+    scale = float(gram.diagonal().mean())
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(gram + ridge * scale / 100.0 * eye, states.sum(0)).float()
+
+
+def _context_ids(base_tokenizer: Any, texts: Sequence[str], spelled: Sequence[NewToken], limit: int) -> Any:
+    """Up to ``limit`` base-token ids of target text: the given texts, else the new tokens' own text."""
+    import torch
+
+    separator = base_tokenizer.bos_token_id if base_tokenizer.bos_token_id is not None else base_tokenizer.eos_token_id
+    ids: list[int] = []
+    for text in texts:
+        if separator is not None:
+            ids.append(int(separator))
+        ids.extend(base_tokenizer.encode(text, add_special_tokens=False, verbose=False))
+        if len(ids) >= limit:
+            break
+    if len(ids) < limit // 4:
+        ids.extend(piece for token in spelled for piece in token.pieces)
+    ids = ids[:limit]
+    if not ids:
+        raise XlangError("no text to find the model's bias direction from: give texts= or tokens with pieces")
+    return torch.tensor(ids, dtype=torch.long).unsqueeze(0)
+
+
+def subword_freq_init(
+    *,
+    model: Any,
+    base_tokenizer: Any,
+    tokenizer: Any,
+    new_token_ids: Sequence[int],
+    texts: Sequence[str] = (),
+    frequency_weight: float = FREQUENCY_WEIGHT,
+    context_tokens: int = CONTEXT_TOKENS,
+    **_: Any,
+) -> dict[str, Any]:
+    """``subword-mean`` plus a log-frequency logit offset along the model's bias direction.
+
+    Why: the mean of the pieces' rows scores a new token by the average of its pieces' logits, which
+    knows what may come next but not how often a whole word occurs; the base model only learns that
+    over several steps. The offset ``a * (log(1 + count) - mean)`` (counts on ``texts``, the target
+    training text) supplies it in one step, along a direction ``v`` with ``h . v ~= 1`` so it acts as
+    a bias in every context. Without ``texts`` it falls back to ``subword-mean`` (noted in the result).
+    """
+    import torch
+
+    old = _old_size(base_tokenizer, new_token_ids)
+    spelled = spell_new_tokens(base_tokenizer, tokenizer, new_token_ids)
+    matrices = _matrices(model)
+    facts: dict[str, Any] = {"frequency_weight": frequency_weight}
+    offsets = None
+    if texts:
+        counts = torch.tensor(token_frequencies(tokenizer, texts, new_token_ids), dtype=torch.float64)
+        log_counts = torch.log1p(counts)
+        offsets = (frequency_weight * (log_counts - log_counts.mean())).float()
+        facts["unseen_tokens"] = int((counts == 0).sum())
+    else:
+        facts["note"] = "no texts given: no frequencies, so this is subword-mean"
+    direction = None
+    if offsets is not None:
+        states = output_states(model, _context_ids(base_tokenizer, texts, spelled, context_tokens))
+        direction = bias_direction(states)
+        spread = states @ direction
+        facts["bias_direction"] = {"norm": float(direction.norm()), "mean": float(spread.mean()),
+                                   "std": float(spread.std())}
+    for role, weight in matrices:
+        means, facts["unspelled"] = _piece_means(weight, spelled, old)
+        if offsets is not None and (role == "output" or len(matrices) == 1):
+            means = means + offsets.to(means.device).unsqueeze(1) * direction.to(means.device).unsqueeze(0)
+        _write(weight, new_token_ids, means)
+    return facts
+
+
+BUILTIN_INITIALIZERS: dict[str, Any] = {
+    "random": random_init,
+    "mean": mean_init,
+    "covariance": covariance_init,
+    "subword-mean": subword_mean_init,
+    "subword-freq": subword_freq_init,
+}
