@@ -171,8 +171,10 @@ def pretrain(context: StageContext) -> StageOutput:
 class AlignStageConfig(_Config):
     """Assembly of the LLaVA plus stage 1 (projector only, on captions)."""
 
-    assemble: AssembleConfig = AssembleConfig()
-    train: AlignConfig = AlignConfig()
+    assemble: AssembleConfig = AssembleConfig(image_size=112)
+    """112 px: 64 image tokens from the embedded DINOv2 tower, sized for a CPU demo; set `image_size`
+    to null for towers with a fixed input size (CLIP, SigLIP)."""
+    train: AlignConfig = AlignConfig(steps=12)
     data: str = "seed://?split=train"
     """Visual-instruction data URI (`seed://`, `file://PATH.jsonl`, or a plugin's scheme)."""
 
@@ -180,11 +182,11 @@ class AlignStageConfig(_Config):
 class VitConfig(_Config):
     """Stage 2: projector + LoRA on multilingual visual instructions."""
 
-    train: InstructConfig = InstructConfig()
+    train: InstructConfig = InstructConfig(steps=16)
     data: str = "seed://?split=train"
     report_data: str = "seed://?split=heldout"
     """Held-aside records whose questions are answered before and after stage 2 in the report."""
-    report_images: int = Field(default=3, ge=0)
+    report_images: int = Field(default=2, ge=0)
 
 
 def _vit_records(uri: str, context: StageContext) -> list[dict[str, Any]]:
@@ -409,7 +411,8 @@ def _new_token_ids(context: StageContext) -> list[int] | None:
     if "expand" not in context.manifest["stages"]:
         return None
     manifest = json.loads((context.stage_dir("expand") / "tokenizer" / "xlang-tokenizer.json").read_text())
-    return list(manifest["new_token_ids"])
+    id_range = manifest["new_id_range"]  # half-open; reserved padding entries come after and never train
+    return list(range(*id_range)) if id_range else []
 
 
 def _english(context: StageContext) -> Any:

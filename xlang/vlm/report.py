@@ -272,9 +272,17 @@ def _contact_sheet(
     wrapped = [{key: _wrap(getattr(row, key), width) for key, width in columns.items()} for row in rows]
     heights = [max(2.0, 0.2 * max(len(v) for v in cell.values()) + 0.4) for cell in wrapped]
     with plt.rc_context({"font.family": families, "font.size": 9}):
-        figure = plt.figure(figsize=(16, sum(heights) + 0.6))
+        height = sum(heights) + 0.6
+        figure = plt.figure(figsize=(16, height))
         figure.suptitle(title, fontsize=12, x=0.05, ha="left")
-        grid = figure.add_gridspec(len(rows) + 1, 4, height_ratios=[0.4, *heights], width_ratios=[2, 3.4, 4.3, 4.3])
+        grid = figure.add_gridspec(
+            len(rows) + 1,
+            4,
+            height_ratios=[0.4, *heights],
+            width_ratios=[2, 3.4, 4.3, 4.3],
+            top=1 - 0.5 / height,
+            bottom=0.1 / height,
+        )
         for column, label in enumerate(["image", "question", "before stage 2", "after stage 2"]):
             axis = figure.add_subplot(grid[0, column])
             axis.axis("off")
