@@ -136,10 +136,10 @@ def pretrain(context: StageContext) -> StageOutput:
     language = context.language
     tokenizer_dir = _expanded_tokenizer(context)
     english = _english(context)
-    texts = {language.code: resolve.corpus_texts(language, "train", context.settings)}
+    texts = {language.code: resolve.corpus_dataset(language, "train", context.settings)}
     validation = {language.code: resolve.corpus_texts(language, "validation", context.settings)}
     if english is not None and english.code != language.code:
-        texts[english.code] = resolve.corpus_texts(english, "train", context.settings)
+        texts[english.code] = resolve.corpus_dataset(english, "train", context.settings)
         validation[english.code] = resolve.corpus_texts(english, "validation", context.settings)
     parallel = resolve.parallel_records(language, "train", context.settings) or None
     result = run_pretraining(
@@ -152,16 +152,26 @@ def pretrain(context: StageContext) -> StageOutput:
         new_token_ids=_new_token_ids(context),
         validation_by_language=validation,
     )
-    for name in ("model", "adapter"):
+    for name in ("model", "adapter", "report"):
         if (context.work_dir / name).is_dir():
             shutil.move(str(context.work_dir / name), context.out_dir / name)
     for path in context.work_dir.iterdir():
         if path.is_file():
             shutil.copy2(path, context.out_dir / path.name)
     summary = dict(result.summary)
-    lines = ["## pretrain", "", f"{config.steps} steps, mix {summary.get('mix', config.mix)}."]
-    if result.curve_png is not None:
-        lines += ["", f"![loss and BPC](pretrain/{Path(result.curve_png).name})"]
+    lines = [
+        "## pretrain",
+        "",
+        f"Steps per schedule stage: {summary.get('stages', config.steps)}; "
+        f"language mix {summary.get('mix_measured', summary.get('mix', config.mix))}; "
+        f"{summary.get('tokens_per_s', 0):,.0f} tokens/s.",
+    ]
+    before, after = summary.get("bpc_before") or {}, summary.get("bpc_after") or {}
+    if before and after:
+        lines += ["", "| validation | bits/char before | bits/char after |", "|---|---|---|"]
+        lines += [f"| {key} | {before[key]:.3f} | {after.get(key, float('nan')):.3f} |" for key in before]
+    if (context.out_dir / "report" / "curves.png").is_file():
+        lines += ["", "![loss and bits per character](pretrain/report/curves.png)"]
     return StageOutput(metrics=summary, report="\n".join(lines), model_dir="model")
 
 

@@ -172,3 +172,11 @@ def test_tokenizer_expand_refuses_a_zero_budget_and_writes_nothing(cli_env, tmp_
     assert result.returncode == 2
     assert "budget" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_eval_bpc_scores_the_embedded_model(cli_env, smollm2_dir):
+    result = xlang("eval", "bpc", "--model", str(smollm2_dir), "--lang", "en", "--max-chars", "1500", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    row = re.search(r"│ en\s+│\s+([\d,]+) │\s+([\d.]+) │\s+([\d.]+) │", result.stdout)
+    assert row, result.stdout
+    assert 0.3 < float(row.group(3)) < 3.0  # English BPC of a real 135M model, not a placeholder

@@ -238,6 +238,36 @@ def tokenizer_stats_command(ctx: click.Context, code: str, tokenizer_dir: str, b
     console.print(stats_table(tokenizer_stats(tokenizer_dir, _validation_texts(spec, settings), base=base_path)))
 
 
+@cli.group("eval", cls=XlangGroup)
+def eval_group() -> None:
+    """Measure models."""
+
+
+@eval_group.command("bpc")
+@click.option("--model", "model_dir", required=True, help="Model folder (its own tokenizer is used).")
+@click.option("--lang", "codes", multiple=True, required=True, help="Language code (repeatable).")
+@click.option("--max-chars", type=int, default=20_000, show_default=True, help="Validation characters per language.")
+@click.pass_context
+def eval_bpc(ctx: click.Context, model_dir: str, codes: tuple[str, ...], max_chars: int) -> None:
+    """Bits per character on each language's validation split (lower is better)."""
+    from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
+    from xlang.eval.bpc import bits_per_character, take_chars
+
+    settings = settings_from(ctx)
+    folder = resolve.base_model(model_dir, settings)
+    specs = [resolve.language(code) for code in codes]
+    model, tokenizer = load_causal_lm(folder), load_tokenizer(folder)
+    table = Table(title=f"Bits per character: {model_dir}")
+    for column in ("language", "characters", "tokens/char", "bits/char"):
+        table.add_column(column, justify="left" if column == "language" else "right")
+    for spec in specs:
+        texts = take_chars(resolve.corpus_texts(spec, "validation", settings), max_chars)
+        with console.status(f"scoring {spec.name}"):
+            result = bits_per_character(model, tokenizer, texts, max_chars=None)
+        table.add_row(spec.code, f"{result.characters:,}", f"{result.tokens_per_char:.3f}", f"{result.bpc:.4f}")
+    console.print(table)
+
+
 def _parse_mix(value: str | None) -> dict[str, float] | None:
     if not value:
         return None

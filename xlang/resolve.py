@@ -54,6 +54,18 @@ def corpus_texts(
     return texts
 
 
+def corpus_dataset(language: LanguageSpec, split: str, settings: XlangSettings) -> Any:
+    """The language's offline monolingual sources of one split as one `datasets.Dataset` (keeps the `doc`
+    column, so stages that care about page boundaries can join paragraphs back into pages)."""
+    from datasets import concatenate_datasets
+
+    sources = language.offline_corpora()
+    if not sources:
+        raise XlangError(f"language {language.code!r} declares no offline corpus; add one to its LanguageSpec")
+    parts = [load_source(source, split, settings) for source in sources]
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+
+
 def parallel_records(language: LanguageSpec, split: str, settings: XlangSettings) -> list[dict[str, str]]:
     records: list[dict[str, str]] = []
     for source in language.parallel_corpora():

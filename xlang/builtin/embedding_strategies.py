@@ -1,4 +1,5 @@
-"""Built-in embedding initializers, registered like any plugin's."""
+"""Built-in embedding initializers (`random`, `mean`, `covariance`, `subword-mean`, `subword-freq`),
+registered like any plugin's."""
 
 from __future__ import annotations
 

@@ -237,3 +237,30 @@ def join_documents(records: Any, field: str = "text", doc_field: str = "doc") ->
             documents.append(text)
         current_key = key
     return [document for document in documents if document]
+
+
+def bpc_evaluator(
+    *, model_dir: str | Path, texts: Sequence[str], language: Any = None, **options: Any
+) -> dict[str, float]:
+    """The ``bpc`` evaluator (``register_evaluators`` shape): BPC and tokens per character of a folder.
+
+    Options: ``window``, ``stride``, ``max_chars``, ``batch_size``, ``separator``, ``dtype``, ``device``;
+    others are ignored so one option set can serve every evaluator.
+    """
+    known = {"window", "stride", "max_chars", "batch_size", "separator", "dtype", "device"}
+    result = bits_per_character_of(model_dir, texts, **{key: value for key, value in options.items() if key in known})
+    return {
+        "bpc": result.bpc,
+        "tokens_per_char": result.tokens_per_char,
+        "characters": float(result.characters),
+        "tokens": float(result.tokens),
+    }
+
+
+def tokens_per_char_evaluator(
+    *, model_dir: str | Path, texts: Sequence[str], language: Any = None, max_chars: int | None = None, **_: Any
+) -> dict[str, float]:
+    """The ``tokens-per-char`` evaluator: how many tokens the folder's tokenizer spends per character."""
+    from xlang.embeddings.checkpoint import load_tokenizer
+
+    return {"tokens_per_char": tokens_per_character(load_tokenizer(model_dir), texts, max_chars)}

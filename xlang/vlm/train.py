@@ -490,7 +490,10 @@ def train_vit_stage(
         from accelerate import Accelerator
 
         probe = "cuda" if torch.cuda.is_available() else "cpu"
-        accelerator = Accelerator(mixed_precision=_device_defaults(config, probe)[1])
+        # bf16 is the engine's own autocast; only fp16 needs accelerate's scaler. One precision per process,
+        # so a pretrain stage earlier in the same process does not clash with this one.
+        wanted = _device_defaults(config, probe)[1]
+        accelerator = Accelerator(mixed_precision="fp16") if wanted == "fp16" else Accelerator()
     dtype, mixed = _device_defaults(config, accelerator.device.type)
     processor = AutoProcessor.from_pretrained(model_dir)
     llava = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype)

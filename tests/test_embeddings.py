@@ -1,0 +1,323 @@
+"""Embedding initialization: old logits are untouched, tied stays tied, the folder is plain HF, bad input is
+refused. Tiny random Llama models (tied and untied) with a small byte-level BPE trained here; the real
+SmolLM2 only where pretrained weights matter (tests/test_embeddings_quality.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model, initialize_embeddings  # noqa: E402
+from xlang.embeddings.pieces import check_extends, spell_new_tokens  # noqa: E402
+from xlang.errors import XlangError  # noqa: E402
+
+ENGLISH = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Select the cells, then choose Format - Cells and open the Numbers tab.",
+    "Python functions return values; classes group data and behaviour.",
+    "Numbers like 12345 and 2024 are split into single digits.",
+] * 8
+KOREAN = [
+    "자동 고침 기능이 활성화되었습니다.",
+    "스택 호출을 사용하면 프로그램 실행 도중 프로시저 및 함수 시퀀스를 모니터링할 수 있습니다.",
+    "대화 상자는 지역화 데이터를 포함할 수 있습니다.",
+    "취소를 클릭하면 대화 상자를 불러오지 않습니다.",
+] * 4
+NEW_WORDS = ["대화", " 대화", "상자", " 상자", "습니다", "니다", "다", " 수", " 있습니다", "함수", "프로그램", "클릭"]
+
+
+def _byte_level_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|endoftext|>")
+
+
+def _tiny_llama(vocab_size: int, tied: bool, seed: int = 0) -> Any:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=tied,
+        bos_token_id=1,
+        eos_token_id=0,
+    )
+    model = LlamaForCausalLM(config).eval()
+    if not tied:  # untied rows must differ, or a bug that copies input into output would pass
+        with torch.no_grad():
+            model.lm_head.weight.normal_(0, 0.05)
+    return model
+
+
+@pytest.fixture(scope="module")
+def base_tokenizer() -> Any:
+    return _byte_level_tokenizer(ENGLISH, vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def expanded_tokenizer(base_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from transformers import AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("base-tok")
+    base_tokenizer.save_pretrained(folder)
+    expanded = AutoTokenizer.from_pretrained(folder)
+    expanded.add_tokens(NEW_WORDS)
+    return expanded
+
+
+@pytest.fixture(scope="module")
+def base_folder(base_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tied tiny model saved as a plain HF folder with its tokenizer."""
+    folder = tmp_path_factory.mktemp("base-model")
+    _tiny_llama(len(base_tokenizer), tied=True).save_pretrained(folder, safe_serialization=True)
+    base_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def expanded_folder(expanded_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("expanded-tok")
+    expanded_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _old_token_batch(tokenizer: Any) -> Any:
+    ids = tokenizer(ENGLISH[:3], add_special_tokens=False)["input_ids"]
+    width = min(len(row) for row in ids)
+    return torch.tensor([row[:width] for row in ids])
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("name", sorted(BUILTIN_INITIALIZERS))
+def test_old_logits_bit_identical_for_every_initializer(
+    name: str, tied: bool, base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
+    model = _tiny_llama(len(base_tokenizer), tied=tied)
+    inputs = _old_token_batch(base_tokenizer)
+    with torch.inference_mode():
+        before = model(input_ids=inputs).logits.clone()
+    old = len(base_tokenizer)
+    done = expand_model(
+        model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS[name], options={"texts": KOREAN}
+    )
+    with torch.inference_mode():
+        after = model(input_ids=inputs).logits
+    assert after.shape[-1] == done["embedding_rows"] >= len(expanded_tokenizer)
+    assert done["embedding_rows"] % 64 == 0
+    assert torch.equal(before, after[..., :old]), f"{name}: old logits moved"
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
+    new = torch.tensor(done["new_token_ids"])
+    assert len(new) == len(NEW_WORDS)
+    assert torch.isfinite(model.get_input_embeddings().weight[new]).all()
+
+
+def test_untied_output_rows_come_from_the_output_matrix(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+    model = _tiny_llama(len(base_tokenizer), tied=False)
+    w_in = model.get_input_embeddings().weight.detach().clone()
+    w_out = model.get_output_embeddings().weight.detach().clone()
+    done = expand_model(model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-mean"])
+    spelled = spell_new_tokens(base_tokenizer, expanded_tokenizer, done["new_token_ids"])
+    for token in spelled:
+        pieces = list(token.pieces)
+        assert torch.allclose(model.get_input_embeddings().weight[token.id], w_in[pieces].mean(0), atol=1e-6)
+        assert torch.allclose(model.get_output_embeddings().weight[token.id], w_out[pieces].mean(0), atol=1e-6)
+
+
+def test_spelling_new_tokens_in_base_pieces(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+    new_ids = check_extends(base_tokenizer, expanded_tokenizer)
+    spelled = {token.text: token for token in spell_new_tokens(base_tokenizer, expanded_tokenizer, new_ids)}
+    for word in NEW_WORDS:
+        token = spelled[word]
+        assert list(token.pieces) == base_tokenizer.encode(word, add_special_tokens=False)
+        assert base_tokenizer.decode(list(token.pieces)) == word
+
+
+def test_spelling_merged_tokens_of_the_expansion_engine(smollm2_dir: Path, tmp_path: Path) -> None:
+    """Tokens that the merges expander writes into the BPE vocabulary (not added tokens), byte fragments too."""
+    from transformers import AutoTokenizer
+
+    from xlang import plugins
+    from xlang.tokenizer import expand_tokenizer
+
+    result = expand_tokenizer(smollm2_dir, plugins.get_language("ko"), KOREAN * 4, 64, tmp_path / "tok")
+    base = AutoTokenizer.from_pretrained(smollm2_dir)
+    expanded = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    new_ids = check_extends(base, expanded)
+    assert new_ids == list(result.new_token_ids) + list(result.reserved_token_ids)
+    spelled = spell_new_tokens(base, expanded, result.new_token_ids)
+    for token in spelled:
+        assert token.pieces, token
+        token_bytes = b"".join(_token_bytes(base, piece) for piece in token.pieces)
+        assert token_bytes == _token_bytes(expanded, token.id)
+
+
+def _token_bytes(tokenizer: Any, token_id: int) -> bytes:
+    from xlang.tokenizer.families import from_byte_symbols
+
+    return from_byte_symbols(tokenizer.convert_ids_to_tokens(token_id))
+
+
+def test_initialize_embeddings_writes_a_plain_hf_folder(
+    base_folder: Path, expanded_folder: Path, expanded_tokenizer: Any, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from xlang.embeddings.initializers import subword_freq_init
+
+    out = tmp_path / "model"
+    result = initialize_embeddings(
+        base_folder, expanded_folder, out, subword_freq_init, initializer_name="subword-freq", options={"texts": KOREAN}
+    )
+    assert result.out_dir == out and result.new_rows == len(NEW_WORDS) and result.tied
+    assert result.vocab_size == len(expanded_tokenizer) and result.embedding_rows % 64 == 0
+    assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
+    record = json.loads((out / "xlang-init.json").read_text())
+    assert record["initializer"] == "subword-freq" and record["facts"]["unseen_tokens"] >= 0
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
+
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert len(tokenizer) == len(expanded_tokenizer)
+    assert model.get_input_embeddings().weight.shape[0] == result.embedding_rows
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    base = AutoModelForCausalLM.from_pretrained(base_folder)
+    inputs = _old_token_batch(tokenizer)
+    with torch.inference_mode():
+        assert torch.equal(base(input_ids=inputs).logits, model(input_ids=inputs).logits[..., : base.config.vocab_size])
+    with torch.inference_mode():
+        korean = tokenizer(KOREAN[:1], return_tensors="pt")["input_ids"]
+        assert korean.max() >= base.config.vocab_size  # the new tokens are used
+        assert torch.isfinite(model(input_ids=korean).logits).all()
+
+
+def test_reserved_and_padding_rows_are_zero(
+    base_folder: Path, expanded_tokenizer: Any, tmp_path: Path
+) -> None:
+    tokenizer_dir = tmp_path / "tok"
+    expanded_tokenizer.save_pretrained(tokenizer_dir)
+    last = len(expanded_tokenizer) - 1
+    (tokenizer_dir / "xlang-tokenizer.json").write_text(json.dumps({"reserved_id_range": [last, last + 1]}))
+    result = initialize_embeddings(
+        base_folder, tokenizer_dir, tmp_path / "model", BUILTIN_INITIALIZERS["mean"], pad_to_multiple_of=128
+    )
+    from transformers import AutoModelForCausalLM
+
+    weight = AutoModelForCausalLM.from_pretrained(tmp_path / "model").get_input_embeddings().weight
+    assert result.new_rows == len(NEW_WORDS) - 1 and weight.shape[0] == 512 == result.embedding_rows
+    assert result.zero_rows == 512 - len(expanded_tokenizer) + 1
+    assert not weight[last:].any()
+    assert weight[last - 1].any()
+
+
+def test_a_plugin_can_add_an_initializer(fresh_plugins: Any, base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+    from xlang import plugins
+    from xlang.hookspecs import hookimpl
+
+    calls = []
+
+    def ones(*, model: Any, new_token_ids: list[int], **options: Any) -> dict[str, Any]:
+        calls.append(options)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[new_token_ids] = 1.0
+        return {"filled": len(new_token_ids)}
+
+    class Plugin:
+        @hookimpl
+        def register_embedding_initializers(self, register: Any) -> None:
+            register("ones", ones)
+
+    plugins.register_plugin(Plugin(), name="ones-plugin", pm=fresh_plugins)
+    initializer = plugins.get_strategy("embedding_initializers", "ones", fresh_plugins)
+    model = _tiny_llama(len(base_tokenizer), tied=True)
+    done = expand_model(model, base_tokenizer, expanded_tokenizer, initializer, options={"seed": 3})
+    assert done["facts"] == {"filled": len(NEW_WORDS)} and calls[0]["seed"] == 3
+    assert (model.get_input_embeddings().weight[done["new_token_ids"]] == 1).all()
+
+
+def test_unknown_initializer_lists_the_known_ones(fresh_plugins: Any) -> None:
+    from xlang import plugins
+
+    with pytest.raises(XlangError) as error:
+        plugins.get_strategy("embedding_initializers", "focus-xl", fresh_plugins)
+    for name in BUILTIN_INITIALIZERS:
+        assert name in str(error.value)
+
+
+def test_an_initializer_that_touches_old_rows_is_refused(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+    def clobber(*, model: Any, **_: Any) -> None:
+        with torch.no_grad():
+            model.get_input_embeddings().weight[5] += 1
+
+    with pytest.raises(XlangError, match="changed rows of the base vocabulary"):
+        expand_model(_tiny_llama(len(base_tokenizer), True), base_tokenizer, expanded_tokenizer, clobber)
+
+
+def test_a_tokenizer_that_does_not_extend_the_base_is_refused(base_tokenizer: Any) -> None:
+    other = _byte_level_tokenizer(KOREAN + ENGLISH, vocab_size=420)
+    with pytest.raises(XlangError, match="does not extend the base tokenizer"):
+        expand_model(_tiny_llama(len(base_tokenizer), True), base_tokenizer, other, BUILTIN_INITIALIZERS["mean"])
+
+
+def test_a_model_smaller_than_its_tokenizer_is_refused(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+    model = _tiny_llama(len(base_tokenizer) - 10, tied=True)
+    with pytest.raises(XlangError, match="do not belong together"):
+        expand_model(model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["mean"])
+
+
+def test_pickle_only_checkpoints_are_refused_without_unpickling(
+    base_folder: Path, expanded_folder: Path, tmp_path: Path
+) -> None:
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((base_folder / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"not even a pickle: loading it would fail differently")
+    with pytest.raises(XlangError, match="never unpickles") as error:
+        initialize_embeddings(pickled, expanded_folder, tmp_path / "out", BUILTIN_INITIALIZERS["mean"])
+    assert error.value.exit_code == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_initializer_writes_nothing(base_folder: Path, expanded_folder: Path, tmp_path: Path) -> None:
+    def broken(**_: Any) -> None:
+        raise XlangError("broken on purpose")
+
+    out = tmp_path / "out"
+    with pytest.raises(XlangError, match="broken on purpose"):
+        initialize_embeddings(base_folder, expanded_folder, out, broken)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_bias_direction_gives_a_constant_logit_shift(smollm2_dir: Path) -> None:
+    """The premise of subword-freq: on SmolLM2, h . v ~= 1 for output states of unseen text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from xlang.embeddings.initializers import bias_direction, output_states
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    fit = output_states(model, tokenizer(" ".join(KOREAN + ENGLISH[:4]), return_tensors="pt")["input_ids"])
+    held_out = output_states(model, tokenizer(" ".join(ENGLISH[4:8] + KOREAN[1:3]), return_tensors="pt")["input_ids"])
+    shift = held_out @ bias_direction(fit)
+    assert abs(float(shift.mean()) - 1) < 0.1 and float(shift.std()) < 0.15
