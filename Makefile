@@ -22,7 +22,7 @@ $(SETUP_STAMP): pyproject.toml languages/ko/pyproject.toml languages/zh/pyprojec
 	touch $@
 
 demo: setup
-	$(VENV)/bin/xlang extend --lang ko --out runs/demo-ko
+	$(VENV)/bin/xlang extend --lang ko --steps 100 --out runs/demo-ko
 
 test: setup
 	$(PY) -m pytest -q
