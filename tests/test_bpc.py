@@ -147,8 +147,14 @@ def test_a_tokenizer_larger_than_the_model_is_refused(tokenizer: Any) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     small = LlamaForCausalLM(
-        LlamaConfig(vocab_size=len(tokenizer) - 1, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                    num_attention_heads=2, num_key_value_heads=1)
+        LlamaConfig(
+            vocab_size=len(tokenizer) - 1,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
     )
     with pytest.raises(XlangError, match="do not belong together"):
         bits_per_character(small, tokenizer, TEXTS)

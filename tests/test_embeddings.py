@@ -212,9 +212,7 @@ def test_initialize_embeddings_writes_a_plain_hf_folder(
         assert torch.isfinite(model(input_ids=korean).logits).all()
 
 
-def test_reserved_and_padding_rows_are_zero(
-    base_folder: Path, expanded_tokenizer: Any, tmp_path: Path
-) -> None:
+def test_reserved_and_padding_rows_are_zero(base_folder: Path, expanded_tokenizer: Any, tmp_path: Path) -> None:
     tokenizer_dir = tmp_path / "tok"
     expanded_tokenizer.save_pretrained(tokenizer_dir)
     last = len(expanded_tokenizer) - 1

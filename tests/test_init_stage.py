@@ -33,8 +33,15 @@ def _tiny_base(smollm2_dir: Path, folder: Path, tied: bool) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=49_152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
+    config = LlamaConfig(
+        vocab_size=49_152,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=tied,
+    )
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
     return folder

@@ -331,7 +331,7 @@ def extend(
     until: str | None,
     **flags: Any,
 ) -> None:
-    from xlang.runner import run_recipe
+    from xlang.runner import run_recipe, stage_configs
 
     flags["mix"] = _parse_mix(flags.get("mix"))
     stage_overrides: dict[str, dict[str, Any]] = {}
@@ -346,6 +346,7 @@ def extend(
     if unused:
         raise XlangError(f"recipe {recipe.name!r} has no stage {', '.join(unused)} for the flags given")
     run_dir = Path(out_dir) if out_dir else settings.runs_dir / f"{recipe.name}-{spec.code}"
+    stage_configs(recipe, settings)  # a typo in a knob fails now, before a model is downloaded or converted
     base_model = resolve.base_model(base, settings)
 
     def on_stage(name: str, event: str) -> None:

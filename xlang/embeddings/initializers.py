@@ -14,9 +14,12 @@ pass the same options (``texts``, ``seed``) to any of them.
 - ``covariance``: the mean plus noise from the old rows' covariance scaled by 1e-9, as
   ``resize_token_embeddings(mean_resizing=True)`` does: in practice the mean.
 - ``subword-mean``: the mean of the rows of the base pieces that spell the token (FVT).
-- ``subword-freq``: ``subword-mean`` plus a per-token logit offset ``a * log(frequency)`` along the
-  model's *bias direction* (see :func:`bias_direction`), so frequent new tokens get the probability
-  their frequency warrants. Frequencies are counted on ``texts`` (target-language training text).
+- ``subword-freq``: ``subword-mean`` made distinct and frequency-aware. Input rows are pushed away
+  from the mean of the new rows (averages of a few shared byte pieces are near-parallel, so the model
+  cannot tell the new tokens apart, nor copy them from context); output rows get a per-token logit
+  offset ``a * log(frequency)`` along the model's *bias direction* (see :func:`bias_direction`), so
+  frequent new tokens get the probability their frequency warrants. Frequencies are counted on
+  ``texts`` (target-language training text). A tied row takes half the contrast and the offset.
 """
 
 from __future__ import annotations
@@ -31,15 +34,22 @@ from xlang.errors import XlangError
 
 COVARIANCE_SCALE = 1e-9
 """The factor transformers applies to the old rows' covariance when it samples new rows."""
-COVARIANCE_SAMPLE_ROWS = 8192
-"""Rows the covariance is estimated on: at a 1e-9 scale its precision does not matter, and estimating
-it on 32k x 4096 rows would cost seconds."""
+COVARIANCE_SAMPLE_ROWS = 1024
+"""Old rows the covariance is estimated on: at a 1e-9 scale (noise ~3e-5 of the rows' spread) its
+precision does not matter, and using all 32k x 4096 rows would cost seconds."""
 FREQUENCY_WEIGHT = 1.0
 """Logit nats per nat of log-frequency. Fitted on Korean training text (SmolLM2, 8k new tokens): the
 output-side likelihood is flat between 0.75 and 1.0, as it should be for a prior that is close to
 the unigram log-probability."""
+INPUT_CONTRAST = 1.0
+"""Input rows: ``mean + (1 + c) * (row - mean)`` over the new rows. Korean, SmolLM2 untied for the
+measurement: c = 1 gives 3.57 bits/char where c = 0 gives 3.64 (the mean row of the new tokens has
+cosine 0.78 with each of them, against 0.45 among old rows)."""
+TIED_CONTRAST = 0.5
+"""For a tied row the contrast also sharpens the output distribution over the new tokens; half of it
+is the best compromise measured (c = 0, 0.5, 1: 3.661, 3.647, 3.736 bits/char)."""
 BIAS_RIDGE = 100.0
-CONTEXT_TOKENS = 2048
+CONTEXT_TOKENS = 1024
 """Tokens of target text the base model reads to find its bias direction."""
 
 
@@ -92,42 +102,40 @@ def mean_init(*, model: Any, base_tokenizer: Any, new_token_ids: Sequence[int], 
 def covariance_init(
     *, model: Any, base_tokenizer: Any, new_token_ids: Sequence[int], seed: int = 0, **_: Any
 ) -> dict[str, Any]:
-    """N(mean, 1e-9 * covariance) of the old rows: what ``mean_resizing=True`` does, done in seconds."""
+    """N(mean, 1e-9 * covariance) of the old rows: what ``mean_resizing=True`` does, done in seconds.
+
+    The noise is ``z @ (sample - mean) / sqrt(n)`` with ``z ~ N(0, I)`` over ``n`` sampled old rows: its
+    covariance is their sample covariance, without forming or factoring a d x d matrix.
+    """
     import torch
 
     old = _old_size(base_tokenizer, new_token_ids)
     generator = torch.Generator().manual_seed(seed)
     for _role, weight in _matrices(model):
-        rows = weight[:old].detach().float()
-        mean = rows.mean(0)
-        if old > COVARIANCE_SAMPLE_ROWS:
-            pick = torch.randperm(old, generator=generator)[:COVARIANCE_SAMPLE_ROWS].to(rows.device)
-            rows = rows[pick]
-        centered = rows - mean
-        covariance = centered.T @ centered / rows.shape[0]
-        dim = covariance.shape[0]
-        jitter = 1e-6 * float(covariance.diagonal().mean())
-        factor = torch.linalg.cholesky(covariance + jitter * torch.eye(dim, device=covariance.device))
-        noise = torch.randn((len(new_token_ids), dim), generator=generator).to(factor.device)
-        _write(weight, new_token_ids, mean + math.sqrt(COVARIANCE_SCALE) * noise @ factor.T)
-    return {"scale": COVARIANCE_SCALE, "seed": seed}
+        rows = weight[:old].detach()
+        mean = rows.float().mean(0)
+        pick = torch.randperm(old, generator=generator)[: min(old, COVARIANCE_SAMPLE_ROWS)].to(rows.device)
+        centered = (rows[pick].float() - mean) / math.sqrt(len(pick))
+        noise = torch.randn((len(new_token_ids), len(pick)), generator=generator).to(rows.device) @ centered
+        _write(weight, new_token_ids, mean + math.sqrt(COVARIANCE_SCALE) * noise)
+    return {"scale": COVARIANCE_SCALE, "sample_rows": min(old, COVARIANCE_SAMPLE_ROWS), "seed": seed}
 
 
 def _piece_means(weight: Any, spelled: Sequence[NewToken], old: int) -> tuple[Any, int]:
-    """Mean of each token's piece rows (the mean old row where a token has no pieces), vectorized."""
+    """Mean of each token's piece rows in float32 (the mean old row where a token has no pieces)."""
     import torch
 
-    rows = weight[:old].detach().float()
-    flat = [piece for token in spelled for piece in token.pieces]
-    owner = [index for index, token in enumerate(spelled) for _ in token.pieces]
-    sums = torch.zeros((len(spelled), rows.shape[1]), device=rows.device)
-    if flat:
-        sums.index_add_(0, torch.tensor(owner, device=rows.device), rows[torch.tensor(flat, device=rows.device)])
-    counts = torch.tensor([len(token.pieces) for token in spelled], device=rows.device, dtype=torch.float32)
-    means = sums / counts.clamp(min=1).unsqueeze(1)
-    unspelled = counts == 0
+    device = weight.device
+    rows = weight[:old].detach()
+    counts = torch.tensor([len(token.pieces) for token in spelled], dtype=torch.long)
+    flat = torch.tensor([piece for token in spelled for piece in token.pieces], dtype=torch.long)
+    offsets = torch.cumsum(counts, 0) - counts
+    means = torch.nn.functional.embedding_bag(
+        flat.to(device), rows.float() if rows.dtype != torch.float32 else rows, offsets.to(device), mode="mean"
+    )
+    unspelled = (counts == 0).to(device)
     if bool(unspelled.any()):
-        means[unspelled] = rows.mean(0)
+        means[unspelled] = rows.float().mean(0)
     return means, int(unspelled.sum())
 
 
@@ -181,15 +189,21 @@ def bias_direction(states: Any, ridge: float = BIAS_RIDGE) -> Any:
     Final hidden states share a large common component, so a ridge fit finds ``v`` with a small spread
     (SmolLM2: h.v = 1.00 +- 0.05 over Korean, English and Chinese text). Adding ``c * v`` to an output
     row then adds about ``c`` to that token's logit in every context: a per-token bias for models that
-    have no bias vector, and one that ties with the input side at a cost of only ``|c| * |v|``.
+    have no bias vector. Solved in whichever of the primal (d x d) or dual (n x n) form is smaller.
     """
     import torch
 
-    states = states.double()
+    states = states.float()
+    count, dim = states.shape
+    scale = float((states * states).sum()) / dim
+    penalty = ridge / 100.0 * scale  # the same ridge in both forms
+    ones = torch.ones(count, device=states.device)
+    if count < dim:
+        gram = states @ states.T
+        weights = torch.linalg.solve(gram + penalty * torch.eye(count, device=states.device), ones)
+        return states.T @ weights
     gram = states.T @ states
-    scale = float(gram.diagonal().mean())
-    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    return torch.linalg.solve(gram + ridge * scale / 100.0 * eye, states.sum(0)).float()
+    return torch.linalg.solve(gram + penalty * torch.eye(dim, device=states.device), states.T @ ones)
 
 
 def _context_ids(base_tokenizer: Any, texts: Sequence[str], spelled: Sequence[NewToken], limit: int) -> Any:
@@ -223,13 +237,14 @@ def subword_freq_init(
     context_tokens: int = CONTEXT_TOKENS,
     **_: Any,
 ) -> dict[str, Any]:
-    """``subword-mean`` plus a log-frequency logit offset along the model's bias direction.
+    """``subword-mean`` with contrast on the input side and a log-frequency logit offset on the output side.
 
-    Why: the mean of the pieces' rows scores a new token by the average of its pieces' logits, which
-    knows what may come next but not how often a whole word occurs; the base model only learns that
-    over several steps. The offset ``a * (log(1 + count) - mean)`` (counts on ``texts``, the target
-    training text) supplies it in one step, along a direction ``v`` with ``h . v ~= 1`` so it acts as
-    a bias in every context. Without ``texts`` it falls back to ``subword-mean`` (noted in the result).
+    Why the offset: the mean of the pieces' rows scores a new token by the average of its pieces'
+    logits, which knows what may come next but not how often a whole word occurs; the base model only
+    learns that over several steps. The offset ``a * (log(1 + count) - mean)`` (counts on ``texts``,
+    the target training text) supplies it in one step, along a direction ``v`` with ``h . v ~= 1`` so
+    it acts as a bias in every context. Why the contrast: see :data:`INPUT_CONTRAST`. Without ``texts``
+    there is no offset (noted in the result).
     """
     import torch
 
@@ -250,13 +265,21 @@ def subword_freq_init(
         states = output_states(model, _context_ids(base_tokenizer, texts, spelled, context_tokens))
         direction = bias_direction(states)
         spread = states @ direction
-        facts["bias_direction"] = {"norm": float(direction.norm()), "mean": float(spread.mean()),
-                                   "std": float(spread.std())}
+        facts["bias_direction"] = {
+            "norm": float(direction.norm()),
+            "mean": float(spread.mean()),
+            "std": float(spread.std()),
+        }
+    tied = len(matrices) == 1
     for role, weight in matrices:
-        means, facts["unspelled"] = _piece_means(weight, spelled, old)
-        if offsets is not None and (role == "output" or len(matrices) == 1):
-            means = means + offsets.to(means.device).unsqueeze(1) * direction.to(means.device).unsqueeze(0)
-        _write(weight, new_token_ids, means)
+        rows, facts["unspelled"] = _piece_means(weight, spelled, old)
+        if role == "input":
+            contrast = TIED_CONTRAST if tied else INPUT_CONTRAST
+            rows = rows + contrast * (rows - rows.mean(0))
+        if offsets is not None and (role == "output" or tied):
+            rows = rows + offsets.to(rows.device).unsqueeze(1) * direction.to(rows.device).unsqueeze(0)
+        _write(weight, new_token_ids, rows)
+    facts["contrast"] = TIED_CONTRAST if tied else INPUT_CONTRAST
     return facts
 
 

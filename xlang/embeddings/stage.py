@@ -123,15 +123,24 @@ def expand_model(
     started = time.perf_counter()
     with torch.no_grad():
         facts = initializer(
-            model=model, base_tokenizer=base_tokenizer, tokenizer=tokenizer, new_token_ids=to_fill, **dict(options or {})
+            model=model,
+            base_tokenizer=base_tokenizer,
+            tokenizer=tokenizer,
+            new_token_ids=to_fill,
+            **dict(options or {}),
         )
     init_seconds = time.perf_counter() - started
 
     after = _matrices(model)
     if tied and not _is_tied(model):
         raise XlangError(f"initializer {initializer_name!r} untied the input and output embeddings")
-    if len(after) != len(before) or any(not torch.equal(old, weight[:old_size]) for old, weight in zip(before, after)):
-        raise XlangError(f"initializer {initializer_name!r} changed rows of the base vocabulary; it may only fill new rows")
+    changed = len(after) != len(before) or any(
+        not torch.equal(old, weight[:old_size]) for old, weight in zip(before, after, strict=True)
+    )
+    if changed:
+        raise XlangError(
+            f"initializer {initializer_name!r} changed rows of the base vocabulary; it may only fill new rows"
+        )
     if to_fill:
         index = torch.tensor(to_fill, dtype=torch.long, device=after[0].device)
         if not all(bool(torch.isfinite(weight[index]).all()) for weight in after):

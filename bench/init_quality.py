@@ -1,0 +1,263 @@
+"""Embedding initialization quality: how sane is the expanded model before a single step of training?
+
+For Korean and Chinese (SmolLM2-135M's tokenizer expanded by 8k tokens with the tokenizer stage), on the
+validation splits (paragraphs joined into their documents, the first --max-chars characters):
+
+- bits per character of the base model with its own tokenizer (the reference),
+- bits per character of the expanded model under each initializer, with the expanded tokenizer,
+- English bits per character next to it (the expansion must leave it almost unchanged),
+- the wall time of the initializer call.
+
+Then the time each initializer takes on a 7B-shaped embedding matrix (4096 wide, the SmolLM2 tokenizer
+expanded by 16k Chinese tokens: 49k + 16k rows; a one-layer random model so that it fits here).
+
+    .venv/bin/python bench/init_quality.py --cache-dir .cache/xlang-test
+    .venv/bin/python bench/init_quality.py --languages ko --initializers subword-mean subword-freq --skip-7b
+
+The last line is a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from tokenizer_compression import language  # noqa: E402  (the installed plugin or this checkout's)
+
+
+def validation_documents(spec: Any, split: str, cache_dir: Path) -> list[str]:
+    """Every offline corpus of the language, paragraphs joined into documents, through `load_corpus`."""
+    from xlang import plugins
+    from xlang.eval.bpc import join_documents
+
+    documents: list[str] = []
+    for source in spec.offline_corpora():
+        dataset = plugins.call_first("load_corpus", source=source, split=split, cache_dir=cache_dir)
+        records = ({"text": spec.normalize(record["text"]), "doc": record.get("doc")} for record in dataset)
+        documents.extend(join_documents(records))
+    return documents
+
+
+def training_texts(spec: Any, cache_dir: Path) -> list[str]:
+    from xlang import plugins
+    from xlang.data import texts
+
+    collected: list[str] = []
+    for source in spec.offline_corpora():
+        dataset = plugins.call_first("load_corpus", source=source, split="train", cache_dir=cache_dir)
+        collected.extend(texts(dataset, language=spec))
+    return collected
+
+
+def expanded_tokenizer(base: Path, spec: Any, train: list[str], budget: int, cache_dir: Path) -> Path:
+    """The tokenizer stage's expansion, built once per (language, budget) into the cache."""
+    from xlang.tokenizer import expand_tokenizer
+
+    out = cache_dir / "bench" / "init-quality" / f"{spec.code}-{budget}"
+    if not (out / "tokenizer.json").is_file():
+        expand_tokenizer(base, spec, train, budget, out, overwrite=True)
+    return out
+
+
+def bpc(model: Any, tokenizer: Any, documents: list[str], max_chars: int) -> float:
+    from xlang.eval.bpc import bits_per_character
+
+    return bits_per_character(model, tokenizer, documents, max_chars=max_chars).bpc
+
+
+def measure_language(
+    code: str, args: argparse.Namespace, base_dir: Path, english: list[str], base_english: float
+) -> list[dict[str, Any]]:
+    from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
+    from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
+
+    spec = language(code)
+    train = training_texts(spec, args.cache_dir)
+    validation = validation_documents(spec, "validation", args.cache_dir)
+    tokenizer_dir = expanded_tokenizer(base_dir, spec, train, args.budget, args.cache_dir)
+    base_tokenizer = load_tokenizer(base_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+
+    base_model = load_causal_lm(base_dir, dtype=args.dtype)
+    rows = [
+        {
+            "language": code,
+            "model": "base",
+            "bpc": bpc(base_model, base_tokenizer, validation, args.max_chars),
+            "en_bpc": base_english,
+            "init_s": None,
+        }
+    ]
+    del base_model
+    print(f"{code} base: {rows[0]['bpc']:.4f} bits/char", file=sys.stderr, flush=True)
+    for name in args.initializers:
+        model = load_causal_lm(base_dir, dtype="float32")
+        started = time.perf_counter()
+        done = expand_model(
+            model,
+            base_tokenizer,
+            tokenizer,
+            BUILTIN_INITIALIZERS[name],
+            options={"texts": train, "seed": 0},
+            initializer_name=name,
+        )
+        seconds = time.perf_counter() - started
+        model.to(getattr(__import__("torch"), args.dtype))
+        row = {
+            "language": code,
+            "model": name,
+            "bpc": bpc(model, tokenizer, validation, args.max_chars),
+            "en_bpc": bpc(model, tokenizer, english, args.max_chars),
+            "init_s": seconds,
+            "facts": done["facts"],
+        }
+        rows.append(row)
+        print(
+            f"{code} {name}: {row['bpc']:.4f} bits/char, en {row['en_bpc']:.4f}, init {seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        del model
+        gc.collect()
+    return rows
+
+
+def seven_b_shape(args: argparse.Namespace, base_dir: Path) -> list[dict[str, Any]]:
+    """Initializer time on a 4096-wide, 49k + 16k row bf16 embedding (untied, so both matrices are filled)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
+    from xlang.embeddings.checkpoint import load_tokenizer
+
+    spec = language("zh")  # the larger corpus: it fills a 16k budget
+    train = training_texts(spec, args.cache_dir)
+    tokenizer = load_tokenizer(expanded_tokenizer(base_dir, spec, train, 16_000, args.cache_dir))
+    base_tokenizer = load_tokenizer(base_dir)
+    config = LlamaConfig(
+        vocab_size=len(base_tokenizer),
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=1,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        tie_word_embeddings=False,
+    )
+    results = []
+    for name in args.initializers:
+        torch.manual_seed(0)
+        torch.set_default_dtype(torch.bfloat16)  # how 7B checkpoints ship
+        try:
+            model = LlamaForCausalLM(config).eval()
+        finally:
+            torch.set_default_dtype(torch.float32)
+        started = time.perf_counter()
+        done = expand_model(
+            model,
+            base_tokenizer,
+            tokenizer,
+            BUILTIN_INITIALIZERS[name],
+            options={"texts": train, "seed": 0},
+            initializer_name=name,
+        )
+        results.append(
+            {
+                "initializer": name,
+                "seconds": time.perf_counter() - started,
+                "init_s": done["init_seconds"],
+                "rows": done["embedding_rows"],
+                "new": len(done["new_token_ids"]),
+            }
+        )
+        print(f"7B-shape {name}: {results[-1]['init_s']:.2f} s", file=sys.stderr, flush=True)
+        del model
+        gc.collect()
+    return results
+
+
+def main() -> None:
+    from xlang.embeddings import BUILTIN_INITIALIZERS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "xlang-test")
+    parser.add_argument("--languages", nargs="*", default=["ko", "zh"])
+    parser.add_argument("--budget", type=int, default=8000)
+    parser.add_argument("--max-chars", type=int, default=20_000)
+    parser.add_argument("--initializers", nargs="+", default=list(BUILTIN_INITIALIZERS))
+    parser.add_argument("--dtype", default="float32", help="evaluation dtype (bfloat16 is ~3x faster on AMX CPUs)")
+    parser.add_argument("--skip-7b", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from xlang.assets.models import ensure_smollm2
+    from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
+
+    base_dir = ensure_smollm2(args.cache_dir)
+    english = validation_documents(language("en"), "validation", args.cache_dir)
+    model = load_causal_lm(base_dir, dtype=args.dtype)
+    base_english = bpc(model, load_tokenizer(base_dir), english, args.max_chars)
+    del model
+    rows = [row for code in args.languages for row in measure_language(code, args, base_dir, english, base_english)]
+
+    table = Table(
+        title=f"Expanded model before training: bits per character on validation "
+        f"(first {args.max_chars:,} chars, SmolLM2-135M, +{args.budget} tokens, {args.dtype})"
+    )
+    for column in ("language", "model", "bits/char", "× base", "English bits/char", "English Δ", "init s"):
+        table.add_column(column, justify="left" if column in ("language", "model") else "right")
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        reference = next(r for r in rows if r["language"] == row["language"] and r["model"] == "base")
+        row["ratio"] = row["bpc"] / reference["bpc"]
+        row["en_change"] = row["en_bpc"] / base_english - 1
+        table.add_row(
+            row["language"],
+            row["model"],
+            f"{row['bpc']:.4f}",
+            f"{row['ratio']:.3f}",
+            f"{row['en_bpc']:.4f}",
+            f"{row['en_change']:+.3%}",
+            "" if row["init_s"] is None else f"{row['init_s']:.1f}",
+        )
+        if row["model"] != "base" and (row["language"] not in best or row["ratio"] < best[row["language"]]["ratio"]):
+            best[row["language"]] = row
+    console = Console()
+    console.print(table)
+
+    big = [] if args.skip_7b else seven_b_shape(args, base_dir)
+    if big:
+        timing = Table(title=f"7B-shaped embeddings ({big[0]['rows']:,} rows x 4096, untied, {big[0]['new']:,} new)")
+        timing.add_column("initializer")
+        timing.add_column("init s", justify="right")
+        for result in big:
+            timing.add_row(result["initializer"], f"{result['init_s']:.2f}")
+        console.print(timing)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "seven_b": big}, indent=2, default=str))
+
+    parts = [
+        f"{code}: best {row['model']} {row['ratio']:.2f}x base BPC (en {row['en_change']:+.2%})"
+        for code, row in best.items()
+    ]
+    randoms = [r for r in rows if r["model"] == "random"]
+    if randoms:
+        parts.append("random " + "/".join(f"{r['ratio']:.1f}x" for r in randoms))
+    if big:
+        slowest = max(big, key=lambda r: r["init_s"])
+        parts.append(f"7B-shape init <= {slowest['init_s']:.1f} s ({slowest['initializer']})")
+    print("init_quality: " + "; ".join(parts))
+
+
+if __name__ == "__main__":
+    main()
