@@ -159,10 +159,15 @@ def pretrain(context: StageContext) -> StageOutput:
         if path.is_file():
             shutil.copy2(path, context.out_dir / path.name)
     summary = dict(result.summary)
+    schedule = ", ".join(
+        f"{part['name']}: {part['steps']} steps training {'+'.join(part['train'])}"
+        for part in summary.get("stages", [])
+        if isinstance(part, dict)
+    )
     lines = [
         "## pretrain",
         "",
-        f"Steps per schedule stage: {summary.get('stages', config.steps)}; "
+        f"Schedule: {schedule or config.steps}; "
         f"language mix {summary.get('mix_measured', summary.get('mix', config.mix))}; "
         f"{summary.get('tokens_per_s', 0):,.0f} tokens/s.",
     ]

@@ -1,0 +1,58 @@
+"""Initializers on the real SmolLM2-135M and real Korean/English validation text (no training).
+
+Slow (a few minutes on two cores): the real tokenizer expansion (8k Korean tokens), then bits per
+character of the base model and of the expanded model under three initializers, on the first
+characters of each validation split. The numbers behind the asserted orderings are in
+docs/embeddings.md (bench/init_quality.py measures them on more text).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+MAX_CHARS = 3000
+
+
+@pytest.mark.slow
+def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_dir: Path, tmp_path: Path) -> None:
+    from xlang import resolve
+    from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
+    from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
+    from xlang.eval.bpc import bits_per_character, join_documents
+    from xlang.settings import XlangSettings
+    from xlang.tokenizer import expand_tokenizer
+
+    settings = XlangSettings(cache_dir=test_cache_dir)
+    ko, en = resolve.language("ko"), resolve.language("en")
+    train = resolve.corpus_texts(ko, "train", settings)
+    expand_tokenizer(smollm2_dir, ko, train, 8000, tmp_path / "tokenizer")
+    korean = join_documents(resolve.corpus_dataset(ko, "validation", settings))
+    english = join_documents(resolve.corpus_dataset(en, "validation", settings))
+    base_tokenizer = load_tokenizer(smollm2_dir)
+    tokenizer = load_tokenizer(tmp_path / "tokenizer")
+
+    def score(model: object, tok: object) -> tuple[float, float]:
+        return (
+            bits_per_character(model, tok, korean, max_chars=MAX_CHARS).bpc,
+            bits_per_character(model, tok, english, max_chars=MAX_CHARS).bpc,
+        )
+
+    base_ko, base_en = score(load_causal_lm(smollm2_dir), base_tokenizer)
+    scores = {}
+    for name in ("random", "subword-mean", "subword-freq"):
+        model = load_causal_lm(smollm2_dir)
+        expand_model(model, base_tokenizer, tokenizer, BUILTIN_INITIALIZERS[name], options={"texts": train})
+        scores[name] = score(model, tokenizer)
+    ratios = {name: ko_bpc / base_ko for name, (ko_bpc, _) in scores.items()}
+    english_change = {name: en_bpc / base_en - 1 for name, (_, en_bpc) in scores.items()}
+
+    assert ratios["random"] > 2.5, ratios  # new rows with no opinion: garbage, as reported upstream
+    assert ratios["subword-freq"] < ratios["subword-mean"] < ratios["random"] / 2, ratios
+    assert ratios["subword-freq"] < 1.45, ratios
+    for name in ("subword-mean", "subword-freq"):
+        # old logits are unchanged; the only change is the probability mass the new rows take
+        assert -1e-6 < english_change[name] < 0.005, english_change
