@@ -6,7 +6,9 @@ validation splits (paragraphs joined into their documents, the first --max-chars
 - bits per character of the base model with its own tokenizer (the reference),
 - bits per character of the expanded model under each initializer, with the expanded tokenizer,
 - English bits per character next to it (the expansion must leave it almost unchanged),
-- the wall time of the initializer call.
+- the wall time of the initializer call;
+- the same for SmolLM2 with its output matrix copied ("untied": the same function, the layout of
+  Llama-2-style models), where input and output rows are initialized separately.
 
 Then the time each initializer takes on a 7B-shaped embedding matrix (4096 wide, the SmolLM2 tokenizer
 expanded by 16k Chinese tokens: 49k + 16k rows; a one-layer random model so that it fits here).
@@ -98,8 +100,14 @@ def measure_language(
     ]
     del base_model
     print(f"{code} base: {rows[0]['bpc']:.4f} bits/char", file=sys.stderr, flush=True)
-    for name in args.initializers:
+    import torch
+
+    runs = [(name, False) for name in args.initializers] + [(name, True) for name in args.untied]
+    for name, untied in runs:
         model = load_causal_lm(base_dir, dtype="float32")
+        if untied:  # the same function with its own output matrix, as Llama-2-style models have
+            model.config.tie_word_embeddings = False
+            model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
         started = time.perf_counter()
         done = expand_model(
             model,
@@ -110,10 +118,11 @@ def measure_language(
             initializer_name=name,
         )
         seconds = time.perf_counter() - started
-        model.to(getattr(__import__("torch"), args.dtype))
+        model.to(getattr(torch, args.dtype))
+        label = f"{name} (untied)" if untied else name
         row = {
             "language": code,
-            "model": name,
+            "model": label,
             "bpc": bpc(model, tokenizer, validation, args.max_chars),
             "en_bpc": bpc(model, tokenizer, english, args.max_chars),
             "init_s": seconds,
@@ -121,7 +130,7 @@ def measure_language(
         }
         rows.append(row)
         print(
-            f"{code} {name}: {row['bpc']:.4f} bits/char, en {row['en_bpc']:.4f}, init {seconds:.1f} s",
+            f"{code} {label}: {row['bpc']:.4f} bits/char, en {row['en_bpc']:.4f}, init {seconds:.1f} s",
             file=sys.stderr,
             flush=True,
         )
@@ -192,6 +201,12 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=8000)
     parser.add_argument("--max-chars", type=int, default=20_000)
     parser.add_argument("--initializers", nargs="+", default=list(BUILTIN_INITIALIZERS))
+    parser.add_argument(
+        "--untied",
+        nargs="*",
+        default=["subword-mean", "subword-freq"],
+        help="also run these on SmolLM2 with its output matrix copied (untied, the same function)",
+    )
     parser.add_argument("--dtype", default="float32", help="evaluation dtype (bfloat16 is ~3x faster on AMX CPUs)")
     parser.add_argument("--skip-7b", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
@@ -216,7 +231,7 @@ def main() -> None:
     )
     for column in ("language", "model", "bits/char", "× base", "English bits/char", "English Δ", "init s"):
         table.add_column(column, justify="left" if column in ("language", "model") else "right")
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
         reference = next(r for r in rows if r["language"] == row["language"] and r["model"] == "base")
         row["ratio"] = row["bpc"] / reference["bpc"]
@@ -230,9 +245,10 @@ def main() -> None:
             f"{row['en_change']:+.3%}",
             "" if row["init_s"] is None else f"{row['init_s']:.1f}",
         )
-        if row["model"] != "base" and (row["language"] not in best or row["ratio"] < best[row["language"]]["ratio"]):
-            best[row["language"]] = row
-    console = Console()
+        key = (row["language"], "untied" if row["model"].endswith("(untied)") else "tied")
+        if row["model"] != "base" and (key not in best or row["ratio"] < best[key]["ratio"]):
+            best[key] = row
+    console = Console(width=max(Console().width, 110))
     console.print(table)
 
     big = [] if args.skip_7b else seven_b_shape(args, base_dir)
@@ -248,7 +264,7 @@ def main() -> None:
 
     parts = [
         f"{code}: best {row['model']} {row['ratio']:.2f}x base BPC (en {row['en_change']:+.2%})"
-        for code, row in best.items()
+        for (code, _layout), row in best.items()
     ]
     randoms = [r for r in rows if r["model"] == "random"]
     if randoms:

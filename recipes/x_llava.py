@@ -103,7 +103,8 @@ def init(context: StageContext) -> StageOutput:
     config: InitConfig = context.config
     name = config.initializer or context.language.defaults.embedding_initializer
     initializer = resolve.strategy("embedding_initializers", name)
-    options = {"seed": config.seed} if name in ("random", "covariance") else {}
+    # every built-in ignores the options it does not use; `subword-freq` counts frequencies on the texts
+    options = {"seed": config.seed, "texts": resolve.corpus_texts(context.language, "train", context.settings)}
     result = initialize_embeddings(
         context.base_model,
         _expanded_tokenizer(context),
