@@ -39,7 +39,7 @@ class ExpandConfig(_Config):
 
 
 def expand(context: StageContext) -> StageOutput:
-    from xlang.tokenizer import expand_tokenizer, stats_table, tokenizer_stats
+    from xlang.tokenizer import expand_tokenizer, tokenizer_stats
 
     config: ExpandConfig = context.config
     language = context.language
@@ -47,7 +47,7 @@ def expand(context: StageContext) -> StageOutput:
     sources = {name: resolve.strategy("token_candidate_sources", name) for name in source_names}
     expander = resolve.strategy("tokenizer_expanders", config.expander or language.defaults.tokenizer_expander)
     result = expand_tokenizer(
-        base=_tokenizer_folder(context.base_model),
+        base=context.base_model,
         language=language,
         train_texts=resolve.corpus_texts(language, "train", context.settings),
         budget=config.budget,
@@ -57,7 +57,9 @@ def expand(context: StageContext) -> StageOutput:
         required_tokens=config.user_tokens,
         pad_to_multiple_of=config.pad_to_multiple_of,
     )
-    rows = tokenizer_stats(context.out_dir / "tokenizer", _validation_by_language(context), base=result.base)
+    rows = tokenizer_stats(
+        context.out_dir / "tokenizer", resolve.validation_texts(language, context.settings), base=result.base
+    )
     metrics: dict[str, Any] = {
         "family": result.family,
         "base_vocab_size": result.base_vocab_size,
@@ -84,7 +86,6 @@ def expand(context: StageContext) -> StageOutput:
     ]
     whole = [token for token in result.new_tokens if "\ufffd" not in token and token.strip()]
     lines += ["", "Longest new tokens: " + ", ".join(f"`{t}`" for t in sorted(whole, key=len)[-16:])]
-    del stats_table  # the CLI prints the same rows as a rich table
     return StageOutput(metrics=metrics, report="\n".join(lines))
 
 
@@ -136,12 +137,9 @@ def pretrain(context: StageContext) -> StageOutput:
     config: PretrainConfig = context.config
     language = context.language
     tokenizer_dir = _expanded_tokenizer(context)
-    english = _english(context)
-    texts = {language.code: resolve.corpus_dataset(language, "train", context.settings)}
-    validation = {language.code: resolve.corpus_texts(language, "validation", context.settings)}
-    if english is not None and english.code != language.code:
-        texts[english.code] = resolve.corpus_dataset(english, "train", context.settings)
-        validation[english.code] = resolve.corpus_texts(english, "validation", context.settings)
+    languages = resolve.companion_languages(language)
+    texts = {spec.code: resolve.corpus_dataset(spec, "train", context.settings) for spec in languages}
+    validation = resolve.validation_texts(language, context.settings)
     parallel = resolve.parallel_records(language, "train", context.settings) or None
     result = run_pretraining(
         model_dir=context.latest_model(),
@@ -411,10 +409,6 @@ def _plot_bpc(rows: list[tuple[str, str, float, float]], path: Path) -> Path | N
 # --- helpers shared by the stages -----------------------------------------------------------------------
 
 
-def _tokenizer_folder(base_model: str) -> str:
-    return base_model
-
-
 def _expanded_tokenizer(context: StageContext) -> str:
     if "expand" in context.manifest["stages"]:
         return str(context.stage_dir("expand") / "tokenizer")
@@ -429,20 +423,6 @@ def _new_token_ids(context: StageContext) -> list[int] | None:
     manifest = json.loads((context.stage_dir("expand") / "tokenizer" / "xlang-tokenizer.json").read_text())
     id_range = manifest["new_id_range"]  # half-open; reserved padding entries come after and never train
     return list(range(*id_range)) if id_range else []
-
-
-def _english(context: StageContext) -> Any:
-    from xlang import plugins
-
-    return plugins.languages().get("en").value if "en" in plugins.languages() else None
-
-
-def _validation_by_language(context: StageContext) -> dict[str, list[str]]:
-    texts = {context.language.code: resolve.corpus_texts(context.language, "validation", context.settings)}
-    english = _english(context)
-    if english is not None and english.code != context.language.code:
-        texts[english.code] = resolve.corpus_texts(english, "validation", context.settings)
-    return texts
 
 
 EXPAND = Stage("expand", "add target-language tokens as real BPE merges", ExpandConfig, expand)

@@ -180,3 +180,10 @@ def test_eval_bpc_scores_the_embedded_model(cli_env, smollm2_dir):
     row = re.search(r"│ en\s+│\s+([\d,]+) │\s+([\d.]+) │\s+([\d.]+) │", result.stdout)
     assert row, result.stdout
     assert 0.3 < float(row.group(3)) < 3.0  # English BPC of a real 135M model, not a placeholder
+
+
+def test_a_malformed_mix_is_one_line_and_exit_2(cli_env, tmp_path):
+    result = xlang("extend", "--lang", "ko", "--mix", "ko=half", "--out", str(tmp_path / "run"), env=cli_env)
+    assert result.returncode == 2
+    assert "'ko=half'" in result.stderr and "ko=0.5,en=0.5" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

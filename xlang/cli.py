@@ -167,15 +167,6 @@ def tokenizer_group() -> None:
     """Expand a tokenizer for a language and measure it."""
 
 
-def _validation_texts(spec: Any, settings: XlangSettings) -> dict[str, list[str]]:
-    """The language's validation split, plus English's when it is installed (to show it is unchanged)."""
-    texts = {spec.code: resolve.corpus_texts(spec, "validation", settings)}
-    english = plugins.languages().get("en")
-    if english is not None and spec.code != "en":
-        texts["en"] = resolve.corpus_texts(english.value, "validation", settings)
-    return texts
-
-
 @tokenizer_group.command("expand")
 @click.option("--lang", "code", required=True, help="Target language code.")
 @click.option("--base", default="smollm2-135m", show_default=True, help="Embedded name, folder or .model file.")
@@ -220,7 +211,9 @@ def tokenizer_expand(
     )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
-    console.print(stats_table(tokenizer_stats(result.out_dir, _validation_texts(spec, settings), base=base_path)))
+    console.print(
+        stats_table(tokenizer_stats(result.out_dir, resolve.validation_texts(spec, settings), base=base_path))
+    )
 
 
 @tokenizer_group.command("stats")
@@ -235,7 +228,7 @@ def tokenizer_stats_command(ctx: click.Context, code: str, tokenizer_dir: str, b
     settings = settings_from(ctx)
     spec = resolve.language(code)
     base_path = resolve.base_model(base, settings) if base else None
-    console.print(stats_table(tokenizer_stats(tokenizer_dir, _validation_texts(spec, settings), base=base_path)))
+    console.print(stats_table(tokenizer_stats(tokenizer_dir, resolve.validation_texts(spec, settings), base=base_path)))
 
 
 @cli.group("eval", cls=XlangGroup)
@@ -266,19 +259,6 @@ def eval_bpc(ctx: click.Context, model_dir: str, codes: tuple[str, ...], max_cha
             result = bits_per_character(model, tokenizer, texts, max_chars=None)
         table.add_row(spec.code, f"{result.characters:,}", f"{result.tokens_per_char:.3f}", f"{result.bpc:.4f}")
     console.print(table)
-
-
-def _parse_mix(value: str | None) -> dict[str, float] | None:
-    if not value:
-        return None
-    mix: dict[str, float] = {}
-    for part in value.split(","):
-        code, _, weight = part.partition("=")
-        try:
-            mix[code.strip()] = float(weight)
-        except ValueError:
-            raise XlangError(f"--mix entry {part!r} is not CODE=WEIGHT; write e.g. --mix ko=0.5,en=0.5") from None
-    return mix
 
 
 def _extend_help() -> str:
@@ -332,8 +312,10 @@ def extend(
     **flags: Any,
 ) -> None:
     from xlang.runner import run_recipe, stage_configs
+    from xlang.train.config import parse_mix
 
-    flags["mix"] = _parse_mix(flags.get("mix"))
+    if flags.get("mix"):
+        flags["mix"] = parse_mix(flags["mix"])
     stage_overrides: dict[str, dict[str, Any]] = {}
     for flag, value in flags.items():
         if value is not None:

@@ -66,6 +66,19 @@ def corpus_dataset(language: LanguageSpec, split: str, settings: XlangSettings) 
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
+def companion_languages(language: LanguageSpec, codes: tuple[str, ...] = ("en",)) -> list[LanguageSpec]:
+    """`language` followed by the installed languages of `codes` (e.g. English, to show it did not get worse)."""
+    known = plugins.languages()
+    return [language] + [known[code].value for code in codes if code in known and code != language.code]
+
+
+def validation_texts(
+    language: LanguageSpec, settings: XlangSettings, codes: tuple[str, ...] = ("en",)
+) -> dict[str, list[str]]:
+    """Validation texts of `language` and its companions, keyed by language code."""
+    return {spec.code: corpus_texts(spec, "validation", settings) for spec in companion_languages(language, codes)}
+
+
 def parallel_records(language: LanguageSpec, split: str, settings: XlangSettings) -> list[dict[str, str]]:
     records: list[dict[str, str]] = []
     for source in language.parallel_corpora():
