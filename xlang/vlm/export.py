@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from xlang.atomic import write_folder_atomically
 from xlang.errors import XlangError
 
 PROVENANCE_FILE = "xlang.json"
@@ -29,25 +29,13 @@ def save_llava(model: Any, processor: Any, target: Path, *, provenance: dict[str
     target = Path(target)
     if any("lora_" in name for name, _ in model.named_parameters()):
         raise XlangError("the LLaVA still holds LoRA layers; merge them before saving a plain transformers folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
+
+    def write(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance or {}, indent=2, ensure_ascii=False, default=str))
-        if target.exists():
-            old = target.with_name(f".{target.name}-old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return write_folder_atomically(target, write)
 
 
 _PLAIN_SCRIPT = textwrap.dedent(

@@ -1,0 +1,36 @@
+"""Folders that appear whole or not at all: write into a hidden sibling, then swap it into place.
+
+Models, converted assets and stage outputs all use this, so a killed process never leaves a folder that
+a later run would mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_folder_atomically(out_dir: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(staging)`` on a temporary sibling folder, then move it to ``out_dir`` in one step.
+
+    A crash or an error leaves ``out_dir`` as it was (absent or the previous result), never half-written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        write(staging)
+        if out_dir.exists():
+            retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
+            os.replace(out_dir, retired / out_dir.name)
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
