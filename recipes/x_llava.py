@@ -182,13 +182,19 @@ def pretrain(context: StageContext) -> StageOutput:
 # --- align (LLaVA stage 1) and vit (stage 2) -------------------------------------------------------------
 
 
+EVAL_SAMPLES = 16
+"""A fixed set of training samples whose answer loss both LLaVA stages measure before and after training:
+the logged loss is a mean over a few random micro-batches of mixed languages and tasks, too noisy for
+"did it learn?" at demo step counts."""
+
+
 class AlignStageConfig(_Config):
     """Assembly of the LLaVA plus stage 1 (projector only, on captions)."""
 
     assemble: AssembleConfig = AssembleConfig(image_size=112)
     """112 px: 64 image tokens from the embedded DINOv2 tower, sized for a CPU demo; set `image_size`
     to null for towers with a fixed input size (CLIP, SigLIP)."""
-    train: AlignConfig = AlignConfig(steps=12)
+    train: AlignConfig = AlignConfig(steps=24, eval_samples=EVAL_SAMPLES)
     data: str = "seed://?split=train"
     """Visual-instruction data URI (`seed://`, `file://PATH.jsonl`, or a plugin's scheme)."""
 
@@ -196,7 +202,7 @@ class AlignStageConfig(_Config):
 class VitConfig(_Config):
     """Stage 2: projector + LoRA on multilingual visual instructions."""
 
-    train: InstructConfig = InstructConfig(steps=16)
+    train: InstructConfig = InstructConfig(steps=48, eval_samples=EVAL_SAMPLES)
     data: str = "seed://?split=train"
     report_data: str = "seed://?split=heldout"
     """Held-aside records whose questions are answered before and after stage 2 in the report."""
@@ -250,8 +256,8 @@ def align(context: StageContext) -> StageOutput:
     metrics = _vit_metrics(result)
     report = (
         f"## align\n\nLLaVA assembled ({config.assemble.vision_tower} + mlp2x_gelu + the extended LLM); "
-        f"projector trained {result.steps} steps on {result.samples} caption samples: loss "
-        f"{_fmt(result.first_loss)} → {_fmt(result.final_loss)}; {len(result.skipped)} samples skipped."
+        f"projector trained {result.steps} steps on {result.samples} caption samples: {_losses(result)}; "
+        f"{len(result.skipped)} samples skipped."
     )
     return StageOutput(metrics=metrics, report=report, model_dir="model")
 
@@ -275,8 +281,8 @@ def vit(context: StageContext) -> StageOutput:
     lines = [
         "## vit",
         "",
-        f"Stage 2 trained {result.steps} steps on {result.samples} samples: loss {_fmt(result.first_loss)} → "
-        f"{_fmt(result.final_loss)}; {len(result.skipped)} samples skipped.",
+        f"Stage 2 trained {result.steps} steps on {result.samples} samples: {_losses(result)}; "
+        f"{len(result.skipped)} samples skipped.",
     ]
     if config.report_images:
         languages = plugins.languages()
@@ -301,6 +307,17 @@ def vit(context: StageContext) -> StageOutput:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _losses(result: Any) -> str:
+    """The fixed-set answer loss before → after when measured, and the logged training loss."""
+    logged = f"training loss {_fmt(result.first_loss)} → {_fmt(result.final_loss)} (first and last logging window)"
+    if result.eval_loss_start is None:
+        return logged
+    return (
+        f"answer loss on a fixed set of training samples {_fmt(result.eval_loss_start)} → "
+        f"{_fmt(result.eval_loss_end)}, {logged}"
+    )
 
 
 def _vit_metrics(result: Any) -> dict[str, Any]:
@@ -335,16 +352,12 @@ class EvaluateConfig(_Config):
 
 def evaluate(context: StageContext) -> StageOutput:
     """Tokens per character and bits per character per language for the base and every model the run made."""
-    from xlang import plugins
-    from xlang.eval.bpc import bits_per_character, take_chars
+    from xlang.eval.bpc import bits_per_character
 
     config: EvaluateConfig = context.config
-    languages = [context.language] + [
-        plugins.get_language(code) for code in config.extra_languages if code != context.language.code
-    ]
     texts = {
-        spec.code: take_chars(resolve.corpus_texts(spec, "validation", context.settings), config.max_chars)
-        for spec in languages
+        spec.code: resolve.validation_documents(spec, context.settings, config.max_chars)
+        for spec in resolve.companion_languages(context.language, config.extra_languages)
     }
     models = [("base", context.base_model)] + [
         (name, str(path)) for name in context.manifest["stages"] if (path := context.model_of(name)) is not None
@@ -364,7 +377,11 @@ def evaluate(context: StageContext) -> StageOutput:
     plot = _plot_bpc(rows, context.out_dir / "bpc.png")
     lines = ["## evaluate", "", "| model | language | bits/char | tokens/char |", "|---|---|---|---|"]
     lines += [f"| {label} | {code} | {bpc:.3f} | {tpc:.3f} |" for label, code, bpc, tpc in rows]
-    lines += ["", f"Validation text: the first {config.max_chars:,} characters of each language's split."]
+    lines += [
+        "",
+        f"Validation text: the first {config.max_chars:,} characters of each language's split, paragraphs "
+        "joined into their documents.",
+    ]
     if plot is not None:
         lines += ["", "![bits per character](evaluate/bpc.png)"]
     return StageOutput(metrics=metrics, report="\n".join(lines))

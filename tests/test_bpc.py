@@ -186,3 +186,16 @@ def test_pickle_only_folders_are_refused(tmp_path: Path) -> None:
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04junk")
     with pytest.raises(XlangError, match="never unpickles"):
         bits_per_character_of(tmp_path, TEXTS)
+
+
+def test_validation_documents_join_paragraphs_and_cut_by_characters(test_cache_dir: Path) -> None:
+    from xlang import resolve
+    from xlang.settings import XlangSettings
+
+    settings = XlangSettings(cache_dir=test_cache_dir)
+    english = resolve.language("en")
+    paragraphs = resolve.corpus_texts(english, "validation", settings)
+    documents = resolve.validation_documents(english, settings, 5000)
+    assert sum(len(document) for document in documents) == 5000
+    assert len(documents) < len(take_chars(paragraphs, 5000))  # whole pages, not paragraph by paragraph
+    assert documents[0].startswith(paragraphs[0] + "\n" + paragraphs[1])

@@ -22,7 +22,7 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     from xlang import resolve
     from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
-    from xlang.eval.bpc import bits_per_character, join_documents
+    from xlang.eval.bpc import bits_per_character
     from xlang.settings import XlangSettings
     from xlang.tokenizer import expand_tokenizer
 
@@ -30,8 +30,8 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     ko, en = resolve.language("ko"), resolve.language("en")
     train = resolve.corpus_texts(ko, "train", settings)
     expand_tokenizer(smollm2_dir, ko, train, 8000, tmp_path / "tokenizer")
-    korean = join_documents(resolve.corpus_dataset(ko, "validation", settings))
-    english = join_documents(resolve.corpus_dataset(en, "validation", settings))
+    korean = resolve.validation_documents(ko, settings, MAX_CHARS)
+    english = resolve.validation_documents(en, settings, MAX_CHARS)
     base_tokenizer = load_tokenizer(smollm2_dir)
     tokenizer = load_tokenizer(tmp_path / "tokenizer")
 

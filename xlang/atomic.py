@@ -23,14 +23,32 @@ def write_folder_atomically(out_dir: Path, write: Callable[[Path], None]) -> Pat
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
     try:
         write(staging)
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
-            os.replace(out_dir, retired / out_dir.name)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
+        move_into_place(staging, out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished folder ``staging`` (a sibling of ``out_dir``) to ``out_dir``.
+
+    A previous ``out_dir`` is renamed away first and deleted after, so the path always holds a whole
+    folder. When another process installed its own copy in between, that copy stays and ours goes.
+    """
+    staging, out_dir = Path(staging), Path(out_dir)
+    retired = None
+    if out_dir.exists():
+        retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
+        os.replace(out_dir, retired / out_dir.name)
+    try:
+        os.replace(staging, out_dir)
+    except OSError:
+        if not out_dir.exists():
+            if retired is not None:  # put the previous folder back rather than leave nothing
+                os.replace(retired / out_dir.name, out_dir)
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)

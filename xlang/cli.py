@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +245,7 @@ def eval_group() -> None:
 def eval_bpc(ctx: click.Context, model_dir: str, codes: tuple[str, ...], max_chars: int) -> None:
     """Bits per character on each language's validation split (lower is better)."""
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
-    from xlang.eval.bpc import bits_per_character, take_chars
+    from xlang.eval.bpc import bits_per_character
 
     settings = settings_from(ctx)
     folder = resolve.base_model(model_dir, settings)
@@ -254,7 +255,7 @@ def eval_bpc(ctx: click.Context, model_dir: str, codes: tuple[str, ...], max_cha
     for column in ("language", "characters", "tokens/char", "bits/char"):
         table.add_column(column, justify="left" if column == "language" else "right")
     for spec in specs:
-        texts = take_chars(resolve.corpus_texts(spec, "validation", settings), max_chars)
+        texts = resolve.validation_documents(spec, settings, max_chars)
         with console.status(f"scoring {spec.name}"):
             result = bits_per_character(model, tokenizer, texts, max_chars=None)
         table.add_row(spec.code, f"{result.characters:,}", f"{result.tokens_per_char:.3f}", f"{result.bpc:.4f}")
@@ -350,6 +351,8 @@ def build_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # peft reads a property that transformers has deprecated: nothing an xlang user can act on
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         group = build_cli()
     except XlangError as error:

@@ -66,6 +66,14 @@ def corpus_dataset(language: LanguageSpec, split: str, settings: XlangSettings) 
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
+def validation_documents(language: LanguageSpec, settings: XlangSettings, max_chars: int | None) -> list[str]:
+    """The language's validation split as whole documents (paragraphs of a page joined), first
+    ``max_chars`` characters: BPC measured in context, the same text for every model and command."""
+    from xlang.eval.bpc import join_documents, take_chars
+
+    return take_chars(join_documents(corpus_dataset(language, "validation", settings)), max_chars)
+
+
 def companion_languages(language: LanguageSpec, codes: tuple[str, ...] = ("en",)) -> list[LanguageSpec]:
     """`language` followed by the installed languages of `codes` (e.g. English, to show it did not get worse)."""
     known = plugins.languages()

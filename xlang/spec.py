@@ -92,7 +92,7 @@ class Strategies(_Frozen):
 
     tokenizer_expander: str = "merges"
     candidate_sources: tuple[str, ...] = ("corpus-bpe",)
-    embedding_initializer: str = "subword-mean"
+    embedding_initializer: str = "subword-freq"
     teacher: str = "openai-compatible"
 
 

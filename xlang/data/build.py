@@ -19,7 +19,6 @@ folder and moved into place with one rename, so an interrupted build leaves no p
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -28,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from xlang.atomic import move_into_place
 from xlang.data.debian import DebPin, FetchedDeb, Resolver, apt_resolve, deb_files, fetch_deb
 from xlang.data.extract import (
     has_script,
@@ -239,22 +239,6 @@ def _current(folder: Path, uri: str, fields: Sequence[str]) -> bool:
     )
 
 
-def _install(built: Path, folder: Path) -> None:
-    """Move a finished build into place; a stale corpus is renamed away first, then deleted."""
-    stale = None
-    if folder.exists():
-        stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}.stale.", dir=folder.parent))
-        os.replace(folder, stale / "old")
-    try:
-        os.replace(built, folder)
-    except OSError:
-        if not folder.exists():  # a concurrent build installed its copy in between: keep that one
-            raise
-        shutil.rmtree(built, ignore_errors=True)
-    if stale is not None:
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def _clean_abandoned(corpora: Path, name: str, older_than_s: float = 3600) -> None:
     """Remove temporary folders of builds that were killed (old enough not to be another live build)."""
     for leftover in corpora.glob(f".{name}.*"):
@@ -350,7 +334,7 @@ def build_debian_corpus(
         if _current(folder, uri, record_fields):  # another process finished the same build meanwhile
             shutil.rmtree(building, ignore_errors=True)
             return folder
-        _install(building, folder)
+        move_into_place(building, folder)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

@@ -10,7 +10,6 @@ Import stays light: `tokenizers`, `transformers` and `sentencepiece` load inside
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xlang.atomic import move_into_place
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
 from xlang.tokenizer.candidates import corpus_bpe_candidates, user_candidates, vocabulary_candidates
@@ -229,7 +229,7 @@ def expand_tokenizer(
             seconds=round(time.perf_counter() - started, 2),
         )
         (staging / MANIFEST).write_text(json.dumps(result.to_json(), ensure_ascii=False, indent=2), encoding="utf-8")
-        _install(staging, out)
+        move_into_place(staging, out)
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -382,14 +382,3 @@ def _tokens_per_char(
         encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
         counts.append(round(sum(len(encoding.ids) for encoding in encodings) / chars, 4))
     return counts[0], counts[1]
-
-
-def _install(staging: Path, out: Path) -> None:
-    """Move the finished folder into place in one rename (an old folder is swapped out, then removed)."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)

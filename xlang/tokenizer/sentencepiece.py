@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from xlang.atomic import write_folder_atomically
 from xlang.errors import XlangError
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -161,9 +162,7 @@ def sentencepiece_folder(model_file: str | Path, out_dir: str | Path) -> Path:
     """Write a Hugging Face tokenizer folder for a SentencePiece BPE model: `tokenizer.json` built with
     the rule above, the model itself as `tokenizer.model`, and a config that names its special tokens.
     Used for bases that ship only a `.model` (Mistral v1 in `mistral-common`)."""
-    import os
     import shutil
-    import tempfile
 
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
@@ -171,9 +170,8 @@ def sentencepiece_folder(model_file: str | Path, out_dir: str | Path) -> Path:
     proto = load_proto(model_file)
     check_supported(proto, str(model_file))
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+
+    def write(staging: Path) -> None:
         spec = proto.trainer_spec
         names = {
             index: proto.pieces[index].piece
@@ -188,10 +186,6 @@ def sentencepiece_folder(model_file: str | Path, out_dir: str | Path) -> Path:
         )
         fast.save_pretrained(staging)
         shutil.copyfile(model_file, staging / "tokenizer.model")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+    write_folder_atomically(out, write)
     return out

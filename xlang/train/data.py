@@ -35,7 +35,7 @@ def _stable_int(*parts: object) -> int:
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     eos = tokenizer.eos_token_id
-    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    encoded = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
     if eos is None:
         return [list(ids) for ids in encoded]
     return [list(ids) if ids and ids[-1] == eos else [*ids, eos] for ids in encoded]

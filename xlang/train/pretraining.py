@@ -183,7 +183,7 @@ def bits_per_character_fused(
         if not text:
             continue
         chars += len(text)
-        for window in _windows(tokenizer(text, add_special_tokens=False)["input_ids"], context, seq_len):
+        for window in _windows(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], context, seq_len):
             if len(current[0]) + len(window) > seq_len:
                 rows.append(current)
                 current = ([], [], [])
