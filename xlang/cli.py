@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -351,6 +352,10 @@ def build_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # xlang draws its own progress for long work; the libraries' per-file bars (loading weights, writing
+    # shards, generating splits) would interleave with it. Set either variable to 0 to see them again.
+    for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        os.environ.setdefault(variable, "1")
     # peft reads a property that transformers has deprecated: nothing an xlang user can act on
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
