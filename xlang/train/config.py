@@ -129,7 +129,32 @@ PARALLEL_KEY = "parallel"
 """The mix entry for aligned parallel text, packed as bilingual documents (e.g. `ko=0.45,en=0.45,parallel=0.1`)."""
 
 
-class PretrainConfig(_Frozen):
+class StageKnobs(_Frozen):
+    """The knobs every training stage shares (pretraining and both LLaVA stages): the optimizer and
+    schedule around the stage's own `lr` and `steps`, LoRA's shape, precision, checkpoints, progress."""
+
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
+    """The learning rate decays to `lr * min_lr_ratio` at the last step."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    micro_batch: int = Field(default=4, gt=0)
+    grad_accum: int = Field(default=1, gt=0)
+    seed: int = 0
+    lora_r: int = Field(default=16, gt=0)
+    lora_alpha: int = Field(default=32, gt=0)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """`auto` = bf16 autocast on GPU (and on CPUs with AMX where the stage says so), none otherwise."""
+    compile: Literal["auto", "yes", "no"] = "auto"
+    """torch.compile each decoder layer: `auto` = on GPU, or where the stage's run is long enough to repay it."""
+    gradient_checkpointing: bool = False
+    """Recompute decoder activations in backward: less memory, about a third more compute."""
+    keep_checkpoints: int = Field(default=2, ge=1)
+    progress: bool = True
+
+
+class PretrainConfig(StageKnobs):
     """Continued bilingual pretraining. Defaults fit a CPU run of SmolLM2-135M; scale `steps`, `seq_len`,
     `micro_batch` and `mixed_precision` up on GPUs."""
 
@@ -145,16 +170,6 @@ class PretrainConfig(_Frozen):
     """A staged schedule; when set it replaces `trainable`, `steps`, `lr` and `warmup_steps`."""
     lr: float = Field(default=5e-4, gt=0)
     warmup_steps: int = Field(default=10, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    micro_batch: int = Field(default=4, gt=0)
-    grad_accum: int = Field(default=1, gt=0)
-    seed: int = 0
-    lora_r: int = Field(default=16, gt=0)
-    lora_alpha: int = Field(default=32, gt=0)
-    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     lora_targets: tuple[str, ...] | Literal["all-linear"] = "all-linear"
     new_rows_lr_scale: float = Field(default=1.0, gt=0)
     """Learning rate of the new rows (peft's trainable-token deltas) relative to the stage's: a new
@@ -164,23 +179,16 @@ class PretrainConfig(_Frozen):
     position ids); False lets blocks attend across documents, which keeps the fastest attention kernel."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights' dtype: `auto` = float32 on CPU, bfloat16 on GPU."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """`auto` = bf16 autocast on GPU, none on CPU."""
     attn_implementation: str | None = None
     """Passed to `from_pretrained` (`sdpa`, `flash_attention_2`, `flex_attention`...); None = its default."""
-    compile: Literal["auto", "yes", "no"] = "auto"
-    """torch.compile each decoder layer: `auto` = on GPU only (compiling on a small CPU costs more than it saves)."""
-    gradient_checkpointing: bool = False
     loss_chunk_tokens: int = Field(default=4096, gt=0)
     """Tokens per chunk of the fused output-layer + cross-entropy: the full logits never exist at once."""
     save_every: int = Field(default=100, ge=0)
-    keep_checkpoints: int = Field(default=2, ge=1)
     eval_every: int = Field(default=100, ge=0)
     log_every: int = Field(default=10, gt=0)
     eval_max_chars: int = Field(default=20_000, gt=0)
     """Validation text per language for BPC at intervals (whole documents up to this many characters;
     20k characters put the standard error of BPC near 1%)."""
-    progress: bool = True
     tensorboard: bool = True
 
     @field_validator("mix", mode="before")

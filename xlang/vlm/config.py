@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from xlang.train.config import StageKnobs
+
 DEFAULT_TOWER = "dinov2-small"
 
 
@@ -35,11 +37,9 @@ class AssembleConfig(BaseModel):
     """Seeds the projector's initialization."""
 
 
-class VitStageConfig(BaseModel):
+class VitStageConfig(StageKnobs):
     """One LLaVA training stage. Defaults fit a CPU demo; on GPUs raise `steps`, `micro_batch`, and use
     `dtype="auto"` (bf16 there)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     stage: Literal["align", "instruct"]
     steps: int = Field(gt=0)
@@ -55,31 +55,14 @@ class VitStageConfig(BaseModel):
     """Sampling weight per language code; empty = every record equally likely. Languages missing from a
     non-empty mapping are not sampled."""
     warmup_steps: int = Field(default=0, ge=0)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    micro_batch: int = Field(default=4, gt=0)
-    grad_accum: int = Field(default=1, gt=0)
-    seed: int = 0
-    lora_r: int = Field(default=16, gt=0)
-    lora_alpha: int = Field(default=32, gt=0)
-    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     max_length: int = Field(default=2048, gt=0)
     """Samples longer than this (image tokens included) are skipped and reported, never truncated."""
     cache_vision_features: Literal["auto", "yes", "no"] = "auto"
     """Compute the frozen tower's features once per image: `auto` = when there are at most 512 images."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """Frozen weights' dtype: `auto` = float32 on CPU, bfloat16 on GPU (trainable weights stay float32)."""
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    gradient_checkpointing: bool = False
-    """Recompute decoder activations in backward: less memory, about a third more compute."""
-    compile: Literal["auto", "yes", "no"] = "auto"
-    """`torch.compile` each decoder layer of the language model: `auto` = on GPU only."""
     save_every: int = Field(default=0, ge=0)
-    keep_checkpoints: int = Field(default=2, ge=1)
     log_every: int = Field(default=5, gt=0)
-    progress: bool = True
     tensorboard: bool = False
     on_bad_sample: Literal["skip", "stop"] = "skip"
     """`skip`: report (file and id) and leave the sample out; `stop`: refuse to train."""
