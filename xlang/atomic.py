@@ -39,7 +39,9 @@ def move_into_place(staging: Path, out_dir: Path) -> None:
     staging, out_dir = Path(staging), Path(out_dir)
     retired = None
     if out_dir.exists():
-        retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-old-"))
+        # named like the corpus build's other temporary folders, so its clean-up of killed builds
+        # (`.{name}.*`) also removes one left behind by a kill between the two renames
+        retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
         os.replace(out_dir, retired / out_dir.name)
     try:
         os.replace(staging, out_dir)
