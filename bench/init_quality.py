@@ -35,17 +35,12 @@ sys.path.insert(0, str(REPO / "bench"))
 from tokenizer_compression import language  # noqa: E402  (the installed plugin or this checkout's)
 
 
-def validation_documents(spec: Any, split: str, cache_dir: Path) -> list[str]:
-    """Every offline corpus of the language, paragraphs joined into documents, through `load_corpus`."""
-    from xlang import plugins
-    from xlang.eval.bpc import join_documents
+def validation_documents(spec: Any, cache_dir: Path) -> list[str]:
+    """The whole validation split as documents, as `xlang eval bpc` and the evaluate stage read it."""
+    from xlang import resolve
+    from xlang.settings import XlangSettings
 
-    documents: list[str] = []
-    for source in spec.offline_corpora():
-        dataset = plugins.call_first("load_corpus", source=source, split=split, cache_dir=cache_dir)
-        records = ({"text": spec.normalize(record["text"]), "doc": record.get("doc")} for record in dataset)
-        documents.extend(join_documents(records))
-    return documents
+    return resolve.validation_documents(spec, XlangSettings(cache_dir=cache_dir), None)
 
 
 def training_texts(spec: Any, cache_dir: Path) -> list[str]:
@@ -69,6 +64,20 @@ def expanded_tokenizer(base: Path, spec: Any, train: list[str], budget: int, cac
     return out
 
 
+def initialize(model: Any, base_tokenizer: Any, tokenizer: Any, name: str, train: list[str]) -> dict[str, Any]:
+    """Resize ``model`` for ``tokenizer`` and fill the new rows with initializer ``name``, as the init stage does."""
+    from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
+
+    return expand_model(
+        model,
+        base_tokenizer,
+        tokenizer,
+        BUILTIN_INITIALIZERS[name],
+        options={"texts": train, "seed": 0},
+        initializer_name=name,
+    )
+
+
 def bpc(model: Any, tokenizer: Any, documents: list[str], max_chars: int) -> float:
     from xlang.eval.bpc import bits_per_character
 
@@ -78,12 +87,11 @@ def bpc(model: Any, tokenizer: Any, documents: list[str], max_chars: int) -> flo
 def measure_language(
     code: str, args: argparse.Namespace, base_dir: Path, english: list[str], base_english: float
 ) -> list[dict[str, Any]]:
-    from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
 
     spec = language(code)
     train = training_texts(spec, args.cache_dir)
-    validation = validation_documents(spec, "validation", args.cache_dir)
+    validation = validation_documents(spec, args.cache_dir)
     tokenizer_dir = expanded_tokenizer(base_dir, spec, train, args.budget, args.cache_dir)
     base_tokenizer = load_tokenizer(base_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -109,14 +117,7 @@ def measure_language(
             model.config.tie_word_embeddings = False
             model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
         started = time.perf_counter()
-        done = expand_model(
-            model,
-            base_tokenizer,
-            tokenizer,
-            BUILTIN_INITIALIZERS[name],
-            options={"texts": train, "seed": 0},
-            initializer_name=name,
-        )
+        done = initialize(model, base_tokenizer, tokenizer, name, train)
         seconds = time.perf_counter() - started
         model.to(getattr(torch, args.dtype))
         label = f"{name} (untied)" if untied else name
@@ -144,7 +145,6 @@ def seven_b_shape(args: argparse.Namespace, base_dir: Path) -> list[dict[str, An
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
     from xlang.embeddings.checkpoint import load_tokenizer
 
     spec = language("zh")  # the larger corpus: it fills a 16k budget
@@ -169,14 +169,7 @@ def seven_b_shape(args: argparse.Namespace, base_dir: Path) -> list[dict[str, An
         finally:
             torch.set_default_dtype(torch.float32)
         started = time.perf_counter()
-        done = expand_model(
-            model,
-            base_tokenizer,
-            tokenizer,
-            BUILTIN_INITIALIZERS[name],
-            options={"texts": train, "seed": 0},
-            initializer_name=name,
-        )
+        done = initialize(model, base_tokenizer, tokenizer, name, train)
         results.append(
             {
                 "initializer": name,
@@ -219,7 +212,7 @@ def main() -> None:
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
 
     base_dir = ensure_smollm2(args.cache_dir)
-    english = validation_documents(language("en"), "validation", args.cache_dir)
+    english = validation_documents(language("en"), args.cache_dir)
     model = load_causal_lm(base_dir, dtype=args.dtype)
     base_english = bpc(model, load_tokenizer(base_dir), english, args.max_chars)
     del model
