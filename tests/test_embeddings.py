@@ -12,6 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tiny_models import tiny_llama  # noqa: E402
+
 from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model, initialize_embeddings  # noqa: E402
 from xlang.embeddings.pieces import check_extends, spell_new_tokens  # noqa: E402
 from xlang.errors import XlangError  # noqa: E402
@@ -48,29 +50,6 @@ def _byte_level_tokenizer(texts: list[str], vocab_size: int) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|endoftext|>")
 
 
-def _tiny_llama(vocab_size: int, tied: bool, seed: int = 0) -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=tied,
-        bos_token_id=1,
-        eos_token_id=0,
-    )
-    model = LlamaForCausalLM(config).eval()
-    if not tied:  # untied rows must differ, or a bug that copies input into output would pass
-        with torch.no_grad():
-            model.lm_head.weight.normal_(0, 0.05)
-    return model
-
-
 @pytest.fixture(scope="module")
 def base_tokenizer() -> Any:
     return _byte_level_tokenizer(ENGLISH, vocab_size=400)
@@ -91,7 +70,7 @@ def expanded_tokenizer(base_tokenizer: Any, tmp_path_factory: pytest.TempPathFac
 def base_folder(base_tokenizer: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tied tiny model saved as a plain HF folder with its tokenizer."""
     folder = tmp_path_factory.mktemp("base-model")
-    _tiny_llama(len(base_tokenizer), tied=True).save_pretrained(folder, safe_serialization=True)
+    tiny_llama(len(base_tokenizer), tied=True).save_pretrained(folder, safe_serialization=True)
     base_tokenizer.save_pretrained(folder)
     return folder
 
@@ -114,7 +93,7 @@ def _old_token_batch(tokenizer: Any) -> Any:
 def test_old_logits_bit_identical_for_every_initializer(
     name: str, tied: bool, base_tokenizer: Any, expanded_tokenizer: Any
 ) -> None:
-    model = _tiny_llama(len(base_tokenizer), tied=tied)
+    model = tiny_llama(len(base_tokenizer), tied=tied)
     inputs = _old_token_batch(base_tokenizer)
     with torch.inference_mode():
         before = model(input_ids=inputs).logits.clone()
@@ -134,7 +113,7 @@ def test_old_logits_bit_identical_for_every_initializer(
 
 
 def test_untied_output_rows_come_from_the_output_matrix(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
-    model = _tiny_llama(len(base_tokenizer), tied=False)
+    model = tiny_llama(len(base_tokenizer), tied=False)
     w_in = model.get_input_embeddings().weight.detach().clone()
     w_out = model.get_output_embeddings().weight.detach().clone()
     done = expand_model(model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-mean"])
@@ -248,7 +227,7 @@ def test_a_plugin_can_add_an_initializer(fresh_plugins: Any, base_tokenizer: Any
 
     plugins.register_plugin(Plugin(), name="ones-plugin", pm=fresh_plugins)
     initializer = plugins.get_strategy("embedding_initializers", "ones", fresh_plugins)
-    model = _tiny_llama(len(base_tokenizer), tied=True)
+    model = tiny_llama(len(base_tokenizer), tied=True)
     done = expand_model(model, base_tokenizer, expanded_tokenizer, initializer, options={"seed": 3})
     assert done["facts"] == {"filled": len(NEW_WORDS)} and calls[0]["seed"] == 3
     assert (model.get_input_embeddings().weight[done["new_token_ids"]] == 1).all()
@@ -269,17 +248,17 @@ def test_an_initializer_that_touches_old_rows_is_refused(base_tokenizer: Any, ex
             model.get_input_embeddings().weight[5] += 1
 
     with pytest.raises(XlangError, match="changed rows of the base vocabulary"):
-        expand_model(_tiny_llama(len(base_tokenizer), True), base_tokenizer, expanded_tokenizer, clobber)
+        expand_model(tiny_llama(len(base_tokenizer), tied=True), base_tokenizer, expanded_tokenizer, clobber)
 
 
 def test_a_tokenizer_that_does_not_extend_the_base_is_refused(base_tokenizer: Any) -> None:
     other = _byte_level_tokenizer(KOREAN + ENGLISH, vocab_size=420)
     with pytest.raises(XlangError, match="does not extend the base tokenizer"):
-        expand_model(_tiny_llama(len(base_tokenizer), True), base_tokenizer, other, BUILTIN_INITIALIZERS["mean"])
+        expand_model(tiny_llama(len(base_tokenizer), tied=True), base_tokenizer, other, BUILTIN_INITIALIZERS["mean"])
 
 
 def test_a_model_smaller_than_its_tokenizer_is_refused(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
-    model = _tiny_llama(len(base_tokenizer) - 10, tied=True)
+    model = tiny_llama(len(base_tokenizer) - 10, tied=True)
     with pytest.raises(XlangError, match="do not belong together"):
         expand_model(model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["mean"])
 

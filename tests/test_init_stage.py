@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_llama
 
 from xlang import plugins
 from xlang.embeddings import BUILTIN_INITIALIZERS, initialize_embeddings
@@ -30,19 +31,9 @@ def expanded_tokenizer(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 def _tiny_base(smollm2_dir: Path, folder: Path, tied: bool) -> Path:
     """A tiny random Llama that shares SmolLM2's tokenizer (the pretrained weights are not the point)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=49_152,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=tied,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tiny_llama(49_152, tied=tied).save_pretrained(folder, safe_serialization=True)
     AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
     return folder
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_llama
 
 from xlang.errors import XlangError
 from xlang.train.config import PretrainConfig, StageConfig, TrainLoopConfig, parse_mix
@@ -208,21 +209,10 @@ def test_ranks_get_disjoint_blocks_and_resume_matches(tiny: tuple[Path, Path, li
 def test_fused_loss_matches_transformers(tied: bool, head: str) -> None:
     import torch
     from peft import LoraConfig, TrainableTokensConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from xlang.train.loss import CausalLMWithFusedLoss
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=tied,
-    )
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(100, tied=tied)
     new = list(range(90, 100))
     if head == "lora-tokens":
         model = get_peft_model(
