@@ -7,6 +7,10 @@ validation splits (paragraphs joined into their documents, the first --max-chars
 - bits per character of the expanded model under each initializer, with the expanded tokenizer,
 - English bits per character next to it (the expansion must leave it almost unchanged),
 - the wall time of the initializer call;
+- where the bits go: bits per character of the text covered by new tokens and by base tokens, each split
+  into first occurrences in their document and repeats (which the base model predicts by copying from
+  its context), and a copy probe (random frequent tokens read twice: a model that copies predicts the
+  second reading almost perfectly);
 - the same for SmolLM2 with its output matrix copied ("untied": the same function, the layout of
   Llama-2-style models), where input and output rows are initialized separately.
 
@@ -64,7 +68,9 @@ def expanded_tokenizer(base: Path, spec: Any, train: list[str], budget: int, cac
     return out
 
 
-def initialize(model: Any, base_tokenizer: Any, tokenizer: Any, name: str, train: list[str]) -> dict[str, Any]:
+def initialize(
+    model: Any, base_tokenizer: Any, tokenizer: Any, name: str, train: list[str], keep: list[str] = ()
+) -> dict[str, Any]:
     """Resize ``model`` for ``tokenizer`` and fill the new rows with initializer ``name``, as the init stage does."""
     from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
 
@@ -73,7 +79,7 @@ def initialize(model: Any, base_tokenizer: Any, tokenizer: Any, name: str, train
         base_tokenizer,
         tokenizer,
         BUILTIN_INITIALIZERS[name],
-        options={"texts": train, "seed": 0},
+        options={"texts": train, "keep_texts": keep, "seed": 0},
         initializer_name=name,
     )
 
@@ -84,6 +90,74 @@ def bpc(model: Any, tokenizer: Any, documents: list[str], max_chars: int) -> flo
     return bits_per_character(model, tokenizer, documents, max_chars=max_chars).bpc
 
 
+def profile(model: Any, tokenizer: Any, documents: list[str]) -> list[Any]:
+    """Bits per character of each document (their sum over all characters is the bench's BPC)."""
+    from xlang.eval.bpc import character_bits
+
+    return character_bits(model, tokenizer, documents, max_chars=None)
+
+
+FITTING = {"subword-fit"}
+"""Initializers whose cost is passes of the whole model: a one-layer 7B-shaped stand-in would time nothing real."""
+
+CATEGORIES = (
+    "new token, first in document",
+    "new token, repeat",
+    "base token, first in document",
+    "base token, repeat",
+)
+
+
+def occurrences(tokenizer: Any, documents: list[str], base_size: int) -> list[list[int]]:
+    """Per character, the index in CATEGORIES of the expanded-tokenizer token that covers it.
+
+    Splitting the bits this way shows what the expanded model reads well (text it sees for the first time)
+    and what it has lost (repeats, which the base model predicts by copying from earlier in the document).
+    """
+    encoded = tokenizer(documents, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    labels = []
+    for document, ids, spans in zip(documents, encoded["input_ids"], encoded["offset_mapping"], strict=True):
+        per_char = [0] * len(document)
+        seen: set[int] = set()
+        for token_id, (start, end) in zip(ids, spans, strict=True):
+            category = (0 if token_id >= base_size else 2) + (1 if token_id in seen else 0)
+            seen.add(token_id)
+            start = min(start, len(document) - 1)
+            for position in range(start, min(max(end, start + 1), len(document))):
+                per_char[position] = category
+        labels.append(per_char)
+    return labels
+
+
+def split_bits(profiles: list[Any], labels: list[list[int]]) -> list[float]:
+    """Total bits per category of CATEGORIES."""
+    import torch
+
+    totals = [0.0] * len(CATEGORIES)
+    for bits, per_char in zip(profiles, labels, strict=True):
+        categories = torch.tensor(per_char, dtype=torch.long)
+        for index in range(len(CATEGORIES)):
+            totals[index] += float(bits[categories == index].sum())
+    return totals
+
+
+def frequent_tokens(tokenizer: Any, texts: list[str], keep: Any, count: int = 1000) -> list[int]:
+    """The ``count`` most frequent token ids on ``texts`` that satisfy ``keep``."""
+    from collections import Counter
+
+    counts: Counter[int] = Counter()
+    for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]:
+        counts.update(ids)
+    return [token_id for token_id, _ in counts.most_common() if keep(token_id)][:count]
+
+
+def copy_probe(model: Any, pool: list[int], separator: int) -> tuple[float, float]:
+    from xlang.eval.copying import copy_probe as probe
+
+    result = probe(model, pool, separator)
+    return result.first_reading, result.second_reading
+
+
 def measure_language(
     code: str, args: argparse.Namespace, base_dir: Path, english: list[str], base_english: float
 ) -> list[dict[str, Any]]:
@@ -91,21 +165,36 @@ def measure_language(
 
     spec = language(code)
     train = training_texts(spec, args.cache_dir)
+    english_train = training_texts(language("en"), args.cache_dir)  # subword-fit keeps English as it was
     validation = validation_documents(spec, args.cache_dir)
     tokenizer_dir = expanded_tokenizer(base_dir, spec, train, args.budget, args.cache_dir)
     base_tokenizer = load_tokenizer(base_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
 
+    from xlang.eval.bpc import take_chars
+
+    documents = take_chars(validation, args.max_chars)
+    characters = sum(len(document) for document in documents)
+    labels = occurrences(tokenizer, documents, len(base_tokenizer))
+    separator = base_tokenizer.bos_token_id
+    probe_text = train[:2000]
+    base_pool = frequent_tokens(base_tokenizer, probe_text, lambda token_id: token_id != separator)
+    new_pool = frequent_tokens(tokenizer, probe_text, lambda token_id: token_id >= len(base_tokenizer))
+
     base_model = load_causal_lm(base_dir, dtype=args.dtype)
+    base_bits = profile(base_model, base_tokenizer, documents)
     rows = [
         {
             "language": code,
             "model": "base",
-            "bpc": bpc(base_model, base_tokenizer, validation, args.max_chars),
+            "bpc": sum(float(bits.sum()) for bits in base_bits) / characters,
             "en_bpc": base_english,
             "init_s": None,
+            "split_bits": split_bits(base_bits, labels),
+            "copy": copy_probe(base_model, base_pool, separator),
         }
     ]
+    rows[0]["split_chars"] = [sum(per_char.count(index) for per_char in labels) for index in range(len(CATEGORIES))]
     del base_model
     print(f"{code} base: {rows[0]['bpc']:.4f} bits/char", file=sys.stderr, flush=True)
     import torch
@@ -117,18 +206,21 @@ def measure_language(
             model.config.tie_word_embeddings = False
             model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
         started = time.perf_counter()
-        done = initialize(model, base_tokenizer, tokenizer, name, train)
+        done = initialize(model, base_tokenizer, tokenizer, name, train, english_train)
         seconds = time.perf_counter() - started
         model.to(getattr(torch, args.dtype))
         label = f"{name} (untied)" if untied else name
         row = {
             "language": code,
             "model": label,
-            "bpc": bpc(model, tokenizer, validation, args.max_chars),
             "en_bpc": bpc(model, tokenizer, english, args.max_chars),
             "init_s": seconds,
             "facts": done["facts"],
+            "copy": copy_probe(model, new_pool, separator),
         }
+        bits = profile(model, tokenizer, documents)
+        row["bpc"] = sum(float(values.sum()) for values in bits) / characters
+        row["split_bits"] = split_bits(bits, labels)
         rows.append(row)
         print(
             f"{code} {label}: {row['bpc']:.4f} bits/char, en {row['en_bpc']:.4f}, init {seconds:.1f} s",
@@ -138,6 +230,31 @@ def measure_language(
         del model
         gc.collect()
     return rows
+
+
+def breakdown_table(code: str, rows: list[dict[str, Any]]) -> Any:
+    """Bits per character by where the text's tokens occur, and the copy probe, one column per model."""
+    from rich.table import Table
+
+    base = rows[0]
+    table = Table(
+        title=f"{code}: where the bits go (characters grouped by the expanded tokenizer's tokens; "
+        "copy probe: nats/token reading random frequent tokens, then again)"
+    )
+    table.add_column("text")
+    table.add_column("chars", justify="right")
+    for row in rows:
+        table.add_column(row["model"], justify="right")
+    for index, category in enumerate(CATEGORIES):
+        chars = base["split_chars"][index]
+        table.add_row(
+            category,
+            f"{chars:,}",
+            *[f"{row['split_bits'][index] / chars:.3f}" if chars else "" for row in rows],
+        )
+    table.add_row("copy probe, 1st reading", "", *[f"{row['copy'][0]:.2f}" for row in rows])
+    table.add_row("copy probe, 2nd reading", "", *[f"{row['copy'][1]:.2f}" for row in rows])
+    return table
 
 
 def seven_b_shape(args: argparse.Namespace, base_dir: Path) -> list[dict[str, Any]]:
@@ -162,6 +279,9 @@ def seven_b_shape(args: argparse.Namespace, base_dir: Path) -> list[dict[str, An
     )
     results = []
     for name in args.initializers:
+        if name in FITTING:
+            print(f"7B-shape {name}: not timed (it runs forward and backward passes of the model)", file=sys.stderr)
+            continue
         torch.manual_seed(0)
         torch.set_default_dtype(torch.bfloat16)  # how 7B checkpoints ship
         try:
@@ -243,6 +363,8 @@ def main() -> None:
             best[key] = row
     console = Console(width=max(Console().width, 110))
     console.print(table)
+    for code in args.languages:
+        console.print(breakdown_table(code, [row for row in rows if row["language"] == code]))
 
     big = [] if args.skip_7b else seven_b_shape(args, base_dir)
     if big:

@@ -96,6 +96,8 @@ class InitConfig(_Config):
     initializer: str | None = None
     """Name of the embedding initializer; default: the language's default."""
     seed: int = 0
+    fit_steps: int | None = None
+    """Steps of a fitting initializer (`subword-fit`); default: its own (150)."""
 
 
 def init(context: StageContext) -> StageOutput:
@@ -104,8 +106,16 @@ def init(context: StageContext) -> StageOutput:
     config: InitConfig = context.config
     name = config.initializer or context.language.defaults.embedding_initializer
     initializer = resolve.strategy("embedding_initializers", name)
-    # every built-in ignores the options it does not use; `subword-freq` counts frequencies on the texts
-    options = {"seed": config.seed, "texts": resolve.corpus_texts(context.language, "train", context.settings)}
+    # every built-in ignores the options it does not use; `subword-freq` counts frequencies on the texts,
+    # `subword-fit` also fits on them and on the companion languages' text (English), which it must keep
+    companions = resolve.companion_languages(context.language)[1:]
+    options: dict[str, Any] = {
+        "seed": config.seed,
+        "texts": resolve.corpus_texts(context.language, "train", context.settings),
+        "keep_texts": [text for spec in companions for text in resolve.corpus_texts(spec, "train", context.settings)],
+    }
+    if config.fit_steps is not None:
+        options["fit_steps"] = config.fit_steps
     result = initialize_embeddings(
         context.base_model,
         _expanded_tokenizer(context),

@@ -16,6 +16,7 @@ from xlang.eval.bpc import (  # noqa: E402
     _windows,
     bits_per_character,
     bits_per_character_of,
+    character_bits,
     join_documents,
     take_chars,
     tokens_per_character,
@@ -114,6 +115,23 @@ def test_separators_are_never_scored(model: Any, tokenizer: Any) -> None:
     result = bits_per_character(model, tokenizer, TEXTS, max_chars=None)
     assert result.tokens == sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in TEXTS)
     assert result.tokens_per_char == pytest.approx(tokens_per_character(tokenizer, TEXTS))
+
+
+def test_character_bits_add_up_to_the_total_and_follow_the_tokens(model: Any, tokenizer: Any) -> None:
+    """Per-character bits sum to the BPC total per document, including characters split into byte pieces."""
+    profiles = character_bits(model, tokenizer, TEXTS, window=48, stride=16, max_chars=None)
+    total = bits_per_character(model, tokenizer, TEXTS, window=48, stride=16, max_chars=None)
+    assert [len(profile) for profile in profiles] == [len(text) for text in TEXTS]
+    assert float(sum(profile.sum() for profile in profiles)) == pytest.approx(total.bits, rel=1e-9)
+    for text, profile in zip(TEXTS, profiles, strict=True):  # one window per document: the direct computation
+        direct, _ = _direct_bits(model, tokenizer, [text])
+        alone = character_bits(model, tokenizer, [text], window=512, stride=256, max_chars=None)[0]
+        assert float(alone.sum()) == pytest.approx(direct, rel=1e-5)
+        assert float(profile.min()) >= 0
+    # every character of a token carries the same share of it: a two-character token's characters match
+    ids = tokenizer(TEXTS[0], add_special_tokens=False, return_offsets_mapping=True)
+    start, end = next((s, e) for s, e in ids["offset_mapping"] if e - s >= 2)
+    assert len(set(profiles[0][start:end].tolist())) == 1 and profiles[0][start] > 0
 
 
 def test_max_chars_cuts_by_characters_in_order() -> None:

@@ -99,7 +99,11 @@ def test_old_logits_bit_identical_for_every_initializer(
         before = model(input_ids=inputs).logits.clone()
     old = len(base_tokenizer)
     done = expand_model(
-        model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS[name], options={"texts": KOREAN}
+        model,
+        base_tokenizer,
+        expanded_tokenizer,
+        BUILTIN_INITIALIZERS[name],
+        options={"texts": KOREAN, "fit_steps": 3, "fit_sequence": 16, "progress": False},
     )
     with torch.inference_mode():
         after = model(input_ids=inputs).logits
@@ -298,3 +302,54 @@ def test_bias_direction_gives_a_constant_logit_shift(smollm2_dir: Path) -> None:
     held_out = output_states(model, tokenizer(" ".join(ENGLISH[4:8] + KOREAN[1:3]), return_tensors="pt")["input_ids"])
     shift = held_out @ bias_direction(fit)
     assert abs(float(shift.mean()) - 1) < 0.1 and float(shift.std()) < 0.15
+
+
+FIT_OPTIONS = {"texts": KOREAN, "keep_texts": ENGLISH, "fit_sequence": 16, "fit_learning_rate": 1e-2, "progress": False}
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_subword_fit_lowers_its_losses_and_leaves_the_model_as_it_was(
+    tied: bool, base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
+    """The fit moves the new rows away from subword-freq, lowers the copy loss (a random tiny model's text
+    loss is mostly old tokens, which the map cannot change: it only must not blow up), and restores the
+    model's requires_grad flags and mode (old rows and tying are checked by expand_model itself)."""
+    fitted = tiny_llama(len(base_tokenizer), tied=tied)
+    fitted.train()
+    reference = tiny_llama(len(base_tokenizer), tied=tied)
+    done = expand_model(
+        fitted,
+        base_tokenizer,
+        expanded_tokenizer,
+        BUILTIN_INITIALIZERS["subword-fit"],
+        options={**FIT_OPTIONS, "fit_steps": 30},
+    )
+    expand_model(
+        reference, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-freq"], options={"texts": KOREAN}
+    )
+    facts = done["facts"]
+    text_first, text_last = facts["fit_text_loss_first_last"]
+    copy_first, copy_last = facts["fit_copy_loss_first_last"]
+    assert copy_last < copy_first - 0.1 and text_last < text_first + 0.5, facts
+    assert facts["fit_keep_nats_taken_first_last"][1] < 0.05, facts  # English keeps its probability mass
+    assert facts["fit_parameters"] == (1 if tied else 2) * (2 * 32 * 32 + 32)
+    new = torch.tensor(done["new_token_ids"])
+    for fitted_layer, reference_layer in (
+        (fitted.get_input_embeddings(), reference.get_input_embeddings()),
+        (fitted.get_output_embeddings(), reference.get_output_embeddings()),
+    ):
+        assert not torch.equal(fitted_layer.weight[new], reference_layer.weight[new])
+    assert fitted.training and all(parameter.requires_grad for parameter in fitted.parameters())
+
+
+def test_subword_fit_is_reproducible_and_needs_text(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+    def fit(options: dict[str, Any] | None) -> Any:
+        model = tiny_llama(len(base_tokenizer), tied=True)
+        expand_model(model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-fit"], options=options)
+        return model.get_input_embeddings().weight.detach().clone()
+
+    assert torch.equal(fit({**FIT_OPTIONS, "fit_steps": 5}), fit({**FIT_OPTIONS, "fit_steps": 5}))
+    with pytest.raises(XlangError, match="'subword-fit' needs the target language's training text"):
+        fit(None)
+    with pytest.raises(XlangError, match="fit_steps >= 0"):
+        fit({**FIT_OPTIONS, "fit_steps": -1})

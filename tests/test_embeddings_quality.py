@@ -1,13 +1,14 @@
 """Initializers on the real SmolLM2-135M and real Korean/English validation text (no training).
 
 Slow (a few minutes on two cores): the real tokenizer expansion (8k Korean tokens), then bits per
-character of the base model and of the expanded model under three initializers, on the first
-characters of each validation split. The numbers behind the asserted orderings are in
-docs/embeddings.md (bench/init_quality.py measures them on more text).
+character of the base model and of the expanded model under four initializers (`subword-fit` with a
+short fit), on the first characters of each validation split, and the copy probe. The numbers behind
+the asserted orderings are in docs/embeddings.md (bench/init_quality.py measures them on more text).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 MAX_CHARS = 3000
+FIT_STEPS = 30
 
 
 @pytest.mark.slow
@@ -23,6 +25,7 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
     from xlang.eval.bpc import bits_per_character
+    from xlang.eval.copying import copy_probe
     from xlang.settings import XlangSettings
     from xlang.tokenizer import expand_tokenizer
 
@@ -41,18 +44,28 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
             bits_per_character(model, tok, english, max_chars=MAX_CHARS).bpc,
         )
 
+    counts = Counter(token_id for ids in tokenizer(train[:500])["input_ids"] for token_id in ids)
+    frequent_new = [token_id for token_id, _ in counts.most_common() if token_id >= len(base_tokenizer)][:500]
     base_ko, base_en = score(load_causal_lm(smollm2_dir), base_tokenizer)
     scores = {}
-    for name in ("random", "subword-mean", "subword-freq"):
+    probes = {}
+    for name in ("random", "subword-mean", "subword-freq", "subword-fit"):
         model = load_causal_lm(smollm2_dir)
-        expand_model(model, base_tokenizer, tokenizer, BUILTIN_INITIALIZERS[name], options={"texts": train})
+        # a short fit: enough to show the rows becoming copyable, not the full quality of FIT_STEPS
+        options = {"texts": train, "fit_steps": FIT_STEPS, "fit_sequence": 128, "progress": False}
+        expand_model(model, base_tokenizer, tokenizer, BUILTIN_INITIALIZERS[name], options=options)
         scores[name] = score(model, tokenizer)
+        if name.startswith("subword-"):
+            probes[name] = copy_probe(model, frequent_new, tokenizer.bos_token_id).second_reading
     ratios = {name: ko_bpc / base_ko for name, (ko_bpc, _) in scores.items()}
     english_change = {name: en_bpc / base_en - 1 for name, (_, en_bpc) in scores.items()}
 
     assert ratios["random"] > 2.5, ratios  # new rows with no opinion: garbage, as reported upstream
     assert ratios["subword-freq"] < ratios["subword-mean"] < ratios["random"] / 2, ratios
     assert ratios["subword-freq"] < 1.45, ratios
-    for name in ("subword-mean", "subword-freq"):
+    # the fit makes new tokens copyable from context, which piece averages are not
+    assert probes["subword-fit"] < probes["subword-freq"] / 2 and probes["subword-freq"] > 6, probes
+    assert ratios["subword-fit"] < ratios["subword-mean"], ratios
+    for name in ("subword-mean", "subword-freq", "subword-fit"):
         # old logits are unchanged; the only change is the probability mass the new rows take
         assert -1e-6 < english_change[name] < 0.005, english_change

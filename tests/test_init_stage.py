@@ -44,7 +44,11 @@ def test_old_logits_are_bit_identical(smollm2_dir, expanded_tokenizer, tmp_path,
     from transformers import AutoModelForCausalLM
 
     base = _tiny_base(smollm2_dir, tmp_path / "base", tied)
-    result = initialize_embeddings(base, expanded_tokenizer, tmp_path / "out", BUILTIN_INITIALIZERS[name])
+    # subword-fit needs text to fit on; the others run as the stage runs them without it
+    options = {"texts": KOREAN, "fit_steps": 2, "fit_sequence": 16, "progress": False} if name == "subword-fit" else {}
+    result = initialize_embeddings(
+        base, expanded_tokenizer, tmp_path / "out", BUILTIN_INITIALIZERS[name], options=options
+    )
     before = AutoModelForCausalLM.from_pretrained(base).eval()
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     ids = torch.tensor([[504, 216, 34, 32, 3575, 282, 4649, 314]])
@@ -100,3 +104,23 @@ def test_a_tokenizer_that_does_not_extend_the_base_is_refused(smollm2_dir, tmp_p
     with pytest.raises(XlangError, match="does not extend the base tokenizer"):
         initialize_embeddings(base, other, tmp_path / "out", BUILTIN_INITIALIZERS["mean"])
     assert not (tmp_path / "out").exists()
+
+
+def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_path):
+    """`xlang extend --initializer subword-fit --fit-steps N` through the recipe: the fit gets the target
+    text and the companion English text, and its facts land in the folder's xlang-init.json."""
+    import json
+    import subprocess
+    import sys
+
+    base = _tiny_base(smollm2_dir, tmp_path / "base", tied=True)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "xlang.cli", "extend", "--lang", "ko", "--base", str(base), "--out", str(run)]
+    command += ["--until", "init", "--budget", "300", "--initializer", "subword-fit", "--fit-steps", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=cli_env)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((run / "init" / "model" / "xlang-init.json").read_text())
+    assert record["initializer"] == "subword-fit"
+    facts = record["facts"]
+    assert facts["fit_steps"] == 2 and len(facts["fit_keep_nats_taken_first_last"]) == 2, facts
+    assert facts["fit_stream_tokens"] > 2 * 4 * 257

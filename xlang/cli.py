@@ -278,6 +278,7 @@ def _extend_help() -> str:
 STAGE_FLAGS: dict[str, tuple[str, str]] = {
     "budget": ("expand", "budget"),
     "initializer": ("init", "initializer"),
+    "fit_steps": ("init", "fit_steps"),
     "steps": ("pretrain", "steps"),
     "seq_len": ("pretrain", "seq_len"),
     "mix": ("pretrain", "mix"),
@@ -300,6 +301,7 @@ class ExtendCommand(click.Command):
 @click.option("--until", default=None, help="Last stage to run.")
 @click.option("--budget", type=int, default=None, help="expand: number of new tokens.")
 @click.option("--initializer", default=None, help="init: embedding initializer name.")
+@click.option("--fit-steps", "fit_steps", type=int, default=None, help="init: steps of a fitting initializer.")
 @click.option("--steps", type=int, default=None, help="pretrain: optimizer steps.")
 @click.option("--seq-len", "seq_len", type=int, default=None, help="pretrain: block length in tokens.")
 @click.option("--mix", default=None, help="pretrain: language weights, e.g. ko=0.5,en=0.5.")

@@ -1,4 +1,4 @@
-"""Built-in embedding initializers (`random`, `mean`, `covariance`, `subword-mean`, `subword-freq`),
+"""Built-in embedding initializers (`random`, `mean`, `covariance`, `subword-mean`, `subword-freq`, `subword-fit`),
 registered like any plugin's."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from xlang.hookspecs import hookimpl
 
 @hookimpl
 def register_embedding_initializers(register: Any) -> None:
-    from xlang.embeddings.initializers import BUILTIN_INITIALIZERS
+    from xlang.embeddings import BUILTIN_INITIALIZERS
 
     for name, initializer in BUILTIN_INITIALIZERS.items():
         register(name, initializer)

@@ -277,12 +277,3 @@ def subword_freq_init(
         _write(weight, new_token_ids, rows)
     facts["input_contrast"] = 0.0 if tied else INPUT_CONTRAST
     return facts
-
-
-BUILTIN_INITIALIZERS: dict[str, Any] = {
-    "random": random_init,
-    "mean": mean_init,
-    "covariance": covariance_init,
-    "subword-mean": subword_mean_init,
-    "subword-freq": subword_freq_init,
-}

@@ -2,7 +2,9 @@
 
     bits_per_character(model, tokenizer, texts, window=, stride=, max_chars=) -> BpcResult
     bits_per_character_of(model_dir, texts, ...) -> BpcResult
+    character_bits(model, tokenizer, texts, ...) -> per-document bits per character (where the bits go)
     tokens_per_character(tokenizer, texts, max_chars=) -> float
+    copy_probe(model, token_ids, separator) -> CopyProbe   (can the model copy these tokens in context?)
 
 Import stays light: torch loads inside the functions.
 """
@@ -13,15 +15,20 @@ from xlang.eval.bpc import (
     BpcResult,
     bits_per_character,
     bits_per_character_of,
+    character_bits,
     join_documents,
     take_chars,
     tokens_per_character,
 )
+from xlang.eval.copying import CopyProbe, copy_probe
 
 __all__ = [
+    "CopyProbe",
+    "copy_probe",
     "BpcResult",
     "bits_per_character",
     "bits_per_character_of",
+    "character_bits",
     "join_documents",
     "take_chars",
     "tokens_per_character",

@@ -126,49 +126,13 @@ def check_vocabulary(model: Any, tokenizer: Any) -> None:
         )
 
 
-def bits_per_character(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    *,
-    window: int = DEFAULT_WINDOW,
-    stride: int = DEFAULT_STRIDE,
-    max_chars: int | None = DEFAULT_MAX_CHARS,
-    batch_size: int = 2,
-    separator: str | None = None,
-) -> BpcResult:
-    """Score ``texts`` with ``model`` under ``tokenizer``: total NLL in bits over the character count.
-
-    ``model`` is a causal LM (any dtype and device; fp32 is exact, bf16 about 3x faster on CPUs with
-    AMX and within about 0.5% of it). ``max_chars`` caps the text (see :func:`take_chars`).
-    """
+def _token_nats(model: Any, stream: Any, scored: Any, pad_id: int, *, window: int, stride: int, batch_size: int) -> Any:
+    """Negative log-likelihood (nats, float64) of every position of ``stream``; 0 where not ``scored``."""
     import torch
 
-    if not 0 < stride <= window:
-        raise XlangError(f"stride must be between 1 and the window ({window}); got {stride}")
-    check_vocabulary(model, tokenizer)
-    documents = take_chars(texts, max_chars)
-    characters = sum(len(text) for text in documents)
-    if not characters:
-        raise XlangError("no text to score: the text list is empty")
-
-    started = time.perf_counter()
-    separator_id = _separator_id(tokenizer, separator)
-    ids: list[int] = []
-    scored_mask: list[bool] = []
-    for encoded in tokenizer(documents, add_special_tokens=False, verbose=False)["input_ids"]:
-        ids.append(separator_id)
-        scored_mask.append(False)
-        ids.extend(encoded)
-        scored_mask.extend([True] * len(encoded))
-    stream = torch.tensor(ids, dtype=torch.long)
-    scored = torch.tensor(scored_mask, dtype=torch.bool)
-
     device = next(model.parameters()).device
-    pad_id = separator_id
-    total_nats = 0.0
-    total_tokens = 0
-    spans = _windows(len(ids), window, stride)
+    nats = torch.zeros(len(stream), dtype=torch.float64)
+    spans = _windows(len(stream), window, stride)
     was_training = model.training
     model.eval()
     try:
@@ -189,19 +153,109 @@ def bits_per_character(
                     first_logit = length - count - 1 - (width - keep)
                     row_logits = logits[row, first_logit : first_logit + count]
                     targets = stream[end - count : end].to(device)
-                    keep_mask = scored[end - count : end].to(device)
                     nll = torch.nn.functional.cross_entropy(row_logits, targets, reduction="none")
-                    total_nats += float(nll[keep_mask].double().sum())
-                    total_tokens += int(keep_mask.sum())
+                    nats[end - count : end] = nll.double().cpu()
     finally:
         model.train(was_training)
+    return nats * scored
+
+
+def _encode_stream(tokenizer: Any, documents: Sequence[str], separator_id: int, offsets: bool = False) -> Any:
+    """Documents -> (stream ids, scored mask, per-document token offsets or None), each after a separator."""
+    import torch
+
+    encoded = tokenizer(list(documents), add_special_tokens=False, return_offsets_mapping=offsets, verbose=False)
+    ids: list[int] = []
+    scored_mask: list[bool] = []
+    for document_ids in encoded["input_ids"]:
+        ids.append(separator_id)
+        scored_mask.append(False)
+        ids.extend(document_ids)
+        scored_mask.extend([True] * len(document_ids))
+    stream = torch.tensor(ids, dtype=torch.long)
+    return stream, torch.tensor(scored_mask, dtype=torch.bool), encoded["offset_mapping"] if offsets else None
+
+
+def _prepare(
+    model: Any, tokenizer: Any, texts: Sequence[str], window: int, stride: int, max_chars: int | None
+) -> list[str]:
+    if not 0 < stride <= window:
+        raise XlangError(f"stride must be between 1 and the window ({window}); got {stride}")
+    check_vocabulary(model, tokenizer)
+    documents = take_chars(texts, max_chars)
+    if not sum(len(text) for text in documents):
+        raise XlangError("no text to score: the text list is empty")
+    return documents
+
+
+def bits_per_character(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    window: int = DEFAULT_WINDOW,
+    stride: int = DEFAULT_STRIDE,
+    max_chars: int | None = DEFAULT_MAX_CHARS,
+    batch_size: int = 2,
+    separator: str | None = None,
+) -> BpcResult:
+    """Score ``texts`` with ``model`` under ``tokenizer``: total NLL in bits over the character count.
+
+    ``model`` is a causal LM (any dtype and device; fp32 is exact, bf16 about 3x faster on CPUs with
+    AMX and within about 0.5% of it). ``max_chars`` caps the text (see :func:`take_chars`).
+    """
+    documents = _prepare(model, tokenizer, texts, window, stride, max_chars)
+    started = time.perf_counter()
+    separator_id = _separator_id(tokenizer, separator)
+    stream, scored, _ = _encode_stream(tokenizer, documents, separator_id)
+    nats = _token_nats(model, stream, scored, separator_id, window=window, stride=stride, batch_size=batch_size)
     return BpcResult(
-        bits=total_nats / math.log(2),
-        characters=characters,
-        tokens=total_tokens,
+        bits=float(nats.sum()) / math.log(2),
+        characters=sum(len(text) for text in documents),
+        tokens=int(scored.sum()),
         documents=len(documents),
         seconds=time.perf_counter() - started,
     )
+
+
+def character_bits(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    window: int = DEFAULT_WINDOW,
+    stride: int = DEFAULT_STRIDE,
+    max_chars: int | None = DEFAULT_MAX_CHARS,
+    batch_size: int = 2,
+    separator: str | None = None,
+) -> list[Any]:
+    """Where the bits go: per document, a float64 tensor of bits per character.
+
+    The same scoring as :func:`bits_per_character` (their sums agree); each token's bits are spread
+    evenly over the characters it covers. Two models with different tokenizers can then be compared
+    character by character, for example on the parts of the text that repeat earlier parts. Needs a
+    fast tokenizer (character offsets).
+    """
+    import torch
+
+    documents = _prepare(model, tokenizer, texts, window, stride, max_chars)
+    separator_id = _separator_id(tokenizer, separator)
+    stream, scored, offsets = _encode_stream(tokenizer, documents, separator_id, offsets=True)
+    nats = _token_nats(model, stream, scored, separator_id, window=window, stride=stride, batch_size=batch_size)
+    bits = nats / math.log(2)
+    profiles = []
+    position = 0
+    for document, spans in zip(documents, offsets, strict=True):
+        profile = torch.zeros(len(document), dtype=torch.float64)
+        position += 1  # the separator
+        for start, end in spans:
+            # Byte-level pieces of one character each carry that character's span, so they add up there.
+            start = min(start, len(document) - 1)
+            end = max(end, start + 1)
+            profile[start:end] += bits[position] / (end - start)
+            position += 1
+        profiles.append(profile)
+    return profiles
 
 
 def bits_per_character_of(
