@@ -114,6 +114,8 @@ def occurrences(tokenizer: Any, documents: list[str], base_size: int) -> list[li
     Splitting the bits this way shows what the expanded model reads well (text it sees for the first time)
     and what it has lost (repeats, which the base model predicts by copying from earlier in the document).
     """
+    from xlang.eval.bpc import character_span
+
     encoded = tokenizer(documents, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     labels = []
     for document, ids, spans in zip(documents, encoded["input_ids"], encoded["offset_mapping"], strict=True):
@@ -122,9 +124,8 @@ def occurrences(tokenizer: Any, documents: list[str], base_size: int) -> list[li
         for token_id, (start, end) in zip(ids, spans, strict=True):
             category = (0 if token_id >= base_size else 2) + (1 if token_id in seen else 0)
             seen.add(token_id)
-            start = min(start, len(document) - 1)
-            for position in range(start, min(max(end, start + 1), len(document))):
-                per_char[position] = category
+            first, last = character_span(start, end, len(document))
+            per_char[first:last] = [category] * (last - first)
         labels.append(per_char)
     return labels
 
@@ -152,10 +153,12 @@ def frequent_tokens(tokenizer: Any, texts: list[str], keep: Any, count: int = 10
 
 
 def copy_probe(model: Any, pool: list[int], separator: int) -> tuple[float, float]:
+    """(first, second) reading of xlang's copy probe, for the JSON record and the table."""
+    from dataclasses import astuple
+
     from xlang.eval.copying import copy_probe as probe
 
-    result = probe(model, pool, separator)
-    return result.first_reading, result.second_reading
+    return astuple(probe(model, pool, separator))
 
 
 def measure_language(

@@ -179,16 +179,15 @@ def subword_fit_init(
     generator = torch.Generator().manual_seed(seed)
 
     # What each map reads: the current (subword-freq) rows and the row of each token's last piece.
+    last_ids = torch.tensor([token.pieces[-1] if token.pieces else -1 for token in spelled], device=device)
     maps = []
     for role, weight in matrices:
         rows = weight.detach()[index].float()
-        last_ids = torch.tensor([token.pieces[-1] if token.pieces else -1 for token in spelled], device=device)
         old_rows = weight.detach()[:old].float()
         last = torch.where((last_ids >= 0).unsqueeze(1), old_rows[last_ids.clamp(min=0)], old_rows.mean(0))
         dim = rows.shape[1]
         maps.append(
             {
-                "role": role,
                 "weight": weight,
                 "name": names["input" if role == "input" or len(matrices) == 1 else "output"],
                 "rows": rows,
@@ -287,6 +286,8 @@ def subword_fit_init(
             parameter.requires_grad_(flag)
         model.train(was_training)
 
+    if any(math.isnan(value) for value in text_losses):
+        raise XlangError("subword-fit: the next-token loss became NaN; lower fit_learning_rate")
     with torch.no_grad():
         for entry in maps:
             rows = fitted_rows(entry)
@@ -311,6 +312,4 @@ def subword_fit_init(
             "fit_keep_nats_taken_first_last": ends(keep_losses) if keep_losses else None,
         }
     )
-    if any(math.isnan(value) for value in text_losses):
-        raise XlangError("subword-fit: the next-token loss became NaN; lower fit_learning_rate")
     return facts

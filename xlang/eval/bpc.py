@@ -176,16 +176,39 @@ def _encode_stream(tokenizer: Any, documents: Sequence[str], separator_id: int, 
     return stream, torch.tensor(scored_mask, dtype=torch.bool), encoded["offset_mapping"] if offsets else None
 
 
-def _prepare(
-    model: Any, tokenizer: Any, texts: Sequence[str], window: int, stride: int, max_chars: int | None
-) -> list[str]:
+def _score(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    window: int,
+    stride: int,
+    max_chars: int | None,
+    batch_size: int,
+    separator: str | None,
+    offsets: bool = False,
+) -> tuple[list[str], Any, Any, Any]:
+    """(documents scored, scored mask, nats per stream position, per-document token offsets or None)."""
     if not 0 < stride <= window:
         raise XlangError(f"stride must be between 1 and the window ({window}); got {stride}")
     check_vocabulary(model, tokenizer)
     documents = take_chars(texts, max_chars)
     if not sum(len(text) for text in documents):
         raise XlangError("no text to score: the text list is empty")
-    return documents
+    separator_id = _separator_id(tokenizer, separator)
+    stream, scored, spans = _encode_stream(tokenizer, documents, separator_id, offsets=offsets)
+    nats = _token_nats(model, stream, scored, separator_id, window=window, stride=stride, batch_size=batch_size)
+    return documents, scored, nats, spans
+
+
+def character_span(start: int, end: int, length: int) -> tuple[int, int]:
+    """The characters ``[start, end)`` a token's offsets cover in a document of ``length`` characters.
+
+    Byte-level pieces of one character each carry that character's span; an empty span (a token that
+    adds no character of its own) takes the character it stands at, the last one at the very end.
+    """
+    start = min(start, length - 1)
+    return start, min(max(end, start + 1), length)
 
 
 def bits_per_character(
@@ -204,11 +227,17 @@ def bits_per_character(
     ``model`` is a causal LM (any dtype and device; fp32 is exact, bf16 about 3x faster on CPUs with
     AMX and within about 0.5% of it). ``max_chars`` caps the text (see :func:`take_chars`).
     """
-    documents = _prepare(model, tokenizer, texts, window, stride, max_chars)
     started = time.perf_counter()
-    separator_id = _separator_id(tokenizer, separator)
-    stream, scored, _ = _encode_stream(tokenizer, documents, separator_id)
-    nats = _token_nats(model, stream, scored, separator_id, window=window, stride=stride, batch_size=batch_size)
+    documents, scored, nats, _ = _score(
+        model,
+        tokenizer,
+        texts,
+        window=window,
+        stride=stride,
+        max_chars=max_chars,
+        batch_size=batch_size,
+        separator=separator,
+    )
     return BpcResult(
         bits=float(nats.sum()) / math.log(2),
         characters=sum(len(text) for text in documents),
@@ -238,20 +267,25 @@ def character_bits(
     """
     import torch
 
-    documents = _prepare(model, tokenizer, texts, window, stride, max_chars)
-    separator_id = _separator_id(tokenizer, separator)
-    stream, scored, offsets = _encode_stream(tokenizer, documents, separator_id, offsets=True)
-    nats = _token_nats(model, stream, scored, separator_id, window=window, stride=stride, batch_size=batch_size)
+    documents, _, nats, offsets = _score(
+        model,
+        tokenizer,
+        texts,
+        window=window,
+        stride=stride,
+        max_chars=max_chars,
+        batch_size=batch_size,
+        separator=separator,
+        offsets=True,
+    )
     bits = nats / math.log(2)
     profiles = []
     position = 0
     for document, spans in zip(documents, offsets, strict=True):
         profile = torch.zeros(len(document), dtype=torch.float64)
         position += 1  # the separator
-        for start, end in spans:
-            # Byte-level pieces of one character each carry that character's span, so they add up there.
-            start = min(start, len(document) - 1)
-            end = max(end, start + 1)
+        for token_start, token_end in spans:
+            start, end = character_span(token_start, token_end, len(document))
             profile[start:end] += bits[position] / (end - start)
             position += 1
         profiles.append(profile)
