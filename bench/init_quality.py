@@ -47,7 +47,16 @@ def validation_documents(spec: Any, cache_dir: Path) -> list[str]:
     return resolve.validation_documents(spec, XlangSettings(cache_dir=cache_dir), None)
 
 
+def training_documents(spec: Any, cache_dir: Path) -> list[str]:
+    """The training split as documents, as the recipe's init stage gives it to initializers."""
+    from xlang import resolve
+    from xlang.settings import XlangSettings
+
+    return resolve.corpus_documents(spec, "train", XlangSettings(cache_dir=cache_dir))
+
+
 def training_texts(spec: Any, cache_dir: Path) -> list[str]:
+    """The training split's paragraphs, as the tokenizer stage learns from them."""
     from xlang import plugins
     from xlang.data import texts
 
@@ -167,10 +176,11 @@ def measure_language(
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
 
     spec = language(code)
-    train = training_texts(spec, args.cache_dir)
-    english_train = training_texts(language("en"), args.cache_dir)  # subword-fit keeps English as it was
+    train = training_documents(spec, args.cache_dir)
+    english_train = training_documents(language("en"), args.cache_dir)  # subword-fit keeps English as it was
     validation = validation_documents(spec, args.cache_dir)
-    tokenizer_dir = expanded_tokenizer(base_dir, spec, train, args.budget, args.cache_dir)
+    paragraphs = training_texts(spec, args.cache_dir)
+    tokenizer_dir = expanded_tokenizer(base_dir, spec, paragraphs, args.budget, args.cache_dir)
     base_tokenizer = load_tokenizer(base_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
 
@@ -180,7 +190,7 @@ def measure_language(
     characters = sum(len(document) for document in documents)
     labels = occurrences(tokenizer, documents, len(base_tokenizer))
     separator = base_tokenizer.bos_token_id
-    probe_text = train[:2000]
+    probe_text = paragraphs[:2000]
     base_pool = frequent_tokens(base_tokenizer, probe_text, lambda token_id: token_id != separator)
     new_pool = frequent_tokens(tokenizer, probe_text, lambda token_id: token_id >= len(base_tokenizer))
 

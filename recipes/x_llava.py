@@ -107,12 +107,15 @@ def init(context: StageContext) -> StageOutput:
     name = config.initializer or context.language.defaults.embedding_initializer
     initializer = resolve.strategy("embedding_initializers", name)
     # every built-in ignores the options it does not use; `subword-freq` counts frequencies on the texts,
-    # `subword-fit` also fits on them and on the companion languages' text (English), which it must keep
+    # `subword-fit` also fits on them and on the companion languages' text (English), which it must keep.
+    # Whole documents, not paragraphs: the fit must see text in context, as BPC and users read it.
     companions = resolve.companion_languages(context.language)[1:]
     options: dict[str, Any] = {
         "seed": config.seed,
-        "texts": resolve.corpus_texts(context.language, "train", context.settings),
-        "keep_texts": [text for spec in companions for text in resolve.corpus_texts(spec, "train", context.settings)],
+        "texts": resolve.corpus_documents(context.language, "train", context.settings),
+        "keep_texts": [
+            text for spec in companions for text in resolve.corpus_documents(spec, "train", context.settings)
+        ],
     }
     if config.fit_steps is not None:
         options["fit_steps"] = config.fit_steps

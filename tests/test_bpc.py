@@ -217,3 +217,18 @@ def test_validation_documents_join_paragraphs_and_cut_by_characters(test_cache_d
     assert sum(len(document) for document in documents) == 5000
     assert len(documents) < len(take_chars(paragraphs, 5000))  # whole pages, not paragraph by paragraph
     assert documents[0].startswith(paragraphs[0] + "\n" + paragraphs[1])
+
+
+def test_training_documents_are_the_paragraphs_joined_and_splits_are_checked(test_cache_dir: Path) -> None:
+    from xlang import resolve
+    from xlang.settings import XlangSettings
+
+    settings = XlangSettings(cache_dir=test_cache_dir)
+    korean = resolve.language("ko")
+    paragraphs = resolve.corpus_texts(korean, "train", settings)
+    documents = resolve.corpus_documents(korean, "train", settings)
+    # every paragraph once, in order, joined within its page: the text the fitting initializer reads
+    assert "\n".join(documents) == "\n".join(paragraphs)
+    assert len(documents) < len(paragraphs) / 5
+    with pytest.raises(XlangError, match="unknown split 'test'"):
+        resolve.corpus_documents(korean, "test", settings)

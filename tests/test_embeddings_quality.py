@@ -33,6 +33,9 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     ko, en = resolve.language("ko"), resolve.language("en")
     train = resolve.corpus_texts(ko, "train", settings)
     expand_tokenizer(smollm2_dir, ko, train, 8000, tmp_path / "tokenizer")
+    # initializers get whole documents, as the init stage gives them: the fit reads text in context
+    documents = resolve.corpus_documents(ko, "train", settings)
+    english_documents = resolve.corpus_documents(en, "train", settings)
     korean = resolve.validation_documents(ko, settings, MAX_CHARS)
     english = resolve.validation_documents(en, settings, MAX_CHARS)
     base_tokenizer = load_tokenizer(smollm2_dir)
@@ -52,7 +55,13 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     for name in ("random", "subword-mean", "subword-freq", "subword-fit"):
         model = load_causal_lm(smollm2_dir)
         # a short fit: enough to show the rows becoming copyable, not the full quality of FIT_STEPS
-        options = {"texts": train, "fit_steps": FIT_STEPS, "fit_sequence": 128, "progress": False}
+        options = {
+            "texts": documents,
+            "keep_texts": english_documents,
+            "fit_steps": FIT_STEPS,
+            "fit_sequence": 128,
+            "progress": False,
+        }
         expand_model(model, base_tokenizer, tokenizer, BUILTIN_INITIALIZERS[name], options=options)
         scores[name] = score(model, tokenizer)
         if name.startswith("subword-"):

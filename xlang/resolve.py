@@ -66,12 +66,21 @@ def corpus_dataset(language: LanguageSpec, split: str, settings: XlangSettings) 
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
-def validation_documents(language: LanguageSpec, settings: XlangSettings, max_chars: int | None) -> list[str]:
-    """The language's validation split as whole documents (paragraphs of a page joined), first
-    ``max_chars`` characters: BPC measured in context, the same text for every model and command."""
+def corpus_documents(
+    language: LanguageSpec, split: str, settings: XlangSettings, max_chars: int | None = None
+) -> list[str]:
+    """One split as whole documents (paragraphs of a page joined), first ``max_chars`` characters: text
+    read in context, as a model meets it, rather than paragraph by paragraph."""
     from xlang.eval.bpc import join_documents, take_chars
 
-    return take_chars(join_documents(corpus_dataset(language, "validation", settings)), max_chars)
+    if split not in SPLITS:
+        raise XlangError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return take_chars(join_documents(corpus_dataset(language, split, settings)), max_chars)
+
+
+def validation_documents(language: LanguageSpec, settings: XlangSettings, max_chars: int | None) -> list[str]:
+    """The validation split as documents: BPC measured in context, the same text for every model and command."""
+    return corpus_documents(language, "validation", settings, max_chars)
 
 
 def companion_languages(language: LanguageSpec, codes: tuple[str, ...] = ("en",)) -> list[LanguageSpec]:
