@@ -171,13 +171,17 @@ def copy_probe(model: Any, pool: list[int], separator: int) -> tuple[float, floa
 
 
 def measure_language(
-    code: str, args: argparse.Namespace, base_dir: Path, english: list[str], base_english: float
+    code: str,
+    args: argparse.Namespace,
+    base_dir: Path,
+    english: list[str],
+    base_english: float,
+    english_train: list[str],
 ) -> list[dict[str, Any]]:
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
 
     spec = language(code)
     train = training_documents(spec, args.cache_dir)
-    english_train = training_documents(language("en"), args.cache_dir)  # subword-fit keeps English as it was
     validation = validation_documents(spec, args.cache_dir)
     paragraphs = training_texts(spec, args.cache_dir)
     tokenizer_dir = expanded_tokenizer(base_dir, spec, paragraphs, args.budget, args.cache_dir)
@@ -349,7 +353,12 @@ def main() -> None:
     model = load_causal_lm(base_dir, dtype=args.dtype)
     base_english = bpc(model, load_tokenizer(base_dir), english, args.max_chars)
     del model
-    rows = [row for code in args.languages for row in measure_language(code, args, base_dir, english, base_english)]
+    english_train = training_documents(language("en"), args.cache_dir)  # subword-fit keeps English as it was
+    rows = [
+        row
+        for code in args.languages
+        for row in measure_language(code, args, base_dir, english, base_english, english_train)
+    ]
 
     table = Table(
         title=f"Expanded model before training: bits per character on validation "

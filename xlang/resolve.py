@@ -30,6 +30,18 @@ def load_source(source: CorpusSource, split: str, settings: XlangSettings) -> An
     return dataset
 
 
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise XlangError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+def _offline_sources(language: LanguageSpec) -> list[CorpusSource]:
+    sources = list(language.offline_corpora())
+    if not sources:
+        raise XlangError(f"language {language.code!r} declares no offline corpus; add one to its LanguageSpec")
+    return sources
+
+
 def corpus_texts(
     language: LanguageSpec,
     split: str,
@@ -37,11 +49,8 @@ def corpus_texts(
     max_chars: int | None = None,
 ) -> list[str]:
     """The language's offline monolingual documents of one split, in a stable order."""
-    if split not in SPLITS:
-        raise XlangError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    sources = language.offline_corpora()
-    if not sources:
-        raise XlangError(f"language {language.code!r} declares no offline corpus; add one to its LanguageSpec")
+    _check_split(split)
+    sources = _offline_sources(language)
     texts: list[str] = []
     total = 0
     for source in sources:
@@ -59,9 +68,8 @@ def corpus_dataset(language: LanguageSpec, split: str, settings: XlangSettings) 
     column, so stages that care about page boundaries can join paragraphs back into pages)."""
     from datasets import concatenate_datasets
 
-    sources = language.offline_corpora()
-    if not sources:
-        raise XlangError(f"language {language.code!r} declares no offline corpus; add one to its LanguageSpec")
+    _check_split(split)
+    sources = _offline_sources(language)
     parts = [load_source(source, split, settings) for source in sources]
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
@@ -73,8 +81,6 @@ def corpus_documents(
     read in context, as a model meets it, rather than paragraph by paragraph."""
     from xlang.eval.bpc import join_documents, take_chars
 
-    if split not in SPLITS:
-        raise XlangError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     return take_chars(join_documents(corpus_dataset(language, split, settings)), max_chars)
 
 
