@@ -332,6 +332,7 @@ def test_subword_fit_lowers_its_losses_and_leaves_the_model_as_it_was(
     copy_first, copy_last = facts["fit_copy_loss_first_last"]
     assert copy_last < copy_first - 0.1 and text_last < text_first + 0.5, facts
     assert facts["fit_keep_nats_taken_first_last"][1] < 0.05, facts  # English keeps its probability mass
+    assert 0 <= facts["fit_keep_nats_held_out"] < 0.05, facts  # also where the fit never looked
     assert facts["fit_parameters"] == (1 if tied else 2) * (2 * 32 * 32 + 32)
     new = torch.tensor(done["new_token_ids"])
     for fitted_layer, reference_layer in (

@@ -76,9 +76,7 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     # (30 steps: 8.7 -> 4.8 nats/token here; the full 150-step fit reaches 1.2, docs/embeddings.md)
     assert probes["subword-fit"] < probes["subword-freq"] - 2.5 and probes["subword-freq"] > 6, probes
     assert ratios["subword-fit"] < ratios["subword-mean"], ratios
-    # a 30-step fit leaves English 1.5% up here (the 150-step bench fit: +0.11%); an open problem
-    # recorded in docs/embeddings.md, held to a looser bound until it is solved
-    assert -1e-6 < english_change["subword-fit"] < 0.03, english_change
-    for name in ("subword-mean", "subword-freq"):
+    for name in ("subword-mean", "subword-freq", "subword-fit"):
         # old logits are unchanged; the only change is the probability mass the new rows take
+        # (the 30-step fit on whole documents, with English keep text: +0.13% here; on paragraphs it was +1.5%)
         assert -1e-6 < english_change[name] < 0.005, english_change
