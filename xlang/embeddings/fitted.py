@@ -106,14 +106,16 @@ def _training_stream(tokenizer: Any, texts: Sequence[str], tokens: int, seed: in
 
 
 def _kept_states(
-    model: Any, tokenizer: Any, keep_texts: Sequence[str], output_weight: Any, new_index: Any, length: int, seed: int
+    model: Any, tokenizer: Any, keep_texts: Sequence[str], output_weight: Any, new_index: Any, seed: int
 ) -> tuple[Any, Any] | None:
-    """Final states of up to KEEP_TOKENS positions of ``keep_texts`` and the log-sum-exp of their logits
-    over every row but the new ones (fixed while the new rows are fitted); None without such text."""
+    """Final states of up to KEEP_TOKENS positions of ``keep_texts``, read KEEP_CONTEXT tokens at a time (or
+    the model's longest context), and the log-sum-exp of their logits over every row but the new ones
+    (fixed while the new rows are fitted); None without such text."""
     import torch
 
     from xlang.embeddings.initializers import output_states
 
+    length = min(KEEP_CONTEXT, getattr(model.config, "max_position_embeddings", None) or KEEP_CONTEXT)
     stream = torch.tensor(_training_stream(tokenizer, keep_texts, KEEP_TOKENS, seed), dtype=torch.long)
     if not len(stream):
         return None
@@ -228,8 +230,7 @@ def subword_fit_init(
             f"{fit_sequence + 1}; give more text or a smaller fit_sequence"
         )
     output = maps[-1]  # tied: the one matrix; untied: the output matrix
-    context = min(KEEP_CONTEXT, getattr(model.config, "max_position_embeddings", None) or KEEP_CONTEXT)
-    kept = _kept_states(model, tokenizer, keep_texts, output["weight"], index, max(context, fit_sequence), seed)
+    kept = _kept_states(model, tokenizer, keep_texts, output["weight"], index, seed)
     new_set = set(int(token_id) for token_id in new_token_ids)
     frequent = [token_id for token_id, _ in Counter(stream.tolist()).most_common() if token_id in new_set]
     pool = torch.tensor(frequent[:COPY_POOL] or list(new_token_ids)[:COPY_POOL], dtype=torch.long)
