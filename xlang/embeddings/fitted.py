@@ -247,16 +247,16 @@ def subword_fit_init(
     # keeps off English in general or only on the states it was fitted on
     trained_kept = len(kept[0]) - int(KEEP_HELD_OUT * len(kept[0])) if kept is not None else 0
 
-    def mass_taken(positions: Any) -> Any:
+    def mass_taken(positions: Any, output_rows: Any) -> Any:
         """Nats per token the new rows take at these kept positions (the old rows' logits are fixed)."""
         states, fixed = kept
-        new_logits = states[positions] @ fitted_rows(output).T
+        new_logits = states[positions] @ output_rows.T
         return torch.logaddexp(fixed[positions], torch.logsumexp(new_logits, dim=1)) - fixed[positions]
 
-    def loss_of(inputs: Any, score_from: int) -> Any:
+    def loss_of(inputs: Any, score_from: int, current: list[Any]) -> Any:
         weights = {
-            entry["name"]: entry["weight"].detach().index_put((index,), fitted_rows(entry).to(entry["weight"].dtype))
-            for entry in maps
+            entry["name"]: entry["weight"].detach().index_put((index,), rows.to(entry["weight"].dtype))
+            for entry, rows in zip(maps, current, strict=True)
         }
         with _autocast(device):
             logits = torch.func.functional_call(model, weights, args=(), kwargs={"input_ids": inputs}).logits
@@ -291,18 +291,19 @@ def subword_fit_init(
             for _step in range(fit_steps):
                 starts = torch.randint(0, len(stream) - fit_sequence, (fit_batch,), generator=generator)
                 text = torch.stack([stream[start : start + fit_sequence] for start in starts.tolist()]).to(device)
-                text_loss = loss_of(text, 0)
+                current = [fitted_rows(entry) for entry in maps]  # once a step: every term reads them
+                text_loss = loss_of(text, 0, current)
                 total = text_loss
                 if copy_weight:
                     picks = pool[torch.randint(len(pool), (fit_batch, COPY_LENGTH), generator=generator)]
                     copy = torch.cat([torch.full((fit_batch, 1), separator), picks, picks], dim=1).to(device)
-                    copy_loss = loss_of(copy, COPY_LENGTH + 1)
+                    copy_loss = loss_of(copy, COPY_LENGTH + 1, current)
                     total = total + copy_weight * copy_loss
                     copy_losses.append(float(copy_loss.detach()))
                 if kept is not None:
                     count = min(KEEP_SAMPLE, trained_kept)
                     chosen = torch.randint(0, trained_kept, (count,), generator=generator).to(device)
-                    taken = mass_taken(chosen).mean()
+                    taken = mass_taken(chosen, current[-1]).mean()
                     total = total + KEEP_WEIGHT * taken
                     keep_losses.append(float(taken.detach()))
                 optimizer.zero_grad(set_to_none=True)
@@ -326,7 +327,7 @@ def subword_fit_init(
         held_out = None
         if kept is not None and trained_kept < len(kept[0]):
             positions = torch.arange(trained_kept, len(kept[0]), device=device)
-            held_out = round(float(mass_taken(positions).mean()), 4)
+            held_out = round(float(mass_taken(positions, fitted_rows(output)).mean()), 4)
         for entry in maps:
             rows = fitted_rows(entry)
             if not bool(torch.isfinite(rows).all()):
