@@ -377,3 +377,24 @@ def test_kept_states_read_only_the_positions_they_keep(
         handle.remove()
     assert lengths == [32, 32, 32, 4] and states.shape == (100, 32) and fixed.shape == (100,)
     assert fitted._kept_states(model, expanded_tokenizer, [], model.lm_head.weight, new, seed=0) is None
+
+
+def test_hardest_kept_positions_are_the_most_taken_and_never_held_out() -> None:
+    """The mined English positions are those where the new rows take the most mass, found only among the
+    trained ones: a held-out position that the rows dominate must not leak into training."""
+    from xlang.embeddings import fitted
+
+    generator = torch.Generator().manual_seed(0)
+    states = torch.randn(40, 8, generator=generator)
+    fixed = torch.logsumexp(states @ torch.randn(8, 20, generator=generator), dim=1)
+    output_rows = torch.randn(3, 8, generator=generator)
+    states[5] = 4 * output_rows[1]  # a trained position the new rows dominate
+    states[35] = 6 * output_rows[2]  # a held-out one that would be the hardest of all
+    kept = (states, fixed)
+    taken = fitted._mass_taken(kept, torch.arange(32), output_rows)
+
+    hardest = fitted._hardest_kept(kept, 32, output_rows, 4)
+
+    assert hardest.tolist() == taken.topk(4).indices.tolist()
+    assert int(hardest[0]) == 5 and bool((hardest < 32).all())
+    assert fitted._hardest_kept(kept, 32, output_rows, 0).numel() == 0
