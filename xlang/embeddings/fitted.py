@@ -293,6 +293,7 @@ def subword_fit_init(
         return torch.nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), targets.reshape(-1))
 
     wanted_hard = int(KEEP_HARD_SHARE * min(KEEP_SAMPLE, trained_kept))
+    hardest = torch.zeros(0, dtype=torch.long, device=device)  # found at step 0, then every KEEP_REFRESH steps
     parameters = [entry[key] for entry in maps for key in ("A", "B", "c")]
     optimizer = torch.optim.Adam(parameters, lr=fit_learning_rate)
     flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
