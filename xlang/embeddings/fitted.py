@@ -54,9 +54,10 @@ KEEP_TOKENS = 65536
 """Positions of ``keep_texts`` whose final states are computed once; each step scores KEEP_SAMPLE of them.
 With 8,192 the map learned those states: a 300-step Chinese fit took 0.001-0.003 nats/token on them
 and left English validation bits/char 9.9% up (SmolLM2); with 32,768 drawn uniformly a Korean fit
-took 0.0072 on English validation, with 65,536 and KEEP_HARD_SHARE 0.00037. KEEP_HELD_OUT of them are never trained on;
-the mass taken there is reported as ``fit_keep_nats_held_out``: a floor on what English loses, not a bound
-(a Korean fit with KEEP_WEIGHT 30 held out 0.0033 nats/token and took 0.039 on English validation)."""
+took 0.0072 on English validation, with 65,536 and KEEP_HARD_SHARE 0.00037. KEEP_HELD_OUT of them
+are never trained on; the mass taken there is reported as ``fit_keep_nats_held_out``: a floor on what
+English loses, not a bound (a Korean fit with KEEP_WEIGHT 30 held out 0.0033 nats/token and took
+0.039 on English validation)."""
 KEEP_CONTEXT = 1024
 """Tokens per forward pass that computes the kept states: long contexts, as bits per character reads
 English (1,024-token windows). States from the fit's own 256-token sequences missed them: a 150-step
@@ -278,9 +279,6 @@ def subword_fit_init(
     # keeps off English in general or only on the states it was fitted on
     trained_kept = len(kept[0]) - int(KEEP_HELD_OUT * len(kept[0])) if kept is not None else 0
 
-    def mass_taken(positions: Any, output_rows: Any) -> Any:
-        return _mass_taken(kept, positions, output_rows)
-
     def loss_of(inputs: Any, score_from: int, current: list[Any]) -> Any:
         weights = {
             entry["name"]: entry["weight"].detach().index_put((index,), rows.to(entry["weight"].dtype))
@@ -336,7 +334,7 @@ def subword_fit_init(
                     count = min(KEEP_SAMPLE, trained_kept) - len(hardest)
                     uniform = torch.randint(0, trained_kept, (count,), generator=generator).to(device)
                     chosen = torch.cat([hardest, uniform])
-                    taken = mass_taken(chosen, current[-1]).mean()
+                    taken = _mass_taken(kept, chosen, current[-1]).mean()
                     total = total + KEEP_WEIGHT * taken
                     keep_losses.append(float(taken.detach()))
                 optimizer.zero_grad(set_to_none=True)
@@ -360,7 +358,7 @@ def subword_fit_init(
         held_out = None
         if kept is not None and trained_kept < len(kept[0]):
             positions = torch.arange(trained_kept, len(kept[0]), device=device)
-            held_out = round(float(mass_taken(positions, fitted_rows(output)).mean()), 4)
+            held_out = round(float(_mass_taken(kept, positions, fitted_rows(output)).mean()), 4)
         for entry in maps:
             rows = fitted_rows(entry)
             if not bool(torch.isfinite(rows).all()):
