@@ -160,10 +160,17 @@ def _hardest_kept(kept: tuple[Any, Any], trained: int, output_rows: Any, wanted:
     device = kept[0].device
     if not wanted:
         return torch.zeros(0, dtype=torch.long, device=device)
-    with torch.no_grad():
-        blocks = torch.arange(trained, device=device).split(KEEP_SAMPLE)
-        taken = torch.cat([_mass_taken(kept, block, output_rows) for block in blocks])
+    taken = _mass_taken_in_blocks(kept, torch.arange(trained, device=device), output_rows)
     return taken.topk(min(wanted, trained)).indices
+
+
+def _mass_taken_in_blocks(kept: tuple[Any, Any], positions: Any, output_rows: Any) -> Any:
+    """``_mass_taken`` without gradients, KEEP_SAMPLE positions at a time: all trained or held-out positions
+    against every new row at once would be tens of thousands x new-vocabulary logits."""
+    import torch
+
+    with torch.no_grad():
+        return torch.cat([_mass_taken(kept, block, output_rows) for block in positions.split(KEEP_SAMPLE)])
 
 
 def _autocast(device: Any) -> Any:
@@ -355,12 +362,12 @@ def subword_fit_init(
     if any(math.isnan(value) for value in text_losses):
         raise XlangError("subword-fit: the next-token loss became NaN; lower fit_learning_rate")
     with torch.no_grad():
+        final = [fitted_rows(entry) for entry in maps]
         held_out = None
         if kept is not None and trained_kept < len(kept[0]):
             positions = torch.arange(trained_kept, len(kept[0]), device=device)
-            held_out = round(float(_mass_taken(kept, positions, fitted_rows(output)).mean()), 4)
-        for entry in maps:
-            rows = fitted_rows(entry)
+            held_out = round(float(_mass_taken_in_blocks(kept, positions, final[-1]).mean()), 4)
+        for entry, rows in zip(maps, final, strict=True):
             if not bool(torch.isfinite(rows).all()):
                 raise XlangError(
                     f"subword-fit diverged (NaN or infinite rows); lower fit_learning_rate (was {fit_learning_rate})"
