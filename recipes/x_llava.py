@@ -98,6 +98,8 @@ class InitConfig(_Config):
     seed: int = 0
     fit_steps: int | None = None
     """Steps of a fitting initializer (`subword-fit`); default: its own (150)."""
+    row_steps: int | None = None
+    """Steps of `subword-fit`'s second phase (a free residual per new row); default: its own (0)."""
 
 
 def init(context: StageContext) -> StageOutput:
@@ -117,8 +119,9 @@ def init(context: StageContext) -> StageOutput:
             text for spec in companions for text in resolve.corpus_documents(spec, "train", context.settings)
         ],
     }
-    if config.fit_steps is not None:
-        options["fit_steps"] = config.fit_steps
+    for knob in ("fit_steps", "row_steps"):
+        if getattr(config, knob) is not None:
+            options[knob] = getattr(config, knob)
     result = initialize_embeddings(
         context.base_model,
         _expanded_tokenizer(context),

@@ -343,6 +343,44 @@ def test_subword_fit_lowers_its_losses_and_leaves_the_model_as_it_was(
     assert fitted.training and all(parameter.requires_grad for parameter in fitted.parameters())
 
 
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_subword_fit_row_phase_trains_each_new_row_and_keeps_english(
+    tied: bool, base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
+    """The second phase gives every new row a residual of its own: the training text's loss falls below
+    the map-only fit's, the map phase itself runs unchanged, and English keeps its mass."""
+
+    def fit(row_steps: int) -> tuple[Any, dict[str, Any]]:
+        model = tiny_llama(len(base_tokenizer), tied=tied)
+        options = {**FIT_OPTIONS, "fit_steps": 5, "row_steps": row_steps, "row_sequence": 32, "row_learning_rate": 3e-2}
+        done = expand_model(
+            model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-fit"], options=options
+        )
+        return model, done["facts"]
+
+    def text_loss(model: Any) -> float:
+        """Mean loss where the next token is new: what the rows decide (old targets are mostly noise here)."""
+        ids = expanded_tokenizer(" ".join(KOREAN), return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            losses = torch.nn.functional.cross_entropy(
+                model(input_ids=ids).logits[0, :-1], ids[0, 1:], reduction="none"
+            )
+        return float(losses[ids[0, 1:] >= len(base_tokenizer)].mean())
+
+    mapped, map_facts = fit(0)
+    rowed, facts = fit(40)
+    assert text_loss(rowed) < text_loss(mapped) - 0.5
+    assert map_facts["fit_row_text_loss_first_last"] is None and facts["fit_row_steps"] == 40
+    assert len(facts["fit_row_text_loss_first_last"]) == 2
+    # the map phase ran as without the second one
+    assert facts["fit_text_loss_first_last"] == map_facts["fit_text_loss_first_last"]
+    assert facts["fit_keep_nats_taken_first_last"][1] < 0.05 and 0 <= facts["fit_keep_nats_held_out"] < 0.05, facts
+    new = torch.arange(len(base_tokenizer), len(expanded_tokenizer))
+    assert not torch.equal(mapped.get_input_embeddings().weight[new], rowed.get_input_embeddings().weight[new])
+    assert not torch.equal(mapped.get_output_embeddings().weight[new], rowed.get_output_embeddings().weight[new])
+    assert all(parameter.requires_grad for parameter in rowed.parameters())
+
+
 def test_subword_fit_is_reproducible_and_needs_text(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
     def fit(options: dict[str, Any] | None) -> Any:
         model = tiny_llama(len(base_tokenizer), tied=True)
@@ -354,6 +392,8 @@ def test_subword_fit_is_reproducible_and_needs_text(base_tokenizer: Any, expande
         fit(None)
     with pytest.raises(XlangError, match="fit_steps >= 0"):
         fit({**FIT_OPTIONS, "fit_steps": -1})
+    with pytest.raises(XlangError, match="row_steps >= 0"):
+        fit({**FIT_OPTIONS, "row_steps": -1})
 
 
 def test_kept_states_read_only_the_positions_they_keep(

@@ -107,7 +107,7 @@ def test_a_tokenizer_that_does_not_extend_the_base_is_refused(smollm2_dir, tmp_p
 
 
 def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_path):
-    """`xlang extend --initializer subword-fit --fit-steps N` through the recipe: the fit gets the target
+    """`xlang extend --initializer subword-fit --fit-steps N --row-steps M` through the recipe: the fit gets the target
     text and the companion English text, and its facts land in the folder's xlang-init.json."""
     import json
     import subprocess
@@ -117,10 +117,12 @@ def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_pat
     run = tmp_path / "run"
     command = [sys.executable, "-m", "xlang.cli", "extend", "--lang", "ko", "--base", str(base), "--out", str(run)]
     command += ["--until", "init", "--budget", "300", "--initializer", "subword-fit", "--fit-steps", "2"]
+    command += ["--row-steps", "2"]
     result = subprocess.run(command, capture_output=True, text=True, env=cli_env)
     assert result.returncode == 0, result.stderr
     record = json.loads((run / "init" / "model" / "xlang-init.json").read_text())
     assert record["initializer"] == "subword-fit"
     facts = record["facts"]
     assert facts["fit_steps"] == 2 and len(facts["fit_keep_nats_taken_first_last"]) == 2, facts
+    assert facts["fit_row_steps"] == 2 and len(facts["fit_row_text_loss_first_last"]) == 2, facts
     assert facts["fit_stream_tokens"] > 2 * 4 * 257

@@ -279,6 +279,7 @@ STAGE_FLAGS: dict[str, tuple[str, str]] = {
     "budget": ("expand", "budget"),
     "initializer": ("init", "initializer"),
     "fit_steps": ("init", "fit_steps"),
+    "row_steps": ("init", "row_steps"),
     "steps": ("pretrain", "steps"),
     "seq_len": ("pretrain", "seq_len"),
     "mix": ("pretrain", "mix"),
@@ -302,6 +303,7 @@ class ExtendCommand(click.Command):
 @click.option("--budget", type=int, default=None, help="expand: number of new tokens.")
 @click.option("--initializer", default=None, help="init: embedding initializer name.")
 @click.option("--fit-steps", "fit_steps", type=int, default=None, help="init: steps of a fitting initializer.")
+@click.option("--row-steps", "row_steps", type=int, default=None, help="init: subword-fit's per-row phase steps.")
 @click.option("--steps", type=int, default=None, help="pretrain: optimizer steps.")
 @click.option("--seq-len", "seq_len", type=int, default=None, help="pretrain: block length in tokens.")
 @click.option("--mix", default=None, help="pretrain: language weights, e.g. ko=0.5,en=0.5.")
