@@ -19,6 +19,7 @@ expanded by 16k Chinese tokens: 49k + 16k rows; a one-layer random model so that
 
     .venv/bin/python bench/init_quality.py --cache-dir .cache/xlang-test
     .venv/bin/python bench/init_quality.py --languages ko --initializers subword-mean subword-freq --skip-7b
+    .venv/bin/python bench/init_quality.py --languages zh --initializers subword-fit --row-steps 400 --skip-7b
 
 The last line is a one-line summary.
 """
@@ -78,7 +79,13 @@ def expanded_tokenizer(base: Path, spec: Any, train: list[str], budget: int, cac
 
 
 def initialize(
-    model: Any, base_tokenizer: Any, tokenizer: Any, name: str, train: list[str], keep: list[str] = ()
+    model: Any,
+    base_tokenizer: Any,
+    tokenizer: Any,
+    name: str,
+    train: list[str],
+    keep: list[str] = (),
+    row_steps: int = 0,
 ) -> dict[str, Any]:
     """Resize ``model`` for ``tokenizer`` and fill the new rows with initializer ``name``, as the init stage does."""
     from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
@@ -88,7 +95,7 @@ def initialize(
         base_tokenizer,
         tokenizer,
         BUILTIN_INITIALIZERS[name],
-        options={"texts": train, "keep_texts": keep, "seed": 0},
+        options={"texts": train, "keep_texts": keep, "seed": 0, "row_steps": row_steps},
         initializer_name=name,
     )
 
@@ -223,10 +230,12 @@ def measure_language(
             model.config.tie_word_embeddings = False
             model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
         started = time.perf_counter()
-        done = initialize(model, base_tokenizer, tokenizer, name, train, english_train)
+        row_steps = args.row_steps if name in FITTING else 0
+        done = initialize(model, base_tokenizer, tokenizer, name, train, english_train, row_steps)
         seconds = time.perf_counter() - started
         model.to(getattr(torch, args.dtype))
-        label = f"{name} (untied)" if untied else name
+        label = f"{name} + {row_steps} row steps" if row_steps else name
+        label = f"{label} (untied)" if untied else label
         row = {
             "language": code,
             "model": label,
@@ -337,6 +346,7 @@ def main() -> None:
         default=["subword-mean", "subword-freq"],
         help="also run these on SmolLM2 with its output matrix copied (untied, the same function)",
     )
+    parser.add_argument("--row-steps", type=int, default=0, help="subword-fit: steps of its per-row phase")
     parser.add_argument("--dtype", default="float32", help="evaluation dtype (bfloat16 is ~3x faster on AMX CPUs)")
     parser.add_argument("--skip-7b", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
