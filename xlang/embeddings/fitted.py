@@ -15,6 +15,9 @@ losses: next-token loss on the target training text read with the expanded token
 (random sequences of frequent new tokens read twice, scored on the second reading). Tied models fit one
 map (the row is input and output); untied models fit one per matrix.
 
+A second phase (``row_steps``, off by default) then keeps the map and trains a free residual per new
+row on longer text: the map cannot tell rare words apart, rows of their own can.
+
 It costs what ``steps`` forward and backward passes of the frozen model cost (SmolLM2-135M: 3-7.5 s a
 step on two CPU cores, 10-21 minutes in all), so it is an initializer for when quality before training
 matters more than seconds; ``subword-freq`` is the fast one.
