@@ -394,6 +394,9 @@ def test_subword_fit_is_reproducible_and_needs_text(base_tokenizer: Any, expande
         fit({**FIT_OPTIONS, "fit_steps": -1})
     with pytest.raises(XlangError, match="row_steps >= 0"):
         fit({**FIT_OPTIONS, "row_steps": -1})
+    # a row phase that blows up names its own learning rate
+    with pytest.raises(XlangError, match=r"row_learning_rate \(was 1e\+30\)"):
+        fit({**FIT_OPTIONS, "fit_steps": 2, "row_steps": 3, "row_sequence": 16, "row_learning_rate": 1e30})
 
 
 def test_kept_states_read_only_the_positions_they_keep(

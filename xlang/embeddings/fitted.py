@@ -408,8 +408,12 @@ def subword_fit_init(
             parameter.requires_grad_(flag)
         model.train(was_training)
 
-    if any(math.isnan(value) for value in text_losses + row_losses):
-        raise XlangError("subword-fit: the next-token loss became NaN; lower fit_learning_rate")
+    for phase_losses, knob, rate in (
+        (text_losses, "fit_learning_rate", fit_learning_rate),
+        (row_losses, "row_learning_rate", row_learning_rate),
+    ):
+        if any(math.isnan(value) for value in phase_losses):
+            raise XlangError(f"subword-fit: the next-token loss became NaN; lower {knob} (was {rate})")
     with torch.no_grad():
         final = [fitted_rows(entry) for entry in maps]
         held_out = None
@@ -420,6 +424,7 @@ def subword_fit_init(
             if not bool(torch.isfinite(rows).all()):
                 raise XlangError(
                     f"subword-fit diverged (NaN or infinite rows); lower fit_learning_rate (was {fit_learning_rate})"
+                    + (f" or row_learning_rate (was {row_learning_rate})" if row_steps else "")
                 )
             _write(entry["weight"], new_token_ids, rows)
 
