@@ -14,11 +14,16 @@ SETUP_STAMP := $(VENV)/.xlang-setup
 
 setup: $(SETUP_STAMP)
 
-$(SETUP_STAMP): pyproject.toml languages/ko/pyproject.toml languages/zh/pyproject.toml languages/en/pyproject.toml
+# first-party plugins install like a third party's: their own distributions, the `xlang` entry point group
+PLUGINS := plugins/xlang-debian plugins/xlang-dinov2 plugins/xlang-subword-fit
+LANGUAGES := languages/ko languages/zh languages/en
+PROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS) $(LANGUAGES))
+
+$(SETUP_STAMP): $(PROJECTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) -e ".[vision,test]" \
-		-e languages/ko -e languages/zh -e languages/en
+		$(addprefix -e ,$(PLUGINS)) $(addprefix -e ,$(LANGUAGES))
 	touch $@
 
 demo: setup

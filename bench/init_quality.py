@@ -40,32 +40,32 @@ sys.path.insert(0, str(REPO / "bench"))
 from tokenizer_compression import language  # noqa: E402  (the installed plugin or this checkout's)
 
 
-def validation_documents(spec: Any, cache_dir: Path) -> list[str]:
-    """The whole validation split as documents, as `xlang eval bpc` and the evaluate stage read it."""
-    from xlang import resolve
+def resolver(cache_dir: Path) -> Any:
+    from xlang.resolve import Resolver
     from xlang.settings import XlangSettings
 
-    return resolve.validation_documents(spec, XlangSettings(cache_dir=cache_dir), None)
+    return Resolver(XlangSettings(cache_dir=cache_dir))
+
+
+def validation_documents(spec: Any, cache_dir: Path) -> list[str]:
+    """The whole validation split as documents, as `xlang eval bpc` and the evaluate stage read it."""
+    from xlang.data.views import documents
+
+    return documents(resolver(cache_dir).dataset(spec, "validation"), spec)
 
 
 def training_documents(spec: Any, cache_dir: Path) -> list[str]:
     """The training split as documents, as the recipe's init stage gives it to initializers."""
-    from xlang import resolve
-    from xlang.settings import XlangSettings
+    from xlang.data.views import documents
 
-    return resolve.corpus_documents(spec, "train", XlangSettings(cache_dir=cache_dir))
+    return documents(resolver(cache_dir).dataset(spec, "train"), spec)
 
 
 def training_texts(spec: Any, cache_dir: Path) -> list[str]:
     """The training split's paragraphs, as the tokenizer stage learns from them."""
-    from xlang import plugins
-    from xlang.data import texts
+    from xlang.data.views import paragraphs
 
-    collected: list[str] = []
-    for source in spec.offline_corpora():
-        dataset = plugins.call_first("load_corpus", source=source, split="train", cache_dir=cache_dir)
-        collected.extend(texts(dataset, language=spec))
-    return collected
+    return paragraphs(resolver(cache_dir).dataset(spec, "train"), spec)
 
 
 def expanded_tokenizer(base: Path, spec: Any, train: list[str], budget: int, cache_dir: Path) -> Path:
@@ -87,15 +87,20 @@ def initialize(
     keep: list[str] = (),
     row_steps: int = 0,
 ) -> dict[str, Any]:
-    """Resize ``model`` for ``tokenizer`` and fill the new rows with initializer ``name``, as the init stage does."""
-    from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
+    """Resize ``model`` for ``tokenizer`` and fill the new rows with initializer ``name``, as the init stage
+    does: the registered strategy, its options (``row_steps`` for a fitting one), the stage's inputs."""
+    from xlang.embeddings import expand_model
+    from xlang.resolve import Resolver
+    from xlang.settings import XlangSettings
 
+    strategy = Resolver(XlangSettings()).strategy("embedding_initializers", name)
     return expand_model(
         model,
         base_tokenizer,
         tokenizer,
-        BUILTIN_INITIALIZERS[name],
-        options={"texts": train, "keep_texts": keep, "seed": 0, "row_steps": row_steps},
+        strategy,
+        options={"row_steps": row_steps} if name in FITTING else None,
+        inputs={"texts": train, "keep_texts": list(keep), "seed": 0},
         initializer_name=name,
     )
 
@@ -195,7 +200,7 @@ def measure_language(
     base_tokenizer = load_tokenizer(base_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
 
-    from xlang.eval.bpc import take_chars
+    from xlang.data.views import take_chars
 
     documents = take_chars(validation, args.max_chars)
     characters = sum(len(document) for document in documents)
@@ -332,14 +337,19 @@ def seven_b_shape(args: argparse.Namespace, base_dir: Path) -> list[dict[str, An
 
 
 def main() -> None:
-    from xlang.embeddings import BUILTIN_INITIALIZERS
+    from xlang import plugins
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache-dir", type=Path, default=REPO / ".cache" / "xlang-test")
     parser.add_argument("--languages", nargs="*", default=["ko", "zh"])
     parser.add_argument("--budget", type=int, default=8000)
     parser.add_argument("--max-chars", type=int, default=20_000)
-    parser.add_argument("--initializers", nargs="+", default=list(BUILTIN_INITIALIZERS))
+    parser.add_argument(
+        "--initializers",
+        nargs="+",
+        default=list(plugins.strategies("embedding_initializers")),
+        help="registered initializer names (default: all, subword-fit included when its plugin is installed)",
+    )
     parser.add_argument(
         "--untied",
         nargs="*",

@@ -159,17 +159,17 @@ def documents(shape: dict[str, Any], vocab: int, seed: int = 0) -> dict[str, lis
 def _corpus_documents() -> dict[str, list[list[int]]]:
     from transformers import AutoTokenizer
 
-    from xlang import resolve
     from xlang.assets.models import ensure_smollm2
-    from xlang.settings import XlangSettings
-    from xlang.train.pretraining import join_paragraphs
+    from xlang.data.views import documents
+    from xlang.resolve import Resolver
+    from xlang.settings import load_settings
 
-    settings = XlangSettings(cache_dir=_cache_dir())
+    resolver = Resolver(load_settings(cache_dir=_cache_dir()))
     tokenizer = AutoTokenizer.from_pretrained(str(ensure_smollm2(_cache_dir())))
     out = {}
     for code in ("ko", "en"):
-        source = resolve.language(code).offline_corpora()[0]
-        pages = join_paragraphs(resolve.load_source(source, "train", settings))
+        spec = resolver.language(code)
+        pages = documents(resolver.dataset(spec, "train"), spec)
         random.Random(code).shuffle(pages)
         ids = tokenizer(pages[:600], add_special_tokens=True)["input_ids"]
         out[code] = [[*row, tokenizer.eos_token_id] for row in ids]

@@ -38,11 +38,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def language(code: str) -> Any:
     """The installed language plugin, or the one in languages/ of this checkout."""
-    from xlang import plugins
     from xlang.errors import XlangError
+    from xlang.resolve import Resolver
+    from xlang.settings import XlangSettings
 
     try:
-        return plugins.get_language(code)
+        return Resolver(XlangSettings()).language(code)
     except XlangError:
         path = REPO / "languages" / code / f"xlang_{code}" / "__init__.py"
         spec = importlib.util.spec_from_file_location(f"_bench_xlang_{code}", path)
@@ -52,15 +53,13 @@ def language(code: str) -> Any:
 
 
 def corpus(spec: Any, split: str, cache_dir: Path) -> list[str]:
-    """All offline (non-parallel) corpora of the language, through the real `load_corpus` hook."""
-    from xlang import plugins
-    from xlang.data import texts
+    """The paragraphs of the language's offline (non-parallel) corpora, through the real `load_corpus`
+    hook, as the tokenizer stage reads them."""
+    from xlang.data.views import paragraphs
+    from xlang.resolve import Resolver
+    from xlang.settings import XlangSettings
 
-    collected: list[str] = []
-    for source in spec.offline_corpora():
-        dataset = plugins.call_first("load_corpus", source=source, split=split, cache_dir=cache_dir)
-        collected.extend(texts(dataset, language=spec))
-    return collected
+    return paragraphs(Resolver(XlangSettings(cache_dir=cache_dir)).dataset(spec, split), spec)
 
 
 def code_texts() -> list[str]:
@@ -161,7 +160,7 @@ def main() -> None:
     from xlang.assets.models import ensure_smollm2
     from xlang.assets.wheels import MISTRAL_V1_TOKENIZER, wheel_member
     from xlang.settings import XlangSettings
-    from xlang.tokenizer import corpus_bpe_candidates, expand_tokenizer
+    from xlang.tokenizer import CORPUS_BPE, corpus_bpe_candidates, expand_tokenizer
 
     console = Console(width=170)
     cache_dir = (args.cache_dir or XlangSettings().cache_dir).resolve()
@@ -182,7 +181,7 @@ def main() -> None:
             f"{len(validation):,} validation texts ({sum(map(len, validation)):,} chars)"
         )
         base_tpc = tokens_per_char(backend_encoder(base_backend), validation)
-        pool = corpus_bpe_candidates(spec, train, limit=max(args.budgets))
+        pool = corpus_bpe_candidates(language=spec, texts=train, limit=max(args.budgets))
         for budget in args.budgets:
             out = scratch / f"{code}-{budget}"
             started = time.perf_counter()
@@ -246,8 +245,6 @@ def main() -> None:
         ko = language("ko")
         ko_train = corpus(ko, "train", cache_dir)
         # min_frequency=1: this corpus holds too few pairs seen twice to fill 16k entries otherwise.
-        from xlang.tokenizer import corpus_bpe_candidates as source
-
         started = time.perf_counter()
         result = expand_tokenizer(
             big,
@@ -256,7 +253,8 @@ def main() -> None:
             16000,
             scratch / "big-ko-16000",
             min_frequency=1,
-            candidate_sources={"corpus-bpe": lambda **kw: source(**kw, min_frequency=1)},
+            candidate_sources={"corpus-bpe": CORPUS_BPE},
+            source_options={"corpus-bpe": {"min_frequency": 1}},
         )
         big_seconds = time.perf_counter() - started
         rows.append(

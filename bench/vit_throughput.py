@@ -105,7 +105,10 @@ def random_batches(shape: dict[str, Any], count: int, seed: int = 0) -> list[dic
 
 
 def smol_folder(shape: dict[str, Any]) -> Path:
-    """The assembled SmolLM2 + DINOv2-S LLaVA, built once into the cache."""
+    """The assembled SmolLM2 + DINOv2-S LLaVA (the `xlang-dinov2` plugin's tower), built once into the cache."""
+    import functools
+
+    from xlang import plugins
     from xlang.assets.models import ensure_smollm2
     from xlang.vlm.assemble import build_llava
     from xlang.vlm.config import AssembleConfig
@@ -113,15 +116,40 @@ def smol_folder(shape: dict[str, Any]) -> Path:
     cache = _cache_dir()
     target = cache / "bench" / f"vit-smol-{shape['image_size']}"
     if not (target / "config.json").is_file():
+        config = AssembleConfig(image_size=shape["image_size"])
+        tower = plugins.get_strategy("vision_towers", config.vision_tower)
+        languages = _bench_languages()
         build_llava(
             str(ensure_smollm2(cache)),
             cache,
             target,
-            system_prompts={"en": "You are a helpful assistant."},
-            target_lang="en",
-            config=AssembleConfig(image_size=shape["image_size"]),
+            vision_tower=functools.partial(tower, options=tower.configure(config.vision_tower_options)),
+            system_prompts={spec.code: spec.chat.system_prompt for spec in languages},
+            target_lang=languages[0].code,
+            config=config,
         )
     return target
+
+
+def _bench_languages() -> list[Any]:
+    """Every installed language that ships visual-instruction data (the seed sets of the language plugins)."""
+    from xlang import plugins
+
+    found = [registered.value for _, registered in sorted(plugins.languages().items()) if registered.value.vit_data]
+    if not found:
+        raise SystemExit("no installed language plugin ships vit_data; install xlang-en, xlang-ko or xlang-zh")
+    return found
+
+
+def _seed_training_records() -> list[dict[str, Any]]:
+    """The training records of every installed language's `vit_data` (all languages and tasks)."""
+    from xlang.vlm.data import load_vit_uri, split_heldout
+
+    records = []
+    for spec in _bench_languages():
+        for uri in spec.vit_data:
+            records += [{**record, "lang": record.get("lang") or spec.code} for record in load_vit_uri(uri)]
+    return split_heldout(records)[0]
 
 
 def seed_batches(shape: dict[str, Any], count: int) -> list[dict[str, Any]]:
@@ -129,19 +157,18 @@ def seed_batches(shape: dict[str, Any], count: int) -> list[dict[str, Any]]:
     from transformers import AutoProcessor
 
     from xlang.vlm.config import InstructConfig
-    from xlang.vlm.data import seed_records
     from xlang.vlm.train import VitBatches, prepare_samples, sample_order
 
     folder = smol_folder(shape)
     config = json.loads((folder / "config.json").read_text())
     processor = AutoProcessor.from_pretrained(folder)
     data = prepare_samples(
-        seed_records("train"),
+        _seed_training_records(),
         processor,
         image_token_id=config["image_token_index"],
         num_image_tokens=config["image_seq_length"],
         config=InstructConfig(),
-        default_lang="en",
+        default_lang=_bench_languages()[0].code,
     )
     batches = VitBatches(
         data,

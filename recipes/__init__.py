@@ -1,10 +1,19 @@
-"""First-party recipes, registered through the `register_recipes` hook like any plugin's."""
+"""First-party recipes and the stage commands, registered through the hooks like any plugin's."""
+
+from typing import Any
 
 from xlang import hookimpl
 
 
 @hookimpl
-def register_recipes(register):
+def register_recipes(register: Any) -> None:
     from xlang_recipes.x_llava import X_LLAVA
 
     register(X_LLAVA)
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    from xlang_recipes.commands import add_commands
+
+    add_commands(cli)

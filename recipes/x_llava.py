@@ -1,65 +1,116 @@
 """The X-LLaVA recipe: expand → init → pretrain → align → vit → evaluate.
 
-Read top to bottom: each stage is a config (only the knobs it uses) and a short function that looks
-its strategies up by name, hands texts and folders to the stage code and says what it wrote. The stage
+Read top to bottom: each stage is a config (only the knobs it uses, with the one default each knob has),
+an optional `resolve` that fills the defaults the language or a strategy decides (so the manifest records
+what ran), and a short function that looks its strategies up through `context.resolver`, hands texts and
+folders to the stage code and says what it wrote. The LLaVA stages are in `llava_stages.py`. The stage
 names are part of the CLI (`xlang extend --until STAGE`) and of every run folder: keep them.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+from xlang_recipes.llava_stages import ALIGN, VIT
 
-from xlang import resolve
-from xlang.runner import Recipe, Stage, StageContext, StageOutput
-from xlang.train.config import PretrainConfig
-from xlang.vlm.config import AlignConfig, AssembleConfig, InstructConfig
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from xlang.contract import Flag, Recipe, Resolver, Stage, StageConfig, StageContext, StageOutput
+from xlang.data.views import documents, paragraphs
+from xlang.spec import LanguageSpec
+from xlang.train.config import PretrainConfig, parse_mix
 
 # --- expand --------------------------------------------------------------------------------------------
 
 
-class ExpandConfig(_Config):
+class ExpandConfig(StageConfig):
     budget: int = Field(default=8000, gt=0)
     """New vocabulary entries (the intermediate entries a merge path needs count too)."""
     candidate_sources: tuple[str, ...] | None = None
-    """Names of candidate sources; default: the language's defaults."""
+    """Names of candidate sources; unset: the language's defaults."""
+    source_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Options per candidate source name, validated by that source (e.g. `{"user": {"tokens": [...]}}`)."""
     expander: str | None = None
-    """Name of the expander; default: the language's default."""
+    """Name of the expander; unset: the language's default."""
+    expander_options: dict[str, Any] = Field(default_factory=dict)
     user_tokens: tuple[str, ...] = ()
     """Tokens added whatever their gain."""
     pad_to_multiple_of: int = Field(default=64, ge=0)
 
 
-def expand(context: StageContext) -> StageOutput:
+def resolve_expand(config: ExpandConfig, language: LanguageSpec, resolver: Resolver) -> ExpandConfig:
+    """Strategy names from the language's defaults; every source's and the expander's options validated."""
+    names = tuple(config.candidate_sources or language.defaults.candidate_sources)
+    unused = sorted(set(config.source_options) - set(names))
+    if unused:
+        from xlang.errors import XlangError
+
+        raise XlangError(
+            f"expand: source_options name {', '.join(unused)}, which is not among the candidate sources "
+            f"({', '.join(names)}); add it to candidate_sources (--source) or drop its options"
+        )
+    expander = config.expander or language.defaults.tokenizer_expander
+    return config.model_copy(
+        update={
+            "candidate_sources": names,
+            "source_options": {
+                name: resolver.strategy("token_candidate_sources", name)
+                .configure(config.source_options.get(name))
+                .model_dump(mode="json")
+                for name in names
+            },
+            "expander": expander,
+            "expander_options": resolver.strategy("tokenizer_expanders", expander)
+            .configure(config.expander_options)
+            .model_dump(mode="json"),
+        }
+    )
+
+
+def expand_for(
+    language: LanguageSpec, resolver: Resolver, base: str, config: ExpandConfig, out_dir: Path
+) -> tuple[Any, list[Any]]:
+    """Expand `base` for `language` into `out_dir` with a resolved config; returns the result and the
+    tokens-per-character rows of the language and its companions. `xlang tokenizer expand` calls it too."""
     from xlang.tokenizer import expand_tokenizer, tokenizer_stats
 
-    config: ExpandConfig = context.config
-    language = context.language
-    source_names = config.candidate_sources or language.defaults.candidate_sources
-    sources = {name: resolve.strategy("token_candidate_sources", name) for name in source_names}
-    expander = resolve.strategy("tokenizer_expanders", config.expander or language.defaults.tokenizer_expander)
+    config = resolve_expand(config, language, resolver)
+    needs_lists = any(
+        "vocabularies" in resolver.strategy("token_candidate_sources", name).accepted()[0]
+        for name in config.candidate_sources or ()
+    )
+    vocabularies = resolver.vocabularies(language) if needs_lists else {}
+    sources = {
+        name: functools.partial(
+            resolver.strategy("token_candidate_sources", name), config.source_options[name], vocabularies=vocabularies
+        )
+        for name in config.candidate_sources or ()
+    }
+    expander = functools.partial(
+        resolver.strategy("tokenizer_expanders", config.expander or ""), config.expander_options
+    )
     result = expand_tokenizer(
-        base=context.base_model,
+        base=base,
         language=language,
-        train_texts=resolve.corpus_texts(language, "train", context.settings),
+        train_texts=paragraphs(resolver.dataset(language, "train"), language),
         budget=config.budget,
-        out_dir=context.out_dir / "tokenizer",
+        out_dir=out_dir,
         candidate_sources=sources,
         expander=expander,
         required_tokens=config.user_tokens,
         pad_to_multiple_of=config.pad_to_multiple_of,
     )
-    rows = tokenizer_stats(
-        context.out_dir / "tokenizer", resolve.validation_texts(language, context.settings), base=result.base
-    )
+    languages = (language, *resolver.companions(language))
+    validation = {spec.code: paragraphs(resolver.dataset(spec, "validation"), spec) for spec in languages}
+    return result, tokenizer_stats(out_dir, validation, base=result.base)
+
+
+def expand(context: StageContext) -> StageOutput:
+    config: ExpandConfig = context.config
+    language = context.language
+    result, rows = expand_for(language, context.resolver, context.base_model, config, context.out_dir / "tokenizer")
     metrics: dict[str, Any] = {
         "family": result.family,
         "base_vocab_size": result.base_vocab_size,
@@ -84,6 +135,13 @@ def expand(context: StageContext) -> StageOutput:
         f"| {r.language} | {r.base_tokens_per_char:.3f} | {r.tokens_per_char:.3f} | {r.identical_share:.1%} |"
         for r in rows
     ]
+    lines += [
+        "",
+        "Tokens per character of each language's validation paragraphs, as the tokenizer sees them; the "
+        "evaluate stage's figures are on whole documents.",
+    ]
+    for note in result.notes:
+        lines += ["", f"Note: {note}"]
     whole = [token for token in result.new_tokens if "\ufffd" not in token and token.strip()]
     lines += ["", "Longest new tokens: " + ", ".join(f"`{t}`" for t in sorted(whole, key=len)[-16:])]
     return StageOutput(metrics=metrics, report="\n".join(lines))
@@ -92,43 +150,44 @@ def expand(context: StageContext) -> StageOutput:
 # --- init ----------------------------------------------------------------------------------------------
 
 
-class InitConfig(_Config):
+class InitConfig(StageConfig):
     initializer: str | None = None
-    """Name of the embedding initializer; default: the language's default."""
+    """Name of the embedding initializer; unset: the language's default."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """The initializer's options (e.g. `{"fit_steps": 150}` for `subword-fit`), validated by it."""
     seed: int = 0
-    fit_steps: int | None = None
-    """Steps of a fitting initializer (`subword-fit`); default: its own (150)."""
-    row_steps: int | None = None
-    """Steps of `subword-fit`'s second phase (a free residual per new row); default: its own (0)."""
+
+
+def resolve_init(config: InitConfig, language: LanguageSpec, resolver: Resolver) -> InitConfig:
+    name = config.initializer or language.defaults.embedding_initializer
+    options = resolver.strategy("embedding_initializers", name).configure(config.options)
+    return config.model_copy(update={"initializer": name, "options": options.model_dump(mode="json")})
 
 
 def init(context: StageContext) -> StageOutput:
     from xlang.embeddings import initialize_embeddings
 
     config: InitConfig = context.config
-    name = config.initializer or context.language.defaults.embedding_initializer
-    initializer = resolve.strategy("embedding_initializers", name)
-    # every built-in ignores the options it does not use; `subword-freq` counts frequencies on the texts,
-    # `subword-fit` also fits on them and on the companion languages' text (English), which it must keep.
-    # Whole documents, not paragraphs: the fit must see text in context, as BPC and users read it.
-    companions = resolve.companion_languages(context.language)[1:]
-    options: dict[str, Any] = {
-        "seed": config.seed,
-        "texts": resolve.corpus_documents(context.language, "train", context.settings),
-        "keep_texts": [
-            text for spec in companions for text in resolve.corpus_documents(spec, "train", context.settings)
-        ],
-    }
-    for knob in ("fit_steps", "row_steps"):
-        if getattr(config, knob) is not None:
-            options[knob] = getattr(config, knob)
+    name = config.initializer or ""
+    strategy = context.resolver.strategy("embedding_initializers", name)
+    needs = strategy.accepted()[0]
+    inputs: dict[str, Any] = {"seed": config.seed}
+    # Whole documents, not paragraphs: a fitting initializer must see text in context, as BPC and users
+    # read it; the companions' text is what its predictions must keep.
+    if "texts" in needs:
+        inputs["texts"] = documents(context.resolver.dataset(context.language, "train"), context.language)
+    if "keep_texts" in needs:
+        inputs["keep_texts"] = [
+            text for spec in context.companions for text in documents(context.resolver.dataset(spec, "train"), spec)
+        ]
     result = initialize_embeddings(
         context.base_model,
         _expanded_tokenizer(context),
         context.out_dir / "model",
-        initializer,
+        strategy,
         initializer_name=name,
-        options=options,
+        options=strategy.configure(config.options),
+        inputs=inputs,
     )
     report = (
         f"## init\n\n{result.new_rows:,} new embedding rows ({'tied' if result.tied else 'untied'} embeddings), "
@@ -151,15 +210,16 @@ def pretrain(context: StageContext) -> StageOutput:
     from xlang.train import pretrain as run_pretraining
 
     config: PretrainConfig = context.config
-    language = context.language
-    tokenizer_dir = _expanded_tokenizer(context)
-    languages = resolve.companion_languages(language)
-    texts = {spec.code: resolve.corpus_dataset(spec, "train", context.settings) for spec in languages}
-    validation = resolve.validation_texts(language, context.settings)
-    parallel = resolve.parallel_records(language, "train", context.settings) or None
+    resolver = context.resolver
+    texts = {spec.code: documents(resolver.dataset(spec, "train"), spec) for spec in context.languages}
+    validation = {
+        spec.code: documents(resolver.dataset(spec, "validation"), spec, config.eval_max_chars)
+        for spec in context.languages
+    }
+    parallel = resolver.parallel_records(context.language, "train") or None
     result = run_pretraining(
         model_dir=context.latest_model(),
-        tokenizer_dir=tokenizer_dir,
+        tokenizer_dir=_expanded_tokenizer(context),
         texts_by_language=texts,
         parallel=parallel,
         config=config,
@@ -184,251 +244,101 @@ def pretrain(context: StageContext) -> StageOutput:
         "",
         f"Schedule: {schedule or config.steps}; "
         f"language mix {summary.get('mix_measured', summary.get('mix', config.mix))}; "
-        f"{summary.get('tokens_per_s', 0):,.0f} tokens/s.",
+        f"{summary.get('tokens_per_s', 0):,.0f} tokens/s. The curves track validation bits per character "
+        "during training; the evaluate stage gives each model's figure.",
     ]
-    before, after = summary.get("bpc_before") or {}, summary.get("bpc_after") or {}
-    if before and after:
-        lines += ["", "| validation | bits/char before | bits/char after |", "|---|---|---|"]
-        lines += [f"| {key} | {before[key]:.3f} | {after.get(key, float('nan')):.3f} |" for key in before]
     if (context.out_dir / "report" / "curves.png").is_file():
         lines += ["", "![loss and bits per character](pretrain/report/curves.png)"]
     return StageOutput(metrics=summary, report="\n".join(lines), model_dir="model")
 
 
-# --- align (LLaVA stage 1) and vit (stage 2) -------------------------------------------------------------
-
-
-EVAL_SAMPLES = 16
-"""A fixed set of training samples whose answer loss both LLaVA stages measure before and after training:
-the logged loss is a mean over a few random micro-batches of mixed languages and tasks, too noisy for
-"did it learn?" at demo step counts."""
-
-
-class AlignStageConfig(_Config):
-    """Assembly of the LLaVA plus stage 1 (projector only, on captions)."""
-
-    assemble: AssembleConfig = AssembleConfig(image_size=112)
-    """112 px: 64 image tokens from the embedded DINOv2 tower, sized for a CPU demo; set `image_size`
-    to null for towers with a fixed input size (CLIP, SigLIP)."""
-    train: AlignConfig = AlignConfig(steps=24, eval_samples=EVAL_SAMPLES)
-    data: str = "seed://?split=train"
-    """Visual-instruction data URI (`seed://`, `file://PATH.jsonl`, or a plugin's scheme)."""
-
-
-class VitConfig(_Config):
-    """Stage 2: projector + LoRA on multilingual visual instructions."""
-
-    train: InstructConfig = InstructConfig(steps=48, eval_samples=EVAL_SAMPLES)
-    data: str = "seed://?split=train"
-    report_data: str = "seed://?split=heldout"
-    """Held-aside records whose questions are answered before and after stage 2 in the report."""
-    report_images: int = Field(default=2, ge=0)
-
-
-def _vit_records(uri: str, context: StageContext) -> list[dict[str, Any]]:
-    from xlang import plugins
-    from xlang.errors import XlangError
-
-    records = plugins.call_first("load_vit_data", uri=uri, cache_dir=context.settings.cache_dir)
-    if records is None:
-        raise XlangError(f"no plugin loads visual-instruction data {uri!r}; use seed://, file://PATH.jsonl")
-    return list(records)
-
-
-def _system_prompts() -> dict[str, str]:
-    from xlang import plugins
-
-    return {code: registered.value.chat.system_prompt for code, registered in plugins.languages().items()}
-
-
-def align(context: StageContext) -> StageOutput:
-    from xlang import plugins
-    from xlang.vlm import build_llava, train_vit_stage
-
-    config: AlignStageConfig = context.config
-    language = context.language
-    assembled = context.work_dir / "assembled"
-    if not (assembled / "config.json").is_file():
-        # a plugin may supply the whole template; None keeps the default built from the chat bits
-        template = plugins.call_first("chat_template", language=language, base_template=None)
-        build_llava(
-            context.latest_model(),
-            context.settings.cache_dir,
-            assembled,
-            system_prompts=_system_prompts(),
-            target_lang=language.code,
-            config=config.assemble,
-            chat_template=template,
-        )
-    result = train_vit_stage(
-        assembled,
-        _vit_records(config.data, context),
-        config.train,
-        context.work_dir / "train",
-        default_lang=language.code,
-    )
-    shutil.move(str(result.model_dir), context.out_dir / "model")
-    _keep_stage_files(context.work_dir / "train", context.out_dir)
-    metrics = _vit_metrics(result)
-    report = (
-        f"## align\n\nLLaVA assembled ({config.assemble.vision_tower} + mlp2x_gelu + the extended LLM); "
-        f"projector trained {result.steps} steps on {result.samples} caption samples: {_losses(result)}; "
-        f"{len(result.skipped)} samples skipped."
-    )
-    return StageOutput(metrics=metrics, report=report, model_dir="model")
-
-
-def vit(context: StageContext) -> StageOutput:
-    from xlang import plugins
-    from xlang.vlm import before_after_report, train_vit_stage
-
-    config: VitConfig = context.config
-    stage1 = context.stage_dir("align") / "model"
-    result = train_vit_stage(
-        stage1,
-        _vit_records(config.data, context),
-        config.train,
-        context.work_dir / "train",
-        default_lang=context.language.code,
-    )
-    shutil.move(str(result.model_dir), context.out_dir / "model")
-    _keep_stage_files(context.work_dir / "train", context.out_dir)
-    metrics = _vit_metrics(result)
-    lines = [
-        "## vit",
-        "",
-        f"Stage 2 trained {result.steps} steps on {result.samples} samples: {_losses(result)}; "
-        f"{len(result.skipped)} samples skipped.",
-    ]
-    if config.report_images:
-        languages = plugins.languages()
-        langs = [code for code in ("en", context.language.code) if code in languages]
-        langs += [code for code in ("ko", "zh") if code in languages and code not in langs]
-        files = before_after_report(
-            stage1,
-            context.out_dir / "model",
-            _vit_records(config.report_data, context),
-            context.out_dir / "answers",
-            langs=langs,
-            images=config.report_images,
-            cache_dir=context.settings.cache_dir,
-            scorers={code: languages[code].value.target_share for code in langs if languages[code].value.scripts},
-        )
-        table = f"vit/answers/{Path(files.markdown).name}"
-        lines += ["", f"Answers to held-aside questions before and after stage 2: [{table}]({table})"]
-        if files.png is not None:
-            lines += ["", f"![answers before and after stage 2](vit/answers/{Path(files.png).name})"]
-    return StageOutput(metrics=metrics, report="\n".join(lines), model_dir="model")
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _losses(result: Any) -> str:
-    """The fixed-set answer loss before → after when measured, and the logged training loss."""
-    logged = f"training loss {_fmt(result.first_loss)} → {_fmt(result.final_loss)} (first and last logging window)"
-    if result.eval_loss_start is None:
-        return logged
-    return (
-        f"answer loss on a fixed set of training samples {_fmt(result.eval_loss_start)} → "
-        f"{_fmt(result.eval_loss_end)}, {logged}"
-    )
-
-
-def _vit_metrics(result: Any) -> dict[str, Any]:
-    return {
-        "steps": result.steps,
-        "samples": result.samples,
-        "skipped": len(result.skipped),
-        "first_loss": result.first_loss,
-        "final_loss": result.final_loss,
-        "eval_loss_start": result.eval_loss_start,
-        "eval_loss_end": result.eval_loss_end,
-    }
-
-
-def _keep_stage_files(train_dir: Path, out_dir: Path) -> None:
-    for name in ("skipped.jsonl", "stage.json", "metrics.jsonl"):
-        if (train_dir / name).is_file():
-            shutil.copy2(train_dir / name, out_dir / name)
-
-
 # --- evaluate ------------------------------------------------------------------------------------------
 
 
-class EvaluateConfig(_Config):
+class EvaluateConfig(StageConfig):
+    evaluators: tuple[str, ...] = ("bpc",)
+    """Evaluators run on every model the run made (and the base), per language (`register_evaluators`)."""
+    evaluator_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Options per evaluator name, validated by that evaluator."""
     max_chars: int = Field(default=20_000, gt=0)
-    """Validation characters per language (a prefix of the split, whole documents)."""
-    window: int = Field(default=512, gt=0)
-    stride: int = Field(default=256, gt=0)
-    extra_languages: tuple[str, ...] = ("en",)
-    """Measured next to the target language, to show that they did not get worse."""
+    """Validation characters per language (a prefix of the split, whole documents), as `xlang eval bpc`."""
+
+
+def resolve_evaluate(config: EvaluateConfig, language: LanguageSpec, resolver: Resolver) -> EvaluateConfig:
+    unused = sorted(set(config.evaluator_options) - set(config.evaluators))
+    if unused:
+        from xlang.errors import XlangError
+
+        raise XlangError(f"evaluate: evaluator_options name {', '.join(unused)}, which is not among the evaluators")
+    options = {
+        name: resolver.strategy("evaluators", name)
+        .configure(config.evaluator_options.get(name))
+        .model_dump(mode="json")
+        for name in config.evaluators
+    }
+    return config.model_copy(update={"evaluator_options": options})
 
 
 def evaluate(context: StageContext) -> StageOutput:
-    """Tokens per character and bits per character per language for the base and every model the run made."""
-    from xlang.eval.bpc import bits_per_character
+    """Every evaluator on the base and every model the run made, per language, on the same documents."""
+    from xlang.eval import load_for_text
 
     config: EvaluateConfig = context.config
+    resolver = context.resolver
     texts = {
-        spec.code: resolve.validation_documents(spec, context.settings, config.max_chars)
-        for spec in resolve.companion_languages(context.language, config.extra_languages)
+        spec.code: documents(resolver.dataset(spec, "validation"), spec, config.max_chars) for spec in context.languages
     }
+    evaluators = [(name, resolver.strategy("evaluators", name)) for name in config.evaluators]
     models = [("base", context.base_model)] + [
         (name, str(path)) for name in context.manifest["stages"] if (path := context.model_of(name)) is not None
     ]
     metrics: dict[str, Any] = {}
-    rows: list[tuple[str, str, float, float]] = []
     for label, folder in models:
-        model, tokenizer = _load_for_text(folder)
-        for code, sample in texts.items():
-            result = bits_per_character(
-                model, tokenizer, sample, window=config.window, stride=config.stride, max_chars=None
-            )
-            metrics[f"{label}/{code}/bpc"] = round(result.bpc, 4)
-            metrics[f"{label}/{code}/tokens_per_char"] = round(result.tokens_per_char, 4)
-            rows.append((label, code, result.bpc, result.tokens_per_char))
+        model, tokenizer = load_for_text(folder)
+        for spec in context.languages:
+            for name, evaluator in evaluators:
+                found = evaluator(
+                    context.config.evaluator_options.get(name),
+                    model=model,
+                    tokenizer=tokenizer,
+                    texts=texts[spec.code],
+                    language=spec,
+                )
+                for metric, value in found.items():
+                    metrics[f"{label}/{spec.code}/{metric}"] = round(float(value), 4)
         del model
-    plot = _plot_bpc(rows, context.out_dir / "bpc.png")
-    lines = ["## evaluate", "", "| model | language | bits/char | tokens/char |", "|---|---|---|---|"]
-    lines += [f"| {label} | {code} | {bpc:.3f} | {tpc:.3f} |" for label, code, bpc, tpc in rows]
+    names = sorted({key.split("/", 2)[2] for key in metrics})
+    lines = ["## evaluate", "", "| model | language | " + " | ".join(names) + " |"]
+    lines.append("|---|---|" + "---|" * len(names))
+    for label, _ in models:
+        for spec in context.languages:
+            values = [metrics.get(f"{label}/{spec.code}/{name}") for name in names]
+            lines.append(
+                f"| {label} | {spec.code} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + " |"
+            )
     lines += [
         "",
-        f"Validation text: the first {config.max_chars:,} characters of each language's split, paragraphs "
-        "joined into their documents.",
+        f"Validation text: the first {config.max_chars:,} characters of each language's validation split, "
+        f"paragraphs joined into their documents; evaluators: {', '.join(config.evaluators)}. "
+        "`xlang eval bpc --model FOLDER --lang CODE` gives the same figure for one model.",
     ]
-    if plot is not None:
-        lines += ["", "![bits per character](evaluate/bpc.png)"]
+    if any(key.endswith("/bpc") for key in metrics):
+        plot = _plot_bpc(metrics, [label for label, _ in models], context.out_dir / "bpc.png")
+        lines += ["", f"![bits per character](evaluate/{plot.name})"]
     return StageOutput(metrics=metrics, report="\n".join(lines))
 
 
-def _load_for_text(folder: str) -> tuple[Any, Any]:
-    """A causal LM, or a LLaVA folder's model (text-only inputs run through its language model)."""
-    import json
-
-    from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
-
-    config_file = Path(folder) / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "llava":
-        from transformers import AutoTokenizer, LlavaForConditionalGeneration
-
-        return LlavaForConditionalGeneration.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
-    return load_causal_lm(folder), load_tokenizer(folder)
-
-
-def _plot_bpc(rows: list[tuple[str, str, float, float]], path: Path) -> Path | None:
+def _plot_bpc(metrics: dict[str, Any], labels: list[str], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(dict.fromkeys(label for label, *_ in rows))
-    codes = list(dict.fromkeys(code for _, code, *_ in rows))
+    codes = list(dict.fromkeys(key.split("/")[1] for key in metrics if key.endswith("/bpc")))
     figure, axis = plt.subplots(figsize=(1.6 + 1.3 * len(labels), 3.2))
     width = 0.8 / max(len(codes), 1)
     for offset, code in enumerate(codes):
-        values = [next(bpc for lab, c, bpc, _ in rows if lab == label and c == code) for label in labels]
+        values = [metrics.get(f"{label}/{code}/bpc", float("nan")) for label in labels]
         axis.bar([i + offset * width for i in range(len(labels))], values, width, label=code)
     axis.set_xticks([i + width * (len(codes) - 1) / 2 for i in range(len(labels))], labels)
     axis.set_ylabel("bits per character (lower is better)")
@@ -458,15 +368,26 @@ def _new_token_ids(context: StageContext) -> list[int] | None:
     return list(range(*id_range)) if id_range else []
 
 
-EXPAND = Stage("expand", "add target-language tokens as real BPE merges", ExpandConfig, expand)
-EVALUATE = Stage("evaluate", "tokens/char and bits/char per language for every model", EvaluateConfig, evaluate)
-ALIGN = Stage("align", "LLaVA stage 1: assemble, train the projector on captions", AlignStageConfig, align)
-VIT = Stage("vit", "LLaVA stage 2: multilingual visual instruction tuning", VitConfig, vit)
-INIT = Stage("init", "initialize the new embedding rows", InitConfig, init)
+EXPAND = Stage("expand", "add target-language tokens as real BPE merges", ExpandConfig, expand, resolve_expand)
+INIT = Stage("init", "initialize the new embedding rows", InitConfig, init, resolve_init)
 PRETRAIN = Stage("pretrain", "continued bilingual pretraining (LoRA + new rows)", PretrainConfig, pretrain)
+EVALUATE = Stage(
+    "evaluate", "every evaluator on every model the run made, per language", EvaluateConfig, evaluate, resolve_evaluate
+)
 
 X_LLAVA = Recipe(
     name="x-llava",
     description="X-LLaVA: vocabulary expansion, embedding init, bilingual pretraining, LLaVA alignment and VIT.",
     stages=(EXPAND, INIT, PRETRAIN, ALIGN, VIT, EVALUATE),
+    flags=(
+        Flag("budget", "expand.budget", "expand: number of new vocabulary entries.", int),
+        Flag("source", "expand.candidate_sources", "expand: candidate source name (repeatable).", multiple=True),
+        Flag("expander", "expand.expander", "expand: tokenizer expander name."),
+        Flag("initializer", "init.initializer", "init: embedding initializer name."),
+        Flag("fit-steps", "init.options.fit_steps", "init: steps of a fitting initializer (subword-fit).", int),
+        Flag("row-steps", "init.options.row_steps", "init: subword-fit's per-row phase steps.", int),
+        Flag("steps", "pretrain.steps", "pretrain: optimizer steps.", int),
+        Flag("seq-len", "pretrain.seq_len", "pretrain: block length in tokens.", int),
+        Flag("mix", "pretrain.mix", "pretrain: language weights, e.g. ko=0.5,en=0.5.", parse_mix),
+    ),
 )

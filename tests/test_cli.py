@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -91,7 +92,9 @@ def test_extend_help_lists_the_stage_names(cli_env):
     result = xlang("extend", "--help", env=cli_env)
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    assert "expand, init, pretrain, align, vit, evaluate" in text
+    assert "x-llava (expand → init → pretrain → align → vit → evaluate)" in text
+    for flag in ("--budget", "--source", "--initializer", "--fit-steps", "--steps", "--mix", "--companions"):
+        assert flag in text
 
 
 def test_recipes_lists_the_x_llava_recipe(cli_env):
@@ -127,6 +130,47 @@ def test_a_japanese_plugin_installs_without_core_changes(cli_env, tmp_path):
     assert stats.returncode == 0, stats.stderr
     total = re.search(r"total: ([\d,]+) characters, ([\d,]+) in the target scripts", stats.stdout)
     assert total and int(total.group(2).replace(",", "")) > 300
+    assert "CC0-1.0" in stats.stdout  # the corpus license the plugin declared
+
+
+def test_the_tutorial_plugin_runs_extend_up_to_init(cli_env, tmp_path):
+    """The commands of docs/plugin-tutorial.md, on the tutorial's own package: no core change needed."""
+    tutorial = (REPO / "docs" / "plugin-tutorial.md").read_text(encoding="utf-8")
+    commands = [
+        line.split("#")[0].split()
+        for block in re.findall(r"```bash\n(.*?)```", tutorial, re.S)
+        for line in block.splitlines()
+        if line.startswith("xlang ")
+    ]
+    assert ["xlang", "extend", "--lang", "ja", "--until", "init"] in commands
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
+         str(REPO / "docs" / "examples" / "xlang-ja")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    env = {**cli_env, "PYTHONPATH": str(target)}
+    for command in commands:
+        result = xlang(*command[1:], env=env)
+        assert result.returncode == 0, f"{' '.join(command)}: {result.stdout}{result.stderr}"
+    manifest = json.loads((tmp_path / "runs" / "x-llava-ja" / "manifest.json").read_text())
+    assert [manifest["stages"][s]["status"] for s in ("expand", "init")] == ["done", "done"]
+    assert manifest["stages"]["expand"]["metrics"]["new_tokens"] > 0
+    # its VIT stages have no Japanese data: the full run stops up front with a message, not on others' data
+    full = xlang("extend", "--lang", "ja", env=env)
+    assert full.returncode == 2 and "'ja'" in full.stderr and "vit_data" in full.stderr
+
+
+def test_a_knob_the_initializer_does_not_take_is_exit_2(cli_env, tmp_path):
+    result = xlang(
+        "extend", "--lang", "ko", "--initializer", "subword-freq", "--fit-steps", "5", "--out", str(tmp_path / "r"),
+        env=cli_env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'subword-freq' has no option 'fit_steps'" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
 
 
 def test_tokenizer_expand_and_stats_commands(cli_env, tmp_path, smollm2_dir):
@@ -185,5 +229,5 @@ def test_eval_bpc_scores_the_embedded_model(cli_env, smollm2_dir):
 def test_a_malformed_mix_is_one_line_and_exit_2(cli_env, tmp_path):
     result = xlang("extend", "--lang", "ko", "--mix", "ko=half", "--out", str(tmp_path / "run"), env=cli_env)
     assert result.returncode == 2
-    assert "'ko=half'" in result.stderr and "ko=0.5,en=0.5" in result.stderr and "Traceback" not in result.stderr
+    assert "'ko=half'" in result.stderr and "CODE=WEIGHT" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ def _hook_functions() -> dict[str, object]:
 def test_every_hook_is_in_the_reference_with_its_signature():
     reference = (DOCS / "hooks.md").read_text(encoding="utf-8")
     hooks = _hook_functions()
-    assert len(hooks) >= 11
+    assert len(hooks) >= 12
     for name, function in hooks.items():
         signature = f"{name}({', '.join(inspect.signature(function).parameters)})"
         assert f"### {signature}" in reference, f"docs/hooks.md lacks a '### {signature}' heading"
@@ -31,6 +31,38 @@ def test_reference_documents_no_hook_that_does_not_exist():
     reference = (DOCS / "hooks.md").read_text(encoding="utf-8")
     documented = {line[4:].split("(")[0] for line in reference.splitlines() if line.startswith("### ")}
     assert documented == set(_hook_functions())
+
+
+def _section(reference: str, hook: str) -> str:
+    start = reference.index(f"### {hook}(")
+    end = reference.find("\n#", start + 4)
+    return reference[start : end if end > 0 else None]
+
+
+def test_each_strategy_hook_lists_exactly_the_inputs_the_core_passes():
+    """The `inputs:` line of each strategy hook is the contract's list, which `Strategy.__call__` enforces."""
+    from xlang.contract import STRATEGY_INPUTS
+
+    reference = (DOCS / "hooks.md").read_text(encoding="utf-8")
+    for kind, inputs in STRATEGY_INPUTS.items():
+        section = _section(reference, f"register_{kind}")
+        line = next(line for line in section.splitlines() if line.startswith("inputs: "))
+        assert line == "inputs: " + ", ".join(f"`{name}`" for name in inputs), kind
+        assert "register(name, " in section and "options=OptionsClass)" in section, kind
+        hookspec_doc = inspect.getdoc(_hook_functions()[f"register_{kind}"]) or ""
+        assert all(f"``{name}=``" in hookspec_doc for name in inputs), kind
+
+
+def test_every_language_spec_field_is_in_the_reference():
+    from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange, Strategies, VocabularySource
+
+    reference = (DOCS / "hooks.md").read_text(encoding="utf-8")
+    table = reference[reference.index("## LanguageSpec, field by field") :]
+    rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")}
+    assert rows == set(LanguageSpec.model_fields)
+    for model in (ScriptRange, CorpusSource, VocabularySource, ChatBits, Strategies):
+        for field in model.model_fields:
+            assert f"`{field}`" in table, f"{model.__name__}.{field}"
 
 
 def test_guide_pages_exist():

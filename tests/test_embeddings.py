@@ -1,6 +1,8 @@
 """Embedding initialization: old logits are untouched, tied stays tied, the folder is plain HF, bad input is
 refused. Tiny random Llama models (tied and untied) with a small byte-level BPE trained here; the real
-SmolLM2 only where pretrained weights matter (tests/test_embeddings_quality.py)."""
+SmolLM2 only where pretrained weights matter (tests/test_embeddings_quality.py). Initializers are the
+registered strategies (`subword-fit` comes from the xlang-subword-fit plugin); their options are checked
+in tests/test_strategy_options.py."""
 
 from __future__ import annotations
 
@@ -14,9 +16,15 @@ torch = pytest.importorskip("torch")
 
 from tiny_models import tiny_llama  # noqa: E402
 
-from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model, initialize_embeddings  # noqa: E402
+from xlang import plugins  # noqa: E402
+from xlang.contract import NoOptions, Strategy  # noqa: E402
+from xlang.embeddings import expand_model, initialize_embeddings  # noqa: E402
 from xlang.embeddings.pieces import check_extends, spell_new_tokens  # noqa: E402
 from xlang.errors import XlangError  # noqa: E402
+
+INITIALIZERS = ("random", "mean", "covariance", "subword-mean", "subword-freq", "subword-fit")
+"""The built-ins and the first-party plugin's; `test_unknown_initializer_lists_the_known_ones` checks it is
+what the plugin manager registers."""
 
 ENGLISH = [
     "The quick brown fox jumps over the lazy dog.",
@@ -48,6 +56,17 @@ def _byte_level_tokenizer(texts: list[str], vocab_size: int) -> Any:
     )
     backend.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def initializers() -> dict[str, Strategy]:
+    """The registered initializers, from a manager of their own (the installed plugins loaded)."""
+    return plugins.strategies("embedding_initializers", plugins.make_plugin_manager())
+
+
+def _strategy(function: Any, name: str = "test-initializer") -> Strategy:
+    """A plain function as an initializer strategy that takes no options (it is passed what it names)."""
+    return Strategy("embedding_initializers", name, function, NoOptions, "tests")
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +108,9 @@ def _old_token_batch(tokenizer: Any) -> Any:
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
-@pytest.mark.parametrize("name", sorted(BUILTIN_INITIALIZERS))
+@pytest.mark.parametrize("name", INITIALIZERS)
 def test_old_logits_bit_identical_for_every_initializer(
-    name: str, tied: bool, base_tokenizer: Any, expanded_tokenizer: Any
+    name: str, tied: bool, initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
 ) -> None:
     model = tiny_llama(len(base_tokenizer), tied=tied)
     inputs = _old_token_batch(base_tokenizer)
@@ -102,8 +121,9 @@ def test_old_logits_bit_identical_for_every_initializer(
         model,
         base_tokenizer,
         expanded_tokenizer,
-        BUILTIN_INITIALIZERS[name],
-        options={"texts": KOREAN, "fit_steps": 3, "fit_sequence": 16, "progress": False},
+        initializers[name],
+        options={"fit_steps": 3, "fit_sequence": 16, "progress": False} if name == "subword-fit" else None,
+        inputs={"texts": KOREAN, "keep_texts": ENGLISH, "seed": 0},
     )
     with torch.inference_mode():
         after = model(input_ids=inputs).logits
@@ -116,11 +136,13 @@ def test_old_logits_bit_identical_for_every_initializer(
     assert torch.isfinite(model.get_input_embeddings().weight[new]).all()
 
 
-def test_untied_output_rows_come_from_the_output_matrix(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+def test_untied_output_rows_come_from_the_output_matrix(
+    initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
     model = tiny_llama(len(base_tokenizer), tied=False)
     w_in = model.get_input_embeddings().weight.detach().clone()
     w_out = model.get_output_embeddings().weight.detach().clone()
-    done = expand_model(model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-mean"])
+    done = expand_model(model, base_tokenizer, expanded_tokenizer, initializers["subword-mean"])
     spelled = spell_new_tokens(base_tokenizer, expanded_tokenizer, done["new_token_ids"])
     for token in spelled:
         pieces = list(token.pieces)
@@ -141,7 +163,6 @@ def test_spelling_merged_tokens_of_the_expansion_engine(smollm2_dir: Path, tmp_p
     """Tokens that the merges expander writes into the BPE vocabulary (not added tokens), byte fragments too."""
     from transformers import AutoTokenizer
 
-    from xlang import plugins
     from xlang.tokenizer import expand_tokenizer
 
     result = expand_tokenizer(smollm2_dir, plugins.get_language("ko"), KOREAN * 4, 64, tmp_path / "tok")
@@ -163,21 +184,38 @@ def _token_bytes(tokenizer: Any, token_id: int) -> bytes:
 
 
 def test_initialize_embeddings_writes_a_plain_hf_folder(
-    base_folder: Path, expanded_folder: Path, expanded_tokenizer: Any, tmp_path: Path
+    initializers: dict[str, Strategy], base_folder: Path, expanded_folder: Path, expanded_tokenizer: Any, tmp_path: Path
 ) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from xlang.embeddings.initializers import subword_freq_init
-
     out = tmp_path / "model"
+    strategy = initializers["subword-freq"]
     result = initialize_embeddings(
-        base_folder, expanded_folder, out, subword_freq_init, initializer_name="subword-freq", options={"texts": KOREAN}
+        base_folder,
+        expanded_folder,
+        out,
+        strategy,
+        initializer_name="subword-freq",
+        options=strategy.configure({"frequency_weight": 0.5}),
+        inputs={"texts": KOREAN, "keep_texts": ENGLISH, "seed": 0},
     )
     assert result.out_dir == out and result.new_rows == len(NEW_WORDS) and result.tied
     assert result.vocab_size == len(expanded_tokenizer) and result.embedding_rows % 64 == 0
     assert (out / "model.safetensors").is_file() and not list(out.glob("*.bin"))
     record = json.loads((out / "xlang-init.json").read_text())
     assert record["initializer"] == "subword-freq" and record["facts"]["unseen_tokens"] >= 0
+    # the options as they ran, every default filled in, and the facts show they reached the initializer
+    assert (
+        record["options"]
+        == result.options
+        == {
+            "frequency_weight": 0.5,
+            "input_contrast": 1.0,
+            "bias_ridge": 100.0,
+            "context_tokens": 1024,
+        }
+    )
+    assert record["facts"]["frequency_weight"] == 0.5
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
 
     model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=False)
@@ -195,13 +233,15 @@ def test_initialize_embeddings_writes_a_plain_hf_folder(
         assert torch.isfinite(model(input_ids=korean).logits).all()
 
 
-def test_reserved_and_padding_rows_are_zero(base_folder: Path, expanded_tokenizer: Any, tmp_path: Path) -> None:
+def test_reserved_and_padding_rows_are_zero(
+    initializers: dict[str, Strategy], base_folder: Path, expanded_tokenizer: Any, tmp_path: Path
+) -> None:
     tokenizer_dir = tmp_path / "tok"
     expanded_tokenizer.save_pretrained(tokenizer_dir)
     last = len(expanded_tokenizer) - 1
     (tokenizer_dir / "xlang-tokenizer.json").write_text(json.dumps({"reserved_id_range": [last, last + 1]}))
     result = initialize_embeddings(
-        base_folder, tokenizer_dir, tmp_path / "model", BUILTIN_INITIALIZERS["mean"], pad_to_multiple_of=128
+        base_folder, tokenizer_dir, tmp_path / "model", initializers["mean"], pad_to_multiple_of=128
     )
     from transformers import AutoModelForCausalLM
 
@@ -212,81 +252,58 @@ def test_reserved_and_padding_rows_are_zero(base_folder: Path, expanded_tokenize
     assert weight[last - 1].any()
 
 
-def test_a_plugin_can_add_an_initializer(fresh_plugins: Any, base_tokenizer: Any, expanded_tokenizer: Any) -> None:
-    from xlang import plugins
-    from xlang.hookspecs import hookimpl
-
-    calls = []
-
-    def ones(*, model: Any, new_token_ids: list[int], **options: Any) -> dict[str, Any]:
-        calls.append(options)
-        with torch.no_grad():
-            model.get_input_embeddings().weight[new_token_ids] = 1.0
-        return {"filled": len(new_token_ids)}
-
-    class Plugin:
-        @hookimpl
-        def register_embedding_initializers(self, register: Any) -> None:
-            register("ones", ones)
-
-    plugins.register_plugin(Plugin(), name="ones-plugin", pm=fresh_plugins)
-    initializer = plugins.get_strategy("embedding_initializers", "ones", fresh_plugins)
-    model = tiny_llama(len(base_tokenizer), tied=True)
-    done = expand_model(model, base_tokenizer, expanded_tokenizer, initializer, options={"seed": 3})
-    assert done["facts"] == {"filled": len(NEW_WORDS)} and calls[0]["seed"] == 3
-    assert (model.get_input_embeddings().weight[done["new_token_ids"]] == 1).all()
-
-
 def test_unknown_initializer_lists_the_known_ones(fresh_plugins: Any) -> None:
-    from xlang import plugins
-
     with pytest.raises(XlangError) as error:
         plugins.get_strategy("embedding_initializers", "focus-xl", fresh_plugins)
-    for name in BUILTIN_INITIALIZERS:
-        assert name in str(error.value)
+    assert str(error.value).endswith("known: " + ", ".join(sorted(INITIALIZERS)))
 
 
 def test_an_initializer_that_touches_old_rows_is_refused(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
-    def clobber(*, model: Any, **_: Any) -> None:
+    def clobber(*, model: Any) -> None:
         with torch.no_grad():
             model.get_input_embeddings().weight[5] += 1
 
-    with pytest.raises(XlangError, match="changed rows of the base vocabulary"):
-        expand_model(tiny_llama(len(base_tokenizer), tied=True), base_tokenizer, expanded_tokenizer, clobber)
+    model = tiny_llama(len(base_tokenizer), tied=True)
+    with pytest.raises(XlangError, match="'clobber' changed rows of the base vocabulary"):
+        expand_model(model, base_tokenizer, expanded_tokenizer, _strategy(clobber, "clobber"))
 
 
-def test_a_tokenizer_that_does_not_extend_the_base_is_refused(base_tokenizer: Any) -> None:
+def test_a_tokenizer_that_does_not_extend_the_base_is_refused(
+    initializers: dict[str, Strategy], base_tokenizer: Any
+) -> None:
     other = _byte_level_tokenizer(KOREAN + ENGLISH, vocab_size=420)
     with pytest.raises(XlangError, match="does not extend the base tokenizer"):
-        expand_model(tiny_llama(len(base_tokenizer), tied=True), base_tokenizer, other, BUILTIN_INITIALIZERS["mean"])
+        expand_model(tiny_llama(len(base_tokenizer), tied=True), base_tokenizer, other, initializers["mean"])
 
 
-def test_a_model_smaller_than_its_tokenizer_is_refused(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+def test_a_model_smaller_than_its_tokenizer_is_refused(
+    initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
     model = tiny_llama(len(base_tokenizer) - 10, tied=True)
     with pytest.raises(XlangError, match="do not belong together"):
-        expand_model(model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["mean"])
+        expand_model(model, base_tokenizer, expanded_tokenizer, initializers["mean"])
 
 
 def test_pickle_only_checkpoints_are_refused_without_unpickling(
-    base_folder: Path, expanded_folder: Path, tmp_path: Path
+    initializers: dict[str, Strategy], base_folder: Path, expanded_folder: Path, tmp_path: Path
 ) -> None:
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text((base_folder / "config.json").read_text())
     (pickled / "pytorch_model.bin").write_bytes(b"not even a pickle: loading it would fail differently")
     with pytest.raises(XlangError, match="never unpickles") as error:
-        initialize_embeddings(pickled, expanded_folder, tmp_path / "out", BUILTIN_INITIALIZERS["mean"])
+        initialize_embeddings(pickled, expanded_folder, tmp_path / "out", initializers["mean"])
     assert error.value.exit_code == 2
     assert not (tmp_path / "out").exists()
 
 
 def test_a_failing_initializer_writes_nothing(base_folder: Path, expanded_folder: Path, tmp_path: Path) -> None:
-    def broken(**_: Any) -> None:
+    def broken(*, model: Any) -> None:
         raise XlangError("broken on purpose")
 
     out = tmp_path / "out"
     with pytest.raises(XlangError, match="broken on purpose"):
-        initialize_embeddings(base_folder, expanded_folder, out, broken)
+        initialize_embeddings(base_folder, expanded_folder, out, _strategy(broken))
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
@@ -304,12 +321,13 @@ def test_bias_direction_gives_a_constant_logit_shift(smollm2_dir: Path) -> None:
     assert abs(float(shift.mean()) - 1) < 0.1 and float(shift.std()) < 0.15
 
 
-FIT_OPTIONS = {"texts": KOREAN, "keep_texts": ENGLISH, "fit_sequence": 16, "fit_learning_rate": 1e-2, "progress": False}
+FIT_INPUTS = {"texts": KOREAN, "keep_texts": ENGLISH, "seed": 0}
+FIT_OPTIONS = {"fit_sequence": 16, "fit_learning_rate": 1e-2, "progress": False}
 
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_subword_fit_lowers_its_losses_and_leaves_the_model_as_it_was(
-    tied: bool, base_tokenizer: Any, expanded_tokenizer: Any
+    tied: bool, initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
 ) -> None:
     """The fit moves the new rows away from subword-freq, lowers the copy loss (a random tiny model's text
     loss is mostly old tokens, which the map cannot change: it only must not blow up), and restores the
@@ -321,12 +339,11 @@ def test_subword_fit_lowers_its_losses_and_leaves_the_model_as_it_was(
         fitted,
         base_tokenizer,
         expanded_tokenizer,
-        BUILTIN_INITIALIZERS["subword-fit"],
+        initializers["subword-fit"],
         options={**FIT_OPTIONS, "fit_steps": 30},
+        inputs=FIT_INPUTS,
     )
-    expand_model(
-        reference, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-freq"], options={"texts": KOREAN}
-    )
+    expand_model(reference, base_tokenizer, expanded_tokenizer, initializers["subword-freq"], inputs=FIT_INPUTS)
     facts = done["facts"]
     text_first, text_last = facts["fit_text_loss_first_last"]
     copy_first, copy_last = facts["fit_copy_loss_first_last"]
@@ -334,6 +351,7 @@ def test_subword_fit_lowers_its_losses_and_leaves_the_model_as_it_was(
     assert facts["fit_keep_nats_taken_first_last"][1] < 0.05, facts  # English keeps its probability mass
     assert 0 <= facts["fit_keep_nats_held_out"] < 0.05, facts  # also where the fit never looked
     assert facts["fit_parameters"] == (1 if tied else 2) * (2 * 32 * 32 + 32)
+    assert done["options"]["fit_steps"] == 30 and done["options"]["keep_tokens"] == 65536
     new = torch.tensor(done["new_token_ids"])
     for fitted_layer, reference_layer in (
         (fitted.get_input_embeddings(), reference.get_input_embeddings()),
@@ -345,7 +363,7 @@ def test_subword_fit_lowers_its_losses_and_leaves_the_model_as_it_was(
 
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_subword_fit_row_phase_trains_each_new_row_and_keeps_english(
-    tied: bool, base_tokenizer: Any, expanded_tokenizer: Any
+    tied: bool, initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
 ) -> None:
     """The second phase gives every new row a residual of its own: the training text's loss falls below
     the map-only fit's, the map phase itself runs unchanged, and English keeps its mass."""
@@ -354,7 +372,7 @@ def test_subword_fit_row_phase_trains_each_new_row_and_keeps_english(
         model = tiny_llama(len(base_tokenizer), tied=tied)
         options = {**FIT_OPTIONS, "fit_steps": 5, "row_steps": row_steps, "row_sequence": 32, "row_learning_rate": 3e-2}
         done = expand_model(
-            model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-fit"], options=options
+            model, base_tokenizer, expanded_tokenizer, initializers["subword-fit"], options=options, inputs=FIT_INPUTS
         )
         return model, done["facts"]
 
@@ -381,33 +399,34 @@ def test_subword_fit_row_phase_trains_each_new_row_and_keeps_english(
     assert all(parameter.requires_grad for parameter in rowed.parameters())
 
 
-def test_subword_fit_is_reproducible_and_needs_text(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
-    def fit(options: dict[str, Any] | None) -> Any:
+def test_subword_fit_is_reproducible_and_needs_text(
+    initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
+    def fit(options: dict[str, Any] | None, inputs: dict[str, Any] | None = FIT_INPUTS) -> Any:
         model = tiny_llama(len(base_tokenizer), tied=True)
-        expand_model(model, base_tokenizer, expanded_tokenizer, BUILTIN_INITIALIZERS["subword-fit"], options=options)
+        strategy = initializers["subword-fit"]
+        expand_model(model, base_tokenizer, expanded_tokenizer, strategy, options=options, inputs=inputs)
         return model.get_input_embeddings().weight.detach().clone()
 
     assert torch.equal(fit({**FIT_OPTIONS, "fit_steps": 5}), fit({**FIT_OPTIONS, "fit_steps": 5}))
     with pytest.raises(XlangError, match="'subword-fit' needs the target language's training text"):
-        fit(None)
-    with pytest.raises(XlangError, match="fit_steps >= 0"):
+        fit(None, inputs=None)
+    with pytest.raises(XlangError, match=r"embedding initializer 'subword-fit': fit_steps: .*greater than or equal"):
         fit({**FIT_OPTIONS, "fit_steps": -1})
-    with pytest.raises(XlangError, match="row_steps >= 0"):
+    with pytest.raises(XlangError, match=r"embedding initializer 'subword-fit': row_steps: .*greater than or equal"):
         fit({**FIT_OPTIONS, "row_steps": -1})
     # a row phase that blows up names its own learning rate
     with pytest.raises(XlangError, match=r"row_learning_rate \(was 1e\+30\)"):
         fit({**FIT_OPTIONS, "fit_steps": 2, "row_steps": 3, "row_sequence": 16, "row_learning_rate": 1e30})
 
 
-def test_kept_states_read_only_the_positions_they_keep(
-    base_tokenizer: Any, expanded_tokenizer: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The English states are read KEEP_CONTEXT tokens at a time and no further than KEEP_TOKENS: the text
+def test_kept_states_read_only_the_positions_they_keep(base_tokenizer: Any, expanded_tokenizer: Any) -> None:
+    """The English states are read keep_context tokens at a time and no further than keep_tokens: the text
     stream overshoots by up to a batch of documents, and reading it all cost SmolLM2 2.4x the time."""
-    from xlang.embeddings import fitted
+    from xlang_subword_fit import SubwordFitOptions
+    from xlang_subword_fit.kept import kept_states
 
-    monkeypatch.setattr(fitted, "KEEP_TOKENS", 100)
-    monkeypatch.setattr(fitted, "KEEP_CONTEXT", 32)
+    options = SubwordFitOptions(keep_tokens=100, keep_context=32)
     model = tiny_llama(len(expanded_tokenizer), tied=True)
     lengths: list[int] = []
     handle = model.register_forward_pre_hook(
@@ -415,17 +434,18 @@ def test_kept_states_read_only_the_positions_they_keep(
     )
     try:
         new = torch.tensor(check_extends(base_tokenizer, expanded_tokenizer))
-        states, fixed = fitted._kept_states(model, expanded_tokenizer, ENGLISH, model.lm_head.weight, new, seed=0)
+        kept = kept_states(model, expanded_tokenizer, ENGLISH, model.lm_head.weight, new, 0, options)
     finally:
         handle.remove()
-    assert lengths == [32, 32, 32, 4] and states.shape == (100, 32) and fixed.shape == (100,)
-    assert fitted._kept_states(model, expanded_tokenizer, [], model.lm_head.weight, new, seed=0) is None
+    assert lengths == [32, 32, 32, 4] and kept.states.shape == (100, 32) and kept.fixed.shape == (100,)
+    assert kept.trained == 100 - 12  # the last eighth (rounded down) is held out
+    assert kept_states(model, expanded_tokenizer, [], model.lm_head.weight, new, 0, options) is None
 
 
 def test_hardest_kept_positions_are_the_most_taken_and_never_held_out() -> None:
     """The mined English positions are those where the new rows take the most mass, found only among the
     trained ones: a held-out position that the rows dominate must not leak into training."""
-    from xlang.embeddings import fitted
+    from xlang_subword_fit.kept import KeptStates
 
     generator = torch.Generator().manual_seed(0)
     states = torch.randn(40, 8, generator=generator)
@@ -433,11 +453,12 @@ def test_hardest_kept_positions_are_the_most_taken_and_never_held_out() -> None:
     output_rows = torch.randn(3, 8, generator=generator)
     states[5] = 4 * output_rows[1]  # a trained position the new rows dominate
     states[35] = 6 * output_rows[2]  # a held-out one that would be the hardest of all
-    kept = (states, fixed)
-    taken = fitted._mass_taken(kept, torch.arange(32), output_rows)
+    kept = KeptStates(states=states, fixed=fixed, trained=32, block=7)
+    taken = kept.mass_taken(torch.arange(32), output_rows)
 
-    hardest = fitted._hardest_kept(kept, 32, output_rows, 4)
+    hardest = kept.hardest(output_rows, 4)
 
     assert hardest.tolist() == taken.topk(4).indices.tolist()
     assert int(hardest[0]) == 5 and bool((hardest < 32).all())
-    assert fitted._hardest_kept(kept, 32, output_rows, 0).numel() == 0
+    assert kept.hardest(output_rows, 0).numel() == 0
+    assert kept.held_out_mass(output_rows) == round(float(kept.mass_taken(torch.arange(32, 40), output_rows).mean()), 4)

@@ -21,23 +21,25 @@ FIT_STEPS = 30
 
 @pytest.mark.slow
 def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_dir: Path, tmp_path: Path) -> None:
-    from xlang import resolve
-    from xlang.embeddings import BUILTIN_INITIALIZERS, expand_model
+    from xlang.data.views import documents as read_documents
+    from xlang.data.views import paragraphs
+    from xlang.embeddings import expand_model
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
     from xlang.eval.bpc import bits_per_character
     from xlang.eval.copying import copy_probe
+    from xlang.resolve import Resolver
     from xlang.settings import XlangSettings
     from xlang.tokenizer import expand_tokenizer
 
-    settings = XlangSettings(cache_dir=test_cache_dir)
-    ko, en = resolve.language("ko"), resolve.language("en")
-    train = resolve.corpus_texts(ko, "train", settings)
+    resolver = Resolver(XlangSettings(cache_dir=test_cache_dir))
+    ko, en = resolver.language("ko"), resolver.language("en")
+    train = paragraphs(resolver.dataset(ko, "train"), ko)
     expand_tokenizer(smollm2_dir, ko, train, 8000, tmp_path / "tokenizer")
     # initializers get whole documents, as the init stage gives them: the fit reads text in context
-    documents = resolve.corpus_documents(ko, "train", settings)
-    english_documents = resolve.corpus_documents(en, "train", settings)
-    korean = resolve.validation_documents(ko, settings, MAX_CHARS)
-    english = resolve.validation_documents(en, settings, MAX_CHARS)
+    documents = read_documents(resolver.dataset(ko, "train"), ko)
+    english_documents = read_documents(resolver.dataset(en, "train"), en)
+    korean = read_documents(resolver.dataset(ko, "validation"), ko, MAX_CHARS)
+    english = read_documents(resolver.dataset(en, "validation"), en, MAX_CHARS)
     base_tokenizer = load_tokenizer(smollm2_dir)
     tokenizer = load_tokenizer(tmp_path / "tokenizer")
 
@@ -54,15 +56,11 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     probes = {}
     for name in ("random", "subword-mean", "subword-freq", "subword-fit"):
         model = load_causal_lm(smollm2_dir)
-        # a short fit: enough to show the rows becoming copyable, not the full quality of FIT_STEPS
-        options = {
-            "texts": documents,
-            "keep_texts": english_documents,
-            "fit_steps": FIT_STEPS,
-            "fit_sequence": 128,
-            "progress": False,
-        }
-        expand_model(model, base_tokenizer, tokenizer, BUILTIN_INITIALIZERS[name], options=options)
+        # a short fit: enough to show the rows becoming copyable, not the full quality of its 150 steps
+        options = {"fit_steps": FIT_STEPS, "fit_sequence": 128, "progress": False} if name == "subword-fit" else None
+        inputs = {"texts": documents, "keep_texts": english_documents, "seed": 0}
+        initializer = resolver.strategy("embedding_initializers", name)
+        expand_model(model, base_tokenizer, tokenizer, initializer, options=options, inputs=inputs)
         scores[name] = score(model, tokenizer)
         if name.startswith("subword-"):
             probes[name] = copy_probe(model, frequent_new, tokenizer.bos_token_id).second_reading

@@ -10,13 +10,21 @@ import torch
 from tiny_models import tiny_llama
 
 from xlang import plugins
-from xlang.embeddings import BUILTIN_INITIALIZERS, initialize_embeddings
+from xlang.contract import Strategy
+from xlang.embeddings import initialize_embeddings
 from xlang.errors import XlangError
+
+INITIALIZERS = ("random", "mean", "covariance", "subword-mean", "subword-freq", "subword-fit")
 
 KOREAN = [
     "한국어 문장을 여러 번 반복합니다. 안녕하세요, 반갑습니다.",
     "서울은 대한민국의 수도입니다. 한국어 토큰을 배웁니다.",
 ] * 20
+
+
+@pytest.fixture(scope="module")
+def initializers() -> dict[str, Strategy]:
+    return plugins.strategies("embedding_initializers", plugins.make_plugin_manager())
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +47,20 @@ def _tiny_base(smollm2_dir: Path, folder: Path, tied: bool) -> Path:
 
 
 @pytest.mark.parametrize("tied", [True, False])
-@pytest.mark.parametrize("name", sorted(BUILTIN_INITIALIZERS))
-def test_old_logits_are_bit_identical(smollm2_dir, expanded_tokenizer, tmp_path, name, tied):
+@pytest.mark.parametrize("name", INITIALIZERS)
+def test_old_logits_are_bit_identical(smollm2_dir, initializers, expanded_tokenizer, tmp_path, name, tied):
     from transformers import AutoModelForCausalLM
 
     base = _tiny_base(smollm2_dir, tmp_path / "base", tied)
     # subword-fit needs text to fit on; the others run as the stage runs them without it
-    options = {"texts": KOREAN, "fit_steps": 2, "fit_sequence": 16, "progress": False} if name == "subword-fit" else {}
+    fitting = name == "subword-fit"
     result = initialize_embeddings(
-        base, expanded_tokenizer, tmp_path / "out", BUILTIN_INITIALIZERS[name], options=options
+        base,
+        expanded_tokenizer,
+        tmp_path / "out",
+        initializers[name],
+        options={"fit_steps": 2, "fit_sequence": 16, "progress": False} if fitting else None,
+        inputs={"texts": KOREAN, "seed": 0} if fitting else {"seed": 0},
     )
     before = AutoModelForCausalLM.from_pretrained(base).eval()
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
@@ -63,11 +76,11 @@ def test_old_logits_are_bit_identical(smollm2_dir, expanded_tokenizer, tmp_path,
     assert torch.isfinite(new_rows).all() and new_rows.abs().sum() > 0
 
 
-def test_subword_mean_is_the_mean_of_the_pieces(smollm2_dir, expanded_tokenizer, tmp_path):
+def test_subword_mean_is_the_mean_of_the_pieces(smollm2_dir, initializers, expanded_tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = _tiny_base(smollm2_dir, tmp_path / "base", tied=True)
-    initialize_embeddings(base, expanded_tokenizer, tmp_path / "out", BUILTIN_INITIALIZERS["subword-mean"])
+    initialize_embeddings(base, expanded_tokenizer, tmp_path / "out", initializers["subword-mean"])
     old = AutoModelForCausalLM.from_pretrained(base).get_input_embeddings().weight
     new = AutoModelForCausalLM.from_pretrained(tmp_path / "out").get_input_embeddings().weight
     tokenizer = AutoTokenizer.from_pretrained(expanded_tokenizer)
@@ -85,24 +98,24 @@ def test_unknown_initializer_lists_the_known_ones(fresh_plugins):
     assert "subword-mean" in caught.value.message and "random" in caught.value.message
 
 
-def test_pickle_only_checkpoint_is_refused(smollm2_dir, expanded_tokenizer, tmp_path):
+def test_pickle_only_checkpoint_is_refused(smollm2_dir, initializers, expanded_tokenizer, tmp_path):
     folder = tmp_path / "pickled"
     folder.mkdir()
     shutil.copy(smollm2_dir / "config.json", folder / "config.json")
     (folder / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(XlangError, match="never unpickles"):
-        initialize_embeddings(folder, expanded_tokenizer, tmp_path / "out", BUILTIN_INITIALIZERS["mean"])
+        initialize_embeddings(folder, expanded_tokenizer, tmp_path / "out", initializers["mean"])
     assert not (tmp_path / "out").exists()
 
 
-def test_a_tokenizer_that_does_not_extend_the_base_is_refused(smollm2_dir, tmp_path):
+def test_a_tokenizer_that_does_not_extend_the_base_is_refused(smollm2_dir, initializers, tmp_path):
     from xlang.assets.wheels import MISTRAL_V1_TOKENIZER, wheel_member
     from xlang.tokenizer.sentencepiece import sentencepiece_folder
 
     base = _tiny_base(smollm2_dir, tmp_path / "base", tied=True)
     other = sentencepiece_folder(wheel_member(MISTRAL_V1_TOKENIZER, smollm2_dir.parent.parent), tmp_path / "mistral")
     with pytest.raises(XlangError, match="does not extend the base tokenizer"):
-        initialize_embeddings(base, other, tmp_path / "out", BUILTIN_INITIALIZERS["mean"])
+        initialize_embeddings(base, other, tmp_path / "out", initializers["mean"])
     assert not (tmp_path / "out").exists()
 
 
@@ -122,6 +135,7 @@ def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_pat
     assert result.returncode == 0, result.stderr
     record = json.loads((run / "init" / "model" / "xlang-init.json").read_text())
     assert record["initializer"] == "subword-fit"
+    assert record["options"]["fit_steps"] == 2 and record["options"]["row_steps"] == 2
     facts = record["facts"]
     assert facts["fit_steps"] == 2 and len(facts["fit_keep_nats_taken_first_last"]) == 2, facts
     assert facts["fit_row_steps"] == 2 and len(facts["fit_row_text_loss_first_last"]) == 2, facts

@@ -16,8 +16,7 @@ from xlang.spec import ChatBits, LanguageSpec
 SPEC = LanguageSpec(
     code="th",
     name="Thai",
-    prompts={t: "p" for t in ("object-centric", "location-centric", "atmosphere-centric", "conversation")},
-    chat=ChatBits(system_prompt="s", answer_in_language="a"),
+    chat=ChatBits(system_prompt="s"),
 )
 
 

@@ -18,8 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from xlang.data.views import paragraphs
 from xlang.errors import XlangError
-from xlang.spec import LanguageSpec
+from xlang.resolve import Resolver
+from xlang.settings import XlangSettings
+from xlang.spec import LanguageSpec, VocabularySource
 from xlang.tokenizer import MANIFEST, expand_tokenizer, stats_table, tokenizer_stats
 
 pytestmark = pytest.mark.slow
@@ -29,10 +32,8 @@ BUDGET = 2000
 
 def _language(code: str) -> LanguageSpec:
     """The installed language plugin, or the one in languages/ of this checkout."""
-    from xlang import plugins
-
     try:
-        return plugins.get_language(code)
+        return Resolver(XlangSettings()).language(code)
     except XlangError:
         path = REPO / "languages" / code / f"xlang_{code}" / "__init__.py"
         module_spec = importlib.util.spec_from_file_location(f"_test_xlang_{code}", path)
@@ -42,13 +43,10 @@ def _language(code: str) -> LanguageSpec:
 
 
 def _texts(language: LanguageSpec, split: str, cache_dir: Path) -> list[str]:
-    """The language's first offline corpus through the real `load_corpus` hook (cached after one build)."""
-    from xlang import plugins
-    from xlang.data import texts
-
-    source = language.offline_corpora()[0]
-    dataset = plugins.call_first("load_corpus", source=source, split=split, cache_dir=cache_dir)
-    return texts(dataset, language=language)
+    """The language's paragraphs through the real `load_corpus` hook (cached after one build), as the
+    tokenizer stage reads them."""
+    resolver = Resolver(XlangSettings(cache_dir=cache_dir))
+    return paragraphs(resolver.dataset(language, split), language)
 
 
 @pytest.fixture(scope="module")
@@ -310,30 +308,33 @@ def test_decode_encode_round_trips_wherever_the_base_does(expanded, corpora, nam
 
 
 def test_builtin_sources_through_the_registry(tmp_path: Path, smollm2_dir: Path, ko, corpora, fresh_plugins) -> None:
-    from xlang import plugins
-
-    vocabulary = plugins.get_strategy("token_candidate_sources", "vocabulary")
-    user = plugins.get_strategy("token_candidate_sources", "user")
-    expander = plugins.get_strategy("tokenizer_expanders", "merges")
+    """`vocabulary` reads the language's declared lists (here one `file://` list in a copy of the spec),
+    `user` takes its tokens through its options; both run as Strategies in the stage."""
+    resolver = Resolver(XlangSettings(cache_dir=tmp_path / "cache"), fresh_plugins)
+    vocabulary = resolver.strategy("token_candidate_sources", "vocabulary")
+    user = resolver.strategy("token_candidate_sources", "user")
+    expander = resolver.strategy("tokenizer_expanders", "merges")
     word_list = tmp_path / "words.txt"
     word_list.write_text("# a lexicon\n선택 100 n\n문서\n사용자/N\nhello\n", encoding="utf-8")
-    assert vocabulary(language=ko, texts=[], limit=10, path=word_list) == ["선택", "문서", "사용자"]
+    listed = ko.model_copy(update={"vocabularies": (VocabularySource(name="words", uri=f"file://{word_list}"),)})
+    vocabularies = {"words": word_list}
+    texts = corpora["ko"]["train"]
+    proposed = vocabulary(language=listed, texts=texts, limit=10, vocabularies=vocabularies)
+    assert sorted(proposed) == ["문서", "사용자", "선택"]  # ranked by their use in the text
     with pytest.raises(XlangError, match="no Korean character"):
-        user(language=ko, texts=[], limit=10, tokens=["한국어", "hello"])
+        user(options={"tokens": ["한국어", "hello"]}, language=ko, texts=[], limit=10)
 
-    sources = {
-        "vocabulary": lambda **kw: vocabulary(**kw, path=word_list),
-        "user": lambda **kw: user(**kw, tokens=["대화 상자"]),
-    }
     result = expand_tokenizer(
         smollm2_dir,
-        ko,
-        corpora["ko"]["train"],
+        listed,
+        texts,
         30,
         tmp_path / "out",
-        candidate_sources=sources,
+        candidate_sources={"vocabulary": vocabulary, "user": user},
         expander=expander,
         required_tokens=["한국어"],
+        vocabularies=vocabularies,
+        source_options={"user": {"tokens": ["대화 상자"]}},
     )
     assert result.candidates == {"vocabulary": 3, "user": 1}
     assert "한국어" in result.new_tokens

@@ -19,16 +19,13 @@ from xlang.tokenizer.families import (
     to_byte_symbols,
 )
 
-_PROMPTS = {task: "x" for task in ("object-centric", "location-centric", "atmosphere-centric", "conversation")}
-
 
 def _spec(code: str, *ranges: tuple[str, int, int]) -> LanguageSpec:
     return LanguageSpec(
         code=code,
         name=code,
         scripts=tuple(ScriptRange(name=name, start=start, end=end) for name, start, end in ranges),
-        prompts=_PROMPTS,
-        chat=ChatBits(system_prompt="x", answer_in_language="x"),
+        chat=ChatBits(system_prompt="x"),
     )
 
 

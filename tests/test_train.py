@@ -687,7 +687,7 @@ def test_staged_run_interrupted_mid_stage_resumes_to_the_same_weights(
 
     from transformers import AutoTokenizer
 
-    real_eval = make_bpc_eval(AutoTokenizer.from_pretrained(str(tokenizer_dir)), validation, seq_len=64, micro_batch=2)
+    real_eval = make_bpc_eval(AutoTokenizer.from_pretrained(str(tokenizer_dir)), validation, window=64, stride=32)
     calls = []
 
     def interrupting(wrapper):  # type: ignore[no-untyped-def]

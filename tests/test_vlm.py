@@ -1,11 +1,13 @@
-"""Vision stage: DINOv2 conversion, seed data, assembly, assistant-only loss, resume, bad input, report.
+"""Vision stage code: the languages' VIT data, assembly, assistant-only loss, resume, bad input, report.
 
 Most tests use a tiny random LLaVA (2-layer Llama with SmolLM2's real tokenizer and template, 2-layer
-DINOv2 at 56 px = 16 image tokens); `tests/test_vlm_pipeline.py` runs the real SmolLM2 + DINOv2.
+DINOv2 at 56 px = 16 image tokens, loaded through the built-in `hf` tower); `tests/test_vlm_pipeline.py`
+runs the real SmolLM2 + DINOv2, `tests/test_vision_*.py` the towers, the report's fonts and the stages.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,27 @@ from xlang.errors import XlangError
 
 LANGS = ("en", "ko", "zh")
 SYSTEM_PROMPTS = {"en": "Be helpful.", "ko": "친절하게 답하세요.", "zh": "请友好地回答。"}
+TASKS = {"caption", "object-centric", "location-centric", "atmosphere-centric", "conversation"}
+
+
+def spec(code: str) -> Any:
+    from xlang import plugins
+
+    return plugins.get_language(code, plugins.make_plugin_manager())
+
+
+@functools.cache
+def _language_records(code: str) -> tuple[dict[str, Any], ...]:
+    """The records of a language plugin's `vit_data`, through the built-in loader."""
+    from xlang.vlm.data import load_vit_uri
+
+    return tuple(record for uri in spec(code).vit_data for record in load_vit_uri(uri))
+
+
+def seed_records(split: str | None = None, langs: tuple[str, ...] = LANGS) -> list[dict[str, Any]]:
+    """The seed records of the installed en, ko and zh plugins (copies), optionally of one split."""
+    records = [dict(record) for code in langs for record in _language_records(code)]
+    return records if split is None else [r for r in records if r.get("split") == split]
 
 
 def hangul_share(text: str) -> float:
@@ -33,8 +56,7 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> d
     """A tiny Llama with SmolLM2's tokenizer and a tiny DINOv2 tower at 56 px, as model folders."""
     import torch
     from transformers import AutoTokenizer, Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM
-
-    from xlang.vlm.dinov2_onnx import _image_processor
+    from xlang_dinov2.convert import image_processor
 
     root = tmp_path_factory.mktemp("tiny-vlm")
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
@@ -63,22 +85,26 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> d
         )
     )
     tower.save_pretrained(root / "tower")
-    _image_processor(56).save_pretrained(root / "tower")
+    image_processor(56).save_pretrained(root / "tower")
     return {"lm": root / "lm", "tower": root / "tower", "root": root}
 
 
 @pytest.fixture(scope="session")
 def tiny_llava(tiny_parts: dict[str, Path], test_cache_dir: Path) -> Path:
+    from xlang import plugins
     from xlang.vlm.assemble import build_llava
     from xlang.vlm.config import AssembleConfig
 
+    config = AssembleConfig(vision_tower="hf", vision_tower_options={"path": str(tiny_parts["tower"])})
+    tower = plugins.get_strategy("vision_towers", config.vision_tower, plugins.make_plugin_manager())
     return build_llava(
         str(tiny_parts["lm"]),
         test_cache_dir,
         tiny_parts["root"] / "assembled",
+        vision_tower=functools.partial(tower, options=tower.configure(config.vision_tower_options)),
         system_prompts=SYSTEM_PROMPTS,
         target_lang="ko",
-        config=AssembleConfig(vision_tower=str(tiny_parts["tower"])),
+        config=config,
     )
 
 
@@ -92,32 +118,6 @@ def _tensors(folder: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- tower
-
-
-@pytest.mark.slow
-def test_dinov2_conversion_matches_onnxruntime(test_cache_dir: Path) -> None:
-    import numpy as np
-    import skimage.data
-    import torch
-    from transformers import AutoImageProcessor, Dinov2Model
-
-    from xlang.assets.wheels import DINOV2_SMALL_ONNX, wheel_member
-    from xlang.vlm.dinov2_onnx import IMAGENET_MEAN, IMAGENET_STD, ensure_dinov2_small, onnx_backbone_features
-
-    folder = ensure_dinov2_small(test_cache_dir)
-    processor = AutoImageProcessor.from_pretrained(folder)
-    assert processor.crop_size == {"height": 224, "width": 224}
-    assert tuple(processor.image_mean) == IMAGENET_MEAN and tuple(processor.image_std) == IMAGENET_STD
-    model = Dinov2Model.from_pretrained(folder).eval()
-    assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 12
-    pixels = processor(images=[skimage.data.coffee(), skimage.data.chelsea()], return_tensors="pt")["pixel_values"]
-    with torch.no_grad():
-        ours = model(pixel_values=pixels).last_hidden_state.numpy()
-    reference = onnx_backbone_features(wheel_member(DINOV2_SMALL_ONNX, test_cache_dir), pixels.numpy())
-    assert ours.shape == reference.shape == (2, 257, 384)
-    assert np.abs(ours - reference).max() < 1e-4
-    # the two photos give different features: the weights are real, not a constant
-    assert np.abs(ours[0] - ours[1]).mean() > 0.1
 
 
 def test_tower_rules_stop_at_assembly(tiny_parts: dict[str, Path]) -> None:
@@ -189,9 +189,9 @@ def test_tower_rules_stop_at_assembly(tiny_parts: dict[str, Path]) -> None:
 # ----------------------------------------------------------------------------------------- data
 
 
-def test_seed_set_covers_photos_languages_and_tasks() -> None:
-    from xlang.spec import TASK_TYPES
-    from xlang.vlm.data import check_record, seed_records
+def test_language_plugins_vit_data_covers_photos_languages_and_tasks() -> None:
+    """Each language plugin ships its own records: the same photos and tasks, answers in its own script."""
+    from xlang.vlm.data import check_record
     from xlang.vlm.images import load_image
 
     records = seed_records()
@@ -199,11 +199,14 @@ def test_seed_set_covers_photos_languages_and_tasks() -> None:
     assert len(images) >= 18
     assert {ref.split(":")[0] for ref in images} == {"skimage", "sklearn", "matplotlib"}
     assert len({r["id"] for r in records}) == len(records)
+    for code in LANGS:
+        assert {r["lang"] for r in _language_records(code)} == {code}  # a plugin's file holds its language only
+        assert {r["split"] for r in _language_records(code)} == {"train", "heldout"}
     for ref in images:
         assert min(load_image(ref).size) >= 100
         for lang in LANGS:
             mine = [r for r in records if r["image"] == ref and r["lang"] == lang]
-            assert {r["task"] for r in mine} == {"caption", *TASK_TYPES}, (ref, lang)
+            assert {r["task"] for r in mine} == TASKS, (ref, lang)
             qa_turns = sum(len(r["conversations"]) // 2 for r in mine if r["task"] != "caption")
             assert qa_turns >= 4
             for record in mine:
@@ -221,23 +224,26 @@ def test_seed_set_covers_photos_languages_and_tasks() -> None:
     assert len(heldout) == 3 and not heldout & {r["image"] for r in seed_records("train")}
 
 
-def test_load_vit_data_hook_serves_seed_and_files(fresh_plugins: Any, tmp_path: Path, test_cache_dir: Path) -> None:
+def test_load_vit_data_hook_serves_files(fresh_plugins: Any, tmp_path: Path, test_cache_dir: Path) -> None:
     from xlang import plugins
-    from xlang.vlm.data import export_seed_files
-    from xlang.vlm.images import load_image
+    from xlang.vlm.images import export_png, load_image
 
-    heldout = plugins.call_first("load_vit_data", uri="seed://?split=heldout", cache_dir=str(test_cache_dir))
-    assert len(heldout) == 3 * 3 * 5 and {r["split"] for r in heldout} == {"heldout"}
-    jsonl = export_seed_files(test_cache_dir, "heldout")
-    copy = tmp_path / "data" / "vit.jsonl"  # relative image paths resolve against the file's own folder
-    copy.parent.mkdir()
-    (copy.parent / "images").symlink_to(jsonl.parent / "images")
-    copy.write_text(jsonl.read_text())
-    records = plugins.call_first("load_vit_data", uri=f"file://{copy}", cache_dir=str(test_cache_dir))
+    heldout = seed_records("heldout", langs=("ko",))
+    folder = tmp_path / "data"  # relative image paths resolve against the file's own folder
+    rows = []
+    for record in heldout:
+        name = record["image"].split(":", 1)[1].rsplit(".", 1)[0] + ".png"
+        export_png(record["image"], folder / "images" / name)
+        rows.append({key: value for key, value in record.items() if key != "source"} | {"image": f"images/{name}"})
+    path = folder / "vit.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    records = plugins.call_first("load_vit_data", uri=f"file://{path}", cache_dir=str(test_cache_dir))
     assert [r["id"] for r in records] == [r["id"] for r in heldout]
     assert Path(records[0]["image"]).is_absolute() and load_image(records[0]["image"]).size == (600, 400)
-    assert records[0]["source"] == str(copy)
-    assert plugins.call_first("load_vit_data", uri="s3://bucket/x.jsonl", cache_dir=str(test_cache_dir)) is None
+    assert records[0]["source"] == str(path)
+    # the core has no data of its own any more: seed:// is nobody's scheme, like any unknown one
+    for uri in ("seed://?split=heldout", "s3://bucket/x.jsonl", str(path)):
+        assert plugins.call_first("load_vit_data", uri=uri, cache_dir=str(test_cache_dir)) is None, uri
 
 
 def test_malformed_jsonl_row_names_file_and_line(tmp_path: Path) -> None:
@@ -281,7 +287,7 @@ def test_chat_template_follows_language_chat_bits(tiny_llava: Path) -> None:
 def test_loss_masks_everything_but_assistant_answers(tiny_llava: Path) -> None:
     from transformers import AutoProcessor
 
-    from xlang.vlm.data import seed_records, to_messages
+    from xlang.vlm.data import to_messages
     from xlang.vlm.train import IGNORE_INDEX, encode_conversation, encode_plain
 
     processor = AutoProcessor.from_pretrained(tiny_llava)
@@ -344,7 +350,6 @@ def _train(model_dir: Path, records: list[dict[str, Any]], out_dir: Path, **over
 @pytest.mark.slow
 def test_resumed_stage_ends_with_the_same_weights(tiny_llava: Path, tmp_path: Path, monkeypatch: Any) -> None:
     from xlang.vlm import train
-    from xlang.vlm.data import seed_records
 
     records = [r for r in seed_records("train") if r["task"] in ("caption", "object-centric")][:24]
     whole = _train(tiny_llava, records, tmp_path / "whole", save_every=2)
@@ -375,7 +380,6 @@ def test_resumed_stage_ends_with_the_same_weights(tiny_llava: Path, tmp_path: Pa
 
 
 def _bad_input_file(folder: Path) -> Path:
-    from xlang.vlm.data import seed_records
     from xlang.vlm.images import export_png
 
     folder.mkdir(parents=True)
@@ -439,25 +443,30 @@ def test_bad_samples_are_reported_skipped_or_stop_cleanly(tiny_llava: Path, tmp_
 
 @pytest.mark.slow
 def test_report_puts_answers_beside_thumbnails(tiny_llava: Path, tmp_path: Path, test_cache_dir: Path) -> None:
-    from xlang.vlm.data import seed_records
+    from PIL import Image
+
+    from xlang import plugins
+    from xlang.resolve import Resolver
+    from xlang.settings import XlangSettings
     from xlang.vlm.report import before_after_report
 
+    resolver = Resolver(XlangSettings(cache_dir=test_cache_dir), plugins.make_plugin_manager())
     files = before_after_report(
         tiny_llava,
         tiny_llava,
         seed_records("heldout"),
         tmp_path / "report",
-        cache_dir=test_cache_dir,
-        scorers={"ko": hangul_share},
+        languages=[spec(code) for code in ("ko", "en", "zh")],
+        fetch_file=resolver.fetch_file,
         max_new_tokens=3,
     )
     rows = json.loads(files.json.read_text())
-    assert len(rows) == 9 and {row["lang"] for row in rows} == set(LANGS)
+    assert len(rows) == 9 and [row["lang"] for row in rows[:3]] == ["ko", "en", "zh"]
     assert all(row["before"] == row["after"] for row in rows)  # the same model twice: greedy is deterministic
+    # languages with scripts are scored by their own target_share; English has none to score
+    assert all((row["before_share"] is None) == (row["lang"] == "en") for row in rows)
     markdown = files.markdown.read_text()
     for key in ("coffee", "chelsea", "flower"):
         assert f"thumbnails/{key}.png" in markdown and (tmp_path / "report" / "thumbnails" / f"{key}.png").is_file()
     assert "컵 안에는 무엇이 들어 있나요?" in markdown
-    from PIL import Image
-
     assert Image.open(files.png).size[1] > 600

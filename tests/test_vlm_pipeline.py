@@ -1,9 +1,10 @@
-"""The real thing, small: SmolLM2-135M + the converted DINOv2-small (56 px, 16 image tokens) through stage 1
-and stage 2 on the seed data, then the exported folder answers a Korean question in a process where
-xlang cannot be imported."""
+"""The real thing, small: SmolLM2-135M + the converted DINOv2-small (the `xlang-dinov2` plugin's tower, 56 px,
+16 image tokens) through stage 1 and stage 2 on the language plugins' seed data, then the exported folder
+answers a Korean question in a process where xlang cannot be imported."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +22,27 @@ def hangul_share(text: str) -> float:
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, test_cache_dir: Path) -> dict[str, Any]:
+    from xlang import plugins
     from xlang.vlm.assemble import build_llava
     from xlang.vlm.config import AlignConfig, AssembleConfig, InstructConfig
-    from xlang.vlm.data import seed_records
+    from xlang.vlm.data import load_vit_uri, split_heldout
     from xlang.vlm.train import train_vit_stage
 
+    pm = plugins.make_plugin_manager()
+    tower = plugins.get_strategy("vision_towers", "dinov2-small", pm)
     root = tmp_path_factory.mktemp("vlm-real")
     assembled = build_llava(
         str(smollm2_dir),
         test_cache_dir,
         root / "assembled",
+        vision_tower=functools.partial(tower, options=tower.configure({})),
         system_prompts=SYSTEM_PROMPTS,
         target_lang="ko",
         config=AssembleConfig(image_size=56),
     )
-    records = seed_records("train")
+    records, _ = split_heldout(
+        [r for code in ("en", "ko", "zh") for uri in plugins.get_language(code, pm).vit_data for r in load_vit_uri(uri)]
+    )
     align = train_vit_stage(
         assembled,
         records,

@@ -32,10 +32,13 @@ def register_languages(register: Any) -> None:
 def register_token_candidate_sources(register: Any) -> None:
     """Offer sources of candidate tokens for vocabulary expansion.
 
-    Call ``register(name, source)``. ``source(language=, texts=, limit=, **options)`` returns an
-    iterable of candidate strings (most promising first is welcome, not required: the expansion engine
-    ranks them by the compression they buy). ``texts`` is the language's training text; ``limit``
-    counts merged (multi-character) tokens, single characters are always included.
+    Call ``register(name, source, options=OptionsClass)``; ``options`` (a subclass of
+    :class:`xlang.contract.Options`) is optional and validates what a user sets under
+    ``stages.expand.source_options.<name>``. ``source`` is called with the inputs it names among
+    ``language=`` (a LanguageSpec), ``texts=`` (the language's training paragraphs), ``limit=`` (merged,
+    multi-character candidates wanted; single characters always count), ``vocabularies=`` (the
+    language's word lists as local files, name -> path) and ``options=``. It returns an iterable of
+    candidate strings; the expansion engine ranks them by the compression they buy.
     """
 
 
@@ -43,12 +46,12 @@ def register_token_candidate_sources(register: Any) -> None:
 def register_tokenizer_expanders(register: Any) -> None:
     """Offer ways of adding tokens to a tokenizer.
 
-    Call ``register(name, expander)``. ``expander(tokenizer=, tokens=, language=, texts=, budget=,
-    required_tokens=, min_frequency=)`` takes the base (a ``tokenizers.Tokenizer``), the candidate
-    tokens and the target-language training texts, and returns the expanded ``tokenizers.Tokenizer`` (a
-    transformers fast tokenizer is accepted too) with at most ``budget`` new entries. New ids come right
-    after the base's and new merges after the base's; the ids of any text without a target-script
-    character must stay exactly the same.
+    Call ``register(name, expander, options=OptionsClass)``. ``expander`` is called with the inputs it
+    names among ``tokenizer=`` (the base ``tokenizers.Tokenizer``), ``tokens=`` (candidates),
+    ``language=``, ``texts=``, ``budget=``, ``required_tokens=``, ``min_frequency=`` and ``options=``,
+    and returns the expanded ``tokenizers.Tokenizer`` (a transformers fast tokenizer is accepted too)
+    with at most ``budget`` new entries. New ids come right after the base's and new merges after the
+    base's; the ids of any text without a target-script character must stay exactly the same.
     """
 
 
@@ -56,9 +59,24 @@ def register_tokenizer_expanders(register: Any) -> None:
 def register_embedding_initializers(register: Any) -> None:
     """Offer ways of initializing the embedding rows of new tokens.
 
-    Call ``register(name, initializer)``. ``initializer(model=, base_tokenizer=, tokenizer=,
-    new_token_ids=, **options)`` fills the new rows of the model's input (and, if untied, output)
-    embeddings in place. Old rows must not change.
+    Call ``register(name, initializer, options=OptionsClass)``. ``initializer`` is called with the inputs
+    it names among ``model=``, ``base_tokenizer=``, ``tokenizer=``, ``new_token_ids=``, ``seed=``,
+    ``texts=`` (target-language training documents), ``keep_texts=`` (the companion languages' training
+    documents, whose predictions must not change) and ``options=`` (its validated options, set under
+    ``stages.init.options``). It fills the new rows of the input (and, if untied, output) embeddings in
+    place and returns a JSON-able dict of facts. Old rows must not change.
+    """
+
+
+@hookspec
+def register_vision_towers(register: Any) -> None:
+    """Offer vision towers for assembling a LLaVA.
+
+    Call ``register(name, loader, options=OptionsClass)``. ``loader`` is called with the inputs it
+    names among ``cache_dir=`` (xlang's cache folder), ``image_size=`` (requested input size or None)
+    and ``options=``, and returns ``(vision_model, image_processor)``: a transformers vision model
+    whose ``config`` is a vision config LLaVA accepts (e.g. ``CLIPVisionConfig``, ``Dinov2Config``)
+    and an image processor for it. The align stage names the tower in ``stages.align.assemble.vision_tower``.
     """
 
 
@@ -68,9 +86,19 @@ def load_corpus(source: Any, split: str, cache_dir: Any) -> Any:
 
     ``source`` is a :class:`xlang.spec.CorpusSource`; ``split`` is ``"train"`` or ``"validation"``;
     ``cache_dir`` is where downloads and built splits live. Return a ``datasets`` Dataset or
-    IterableDataset of records with a ``text`` field (one field per language code for parallel sources),
-    or None when the URI is not yours. Raise :class:`xlang.errors.XlangError` for a URI you own but
-    cannot serve.
+    IterableDataset of records with a ``text`` field (one field per language code for parallel sources)
+    and, where paragraphs belong to a larger document, a ``doc`` field naming it; or None when the URI
+    is not yours. Raise :class:`xlang.errors.XlangError` for a URI you own but cannot serve.
+    """
+
+
+@hookspec(firstresult=True)
+def fetch_file(uri: str, cache_dir: Any) -> Any:
+    """Fetch one file named by ``uri`` into ``cache_dir``, if this plugin handles its scheme.
+
+    Used for the language's word lists (``VocabularySource.uri``) and fonts (``LanguageSpec.font``).
+    Return the local ``pathlib.Path``, or None when the URI is not yours; raise
+    :class:`xlang.errors.XlangError` for a URI you own but cannot fetch.
     """
 
 
@@ -79,34 +107,27 @@ def load_vit_data(uri: str, cache_dir: Any) -> Any:
     """Load visual-instruction data (LLaVA conversation records), if this plugin handles the URI.
 
     Return a list or ``datasets`` Dataset of records ``{"id", "image", "conversations", "lang",
-    "task"}``, or None when the URI is not yours.
+    "task"}`` (optionally ``"split"``: ``"train"`` or ``"heldout"``), or None when the URI is not yours.
     """
 
 
 @hookspec(firstresult=True)
 def chat_template(language: Any, base_template: Any) -> Any:
-    """Return a Jinja chat template for ``language`` (a LanguageSpec), or None to keep the default.
+    """Return a Jinja chat template for the LLaVA built for ``language`` (a LanguageSpec), or None.
 
-    ``base_template`` is the base tokenizer's template (may be None). The default adds the language's
-    ``chat.system_prompt`` to the base template.
-    """
-
-
-@hookspec
-def register_teachers(register: Any) -> None:
-    """Offer teacher backends for generating multilingual visual-instruction data.
-
-    Call ``register(name, factory)``; ``factory(**options)`` returns an object with
-    ``generate(image_path, prompt, language) -> str``.
+    ``base_template`` is the chat template of the language model the LLaVA is built from (None when it
+    has none). Returning None keeps xlang's template, which uses each language's ``chat.system_prompt``.
     """
 
 
 @hookspec
 def register_evaluators(register: Any) -> None:
-    """Offer evaluators.
+    """Offer evaluators that the evaluate stage runs by name (``stages.evaluate.evaluators``).
 
-    Call ``register(name, evaluator)``; ``evaluator(model_dir=, language=, texts=, **options)`` returns
-    a dict of metric name to number.
+    Call ``register(name, evaluator, options=OptionsClass)``. ``evaluator`` is called with the inputs it
+    names among ``model=`` (a loaded causal LM), ``tokenizer=``, ``texts=`` (validation documents of
+    one language), ``language=`` (its LanguageSpec) and ``options=``, and returns a dict of metric name
+    to number.
     """
 
 
@@ -114,8 +135,8 @@ def register_evaluators(register: Any) -> None:
 def register_recipes(register: Any) -> None:
     """Offer recipes.
 
-    Call ``register(recipe)`` with a :class:`xlang.runner.Recipe` (a name, a description and an
-    ordered list of stages).
+    Call ``register(recipe)`` with a :class:`xlang.contract.Recipe` (a name, a description, an ordered
+    list of stages and the command-line flags it adds to ``xlang extend``).
     """
 
 

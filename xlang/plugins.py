@@ -16,16 +16,17 @@ from typing import Any
 import pluggy
 
 from xlang import hookspecs
+from xlang.contract import NoOptions, Options, Strategy, check_kind, kind_label
 from xlang.errors import XlangError
 
 ENTRY_POINT_GROUP = "xlang"
 AUTOLOAD_KILL_SWITCH = "XLANG_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "xlang.builtin.corpus_sources",
+    "xlang.builtin.files",
     "xlang.builtin.tokenizer_strategies",
     "xlang.builtin.embedding_strategies",
     "xlang.builtin.evaluators",
-    "xlang.builtin.training",
     "xlang.builtin.vision",
 )
 
@@ -55,14 +56,8 @@ def _plugin_label(pm: pluggy.PluginManager, plugin: object) -> str:
 def _register_builtins(pm: pluggy.PluginManager) -> None:
     import importlib
 
-    for module_name in BUILTIN_PLUGINS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:  # a stage that has not been built yet
-                continue
-            raise
-        pm.register(module, name=module_name)
+    for module_name in BUILTIN_PLUGINS:  # a missing built-in is a broken install: let the import fail
+        pm.register(importlib.import_module(module_name), name=module_name)
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
@@ -90,16 +85,26 @@ def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     _register_builtins(pm)
     if load_entry_points:
         _load_entry_points(pm)
-    if os.environ.get("XLANG_TRACE_HOOKS"):
+    if tracing():
 
         def before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
             print(f"xlang hook {hook_name}({', '.join(kwargs)}) -> {len(hook_impls)} impl(s)", file=sys.stderr)
 
         def after(outcome: Any, hook_name: str, hook_impls: list, kwargs: dict) -> None:
-            print(f"xlang hook {hook_name} done", file=sys.stderr)
+            result = outcome.get_result() if outcome.exception is None else outcome.exception
+            print(f"xlang hook {hook_name} -> {_short(result)}", file=sys.stderr)
 
         pm.add_hookcall_monitoring(before, after)
     return pm
+
+
+def tracing() -> bool:
+    return os.environ.get("XLANG_TRACE_HOOKS", "").strip() not in ("", "0", "false", "False")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 _manager: pluggy.PluginManager | None = None
@@ -119,33 +124,46 @@ def reset_plugin_manager(pm: pluggy.PluginManager | None = None) -> None:
     _manager = pm
 
 
-def _collect(pm: pluggy.PluginManager, hook_name: str, named: bool, what: str) -> dict[str, Registered]:
-    registry: dict[str, Registered] = {}
+def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str | None, what: str) -> dict[str, Any]:
+    """Call a register-callback hook on every plugin; `kind` set means named strategies with options."""
+    registry: dict[str, Any] = {}
+    owners: dict[str, str] = {}
     hook = getattr(pm.hook, hook_name)
     for impl in hook.get_hookimpls():
         plugin_name = _plugin_label(pm, impl.plugin)
 
-        def register(*args: Any, _plugin: str = plugin_name) -> None:
-            if named:
-                if len(args) != 2:
-                    raise TypeError(f"{hook_name}: register(name, value) takes two arguments (plugin {_plugin})")
-                name, value = args
+        def register(*args: Any, _plugin: str = plugin_name, **keywords: Any) -> None:
+            if kind is not None:
+                if len(args) != 2 or set(keywords) - {"options"}:
+                    usage = f"register(name, {kind_label(kind)}, options=OptionsClass)"
+                    raise XlangError(f"plugin {_plugin!r}: {hook_name} takes {usage}")
+                name, function = args
+                options = keywords.get("options") or NoOptions
+                if not (isinstance(options, type) and issubclass(options, Options)):
+                    raise XlangError(
+                        f"plugin {_plugin!r}: options of {kind_label(kind)} {name!r} must be a subclass of "
+                        "xlang.contract.Options"
+                    )
+                value: Any = Strategy(kind, name, function, options, _plugin)
             else:
                 (value,) = args
                 name = getattr(value, "code", None) or value.name
             if name in registry:
                 raise XlangError(
-                    f"{what} {name!r} is registered twice: by plugin {registry[name].plugin!r} and by plugin "
+                    f"{what} {name!r} is registered twice: by plugin {owners[name]!r} and by plugin "
                     f"{_plugin!r}; uninstall one of them or rename the {what}"
                 )
-            registry[name] = Registered(name=name, value=value, plugin=_plugin)
+            registry[name] = value if kind is not None else Registered(name=name, value=value, plugin=_plugin)
+            owners[name] = _plugin
+            if tracing():
+                print(f"xlang hook {hook_name}: {_plugin} registered {name!r}", file=sys.stderr)
 
         impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
     return registry
 
 
 def languages(pm: pluggy.PluginManager | None = None) -> dict[str, Registered]:
-    return _collect(pm or get_plugin_manager(), "register_languages", named=False, what="language")
+    return _collect(pm or get_plugin_manager(), "register_languages", None, what="language")
 
 
 def get_language(code: str, pm: pluggy.PluginManager | None = None):  # -> LanguageSpec
@@ -159,23 +177,22 @@ def get_language(code: str, pm: pluggy.PluginManager | None = None):  # -> Langu
     return known[code].value
 
 
-def strategies(kind: str, pm: pluggy.PluginManager | None = None) -> dict[str, Registered]:
-    """Named strategies of one kind: token_candidate_sources, tokenizer_expanders, embedding_initializers,
-    teachers, evaluators."""
-    return _collect(pm or get_plugin_manager(), f"register_{kind}", named=True, what=kind.rstrip("s").replace("_", " "))
+def strategies(kind: str, pm: pluggy.PluginManager | None = None) -> dict[str, Strategy]:
+    """Named strategies of one kind (see `xlang.contract.STRATEGY_KINDS`)."""
+    check_kind(kind)
+    return _collect(pm or get_plugin_manager(), f"register_{kind}", kind, what=kind_label(kind))
 
 
-def get_strategy(kind: str, name: str, pm: pluggy.PluginManager | None = None) -> Any:
+def get_strategy(kind: str, name: str, pm: pluggy.PluginManager | None = None) -> Strategy:
     """A strategy by name; the error lists the known names of that kind."""
     known = strategies(kind, pm)
     if name not in known:
-        label = kind.rstrip("s").replace("_", " ")
-        raise XlangError(f"unknown {label} {name!r}; known: {', '.join(sorted(known)) or 'none'}")
-    return known[name].value
+        raise XlangError(f"unknown {kind_label(kind)} {name!r}; known: {', '.join(sorted(known)) or 'none'}")
+    return known[name]
 
 
 def recipes(pm: pluggy.PluginManager | None = None) -> dict[str, Registered]:
-    return _collect(pm or get_plugin_manager(), "register_recipes", named=False, what="recipe")
+    return _collect(pm or get_plugin_manager(), "register_recipes", None, what="recipe")
 
 
 def get_recipe(name: str, pm: pluggy.PluginManager | None = None) -> Any:

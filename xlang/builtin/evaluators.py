@@ -9,7 +9,7 @@ from xlang.hookspecs import hookimpl
 
 @hookimpl
 def register_evaluators(register: Any) -> None:
-    from xlang.eval.bpc import bpc_evaluator, tokens_per_char_evaluator
+    from xlang.eval.bpc import BpcOptions, bpc_evaluator, tokens_per_char_evaluator
 
-    register("bpc", bpc_evaluator)
+    register("bpc", bpc_evaluator, options=BpcOptions)
     register("tokens-per-char", tokens_per_char_evaluator)

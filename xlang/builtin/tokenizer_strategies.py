@@ -10,15 +10,22 @@ from xlang.hookspecs import hookimpl
 
 @hookimpl
 def register_token_candidate_sources(register: Any) -> None:
-    from xlang.tokenizer import corpus_bpe_candidates, user_candidates, vocabulary_candidates
+    from xlang.tokenizer.candidates import (
+        CorpusBpeOptions,
+        UserOptions,
+        VocabularyOptions,
+        corpus_bpe_candidates,
+        user_candidates,
+        vocabulary_candidates,
+    )
 
-    register("corpus-bpe", corpus_bpe_candidates)
-    register("vocabulary", vocabulary_candidates)
-    register("user", user_candidates)
+    register("corpus-bpe", corpus_bpe_candidates, options=CorpusBpeOptions)
+    register("vocabulary", vocabulary_candidates, options=VocabularyOptions)
+    register("user", user_candidates, options=UserOptions)
 
 
 @hookimpl
 def register_tokenizer_expanders(register: Any) -> None:
-    from xlang.tokenizer import merges_expander
+    from xlang.tokenizer import merges
 
-    register("merges", merges_expander)
+    register("merges", merges)

@@ -1,8 +1,9 @@
 """Corpora stage: texts and statistics of the corpora a language offers.
 
 Callers hand in what a loader returned (`datasets` objects); this stage never asks the plugin
-manager. The loaders for the built-in URI schemes live in `xlang.data.sources` and are exposed to
-the core through the `load_corpus` hook (`xlang.builtin.corpus_sources`).
+manager. The loaders for the built-in URI schemes (`hf://`, `file://`) live in `xlang.data.sources` and
+are exposed to the core through the `load_corpus` hook (`xlang.builtin.corpus_sources`); other schemes
+come from plugins through the same hook.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from xlang.data.build import build_debian_corpus
-from xlang.data.debian import fetch_debian_file
 from xlang.data.sources import load_source
 from xlang.errors import XlangError
 
@@ -85,7 +84,7 @@ class SplitStats:
 
     records: int
     documents: int
-    """Distinct `doc` keys (whole help or man pages) where the split has them, else records."""
+    """Distinct `doc` keys (whole documents, e.g. pages) where the split has them, else records."""
     chars: int
     visible_chars: int
     """Characters other than whitespace: the denominator of the target share."""
@@ -195,9 +194,7 @@ __all__ = [
     "CorpusStats",
     "SplitStats",
     "StatsRow",
-    "build_debian_corpus",
     "corpus_stats",
-    "fetch_debian_file",
     "load_source",
     "split_stats",
     "texts",

@@ -1,14 +1,15 @@
-"""Open a corpus source by URI as a `datasets` object: `debian://`, `hf://` or `file://`.
+"""Open a corpus source of a built-in URI scheme as a `datasets` object: `hf://` or `file://`.
 
-- `debian://...` (see `xlang.data.build`): built once into the cache, then read as a memory-mapped
-  `datasets.Dataset` (Arrow cache under `<cache_dir>/hf/datasets`).
 - `hf://NAME?config=C&field=text&split=train`: a streamed `datasets.IterableDataset` with one `text`
   column. Validation is the URI's `validation_split=` when given; otherwise the first
   `validation_records=` (default 1000) records of the stream, which train then skips. Streams are
   ordered, so this is deterministic without downloading the corpus.
 - `file://PATH` (absolute `file:///data/x.txt` or relative `file://data/x.txt`): a `.txt` file with
   one document per blank-line-separated paragraph, or a `.jsonl` file with a `text` field (`field=`
-  names another). Split by the same document rule as the built corpora (`xlang.data.splits`).
+  names another). Split by whole documents with the rule of `xlang.data.splits`, which plugins that
+  build corpora (e.g. the `debian://` source of `xlang-debian`) use too.
+
+Other schemes belong to plugins, through the `load_corpus` hook.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from xlang.data.build import build_debian_corpus
-from xlang.data.debian import Resolver, apt_resolve
 from xlang.data.splits import SPLITS, SplitRule, validation_documents
 from xlang.errors import XlangError
 
@@ -39,28 +38,10 @@ def _datasets_cache(cache_dir: Path) -> str:
     return str(Path(cache_dir) / "hf" / "datasets")
 
 
-def load_debian(
-    name: str,
-    uri: str,
-    split: str,
-    cache_dir: Path,
-    fields: tuple[str, str] | None = None,
-    mirror: str | None = None,
-    resolve: Resolver | None = apt_resolve,
-) -> Any:
-    """One split of a `debian://` corpus as a `datasets.Dataset`, building the corpus on first use."""
-    _check_split(split)
-    folder = build_debian_corpus(name, uri, Path(cache_dir), fields=fields, mirror=mirror, resolve=resolve)
-    import datasets
-
-    return datasets.load_dataset(
-        "json", data_files=str(folder / f"{split}.jsonl"), split="train", cache_dir=_datasets_cache(cache_dir)
-    )
-
-
 def _options(uri: str, known: frozenset[str]) -> tuple[urllib.parse.SplitResult, dict[str, str]]:
     parsed = urllib.parse.urlsplit(uri)
-    query = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+    # a URI is not form data: a `+` is a plus sign, never a space
+    query = dict(urllib.parse.parse_qsl(parsed.query.replace("+", "%2B"), keep_blank_values=True))
     unknown = sorted(set(query) - known)
     if unknown:
         raise XlangError(
@@ -210,17 +191,12 @@ def load_file(uri: str, split: str) -> Any:
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def load_source(
-    name: str,
-    uri: str,
-    split: str,
-    cache_dir: Path,
-    fields: tuple[str, str] | None = None,
-) -> Any:
-    """A split of the corpus at `uri`, or None when its scheme is not one of debian, hf, file."""
+SCHEMES = ("hf", "file")
+
+
+def load_source(uri: str, split: str, cache_dir: Path) -> Any:
+    """A split of the corpus at `uri`, or None when its scheme is not one of `SCHEMES`."""
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if scheme == "debian":
-        return load_debian(name, uri, split, Path(cache_dir), fields=fields)
     if scheme == "hf":
         return load_hub(uri, split, Path(cache_dir))
     if scheme == "file":

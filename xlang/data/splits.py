@@ -1,6 +1,6 @@
 """Deterministic train/validation splits by document, sized in characters.
 
-Whole documents (a help page, a man page) go to one split, so validation text is never a sibling
+Whole documents (a page, a file, a record's `doc`) go to one split, so validation text is never a sibling
 paragraph of training text. Documents are ranked by a keyed hash of their name, which does not
 depend on file order, Python's hash seed or the machine; validation takes them in that order until
 it holds `validation_chars` characters, never more than `max_share` of the corpus. A character budget

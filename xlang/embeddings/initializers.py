@@ -1,13 +1,11 @@
 """Initializers for the embedding rows of new tokens.
 
-Each one has the ``register_embedding_initializers`` shape::
-
-    initializer(model=, base_tokenizer=, tokenizer=, new_token_ids=, **options) -> dict
-
-It fills the rows ``new_token_ids`` of the model's input embeddings and, when the model is untied, of
-its output embeddings, in place; every other row stays bit for bit as it was. It returns a small dict
-of facts for the record (JSON-able). Options an initializer does not know are ignored, so the stage can
-pass the same options (``texts``, ``seed``) to any of them.
+Each one has the ``register_embedding_initializers`` shape: it names the inputs it uses among
+``model=, base_tokenizer=, tokenizer=, new_token_ids=, seed=, texts=, keep_texts=`` and, when it has
+something to tune, ``options=`` (a validated :class:`xlang.contract.Options`; an option it does not take is
+an error, never silently dropped). It fills the rows ``new_token_ids`` of the model's input embeddings
+and, when the model is untied, of its output embeddings, in place; every other row stays bit for bit as
+it was. It returns a small dict of facts for the record (JSON-able).
 
 - ``random``: N(0, initializer_range), what an untouched resize gives; the baseline.
 - ``mean``: every new row is the mean of the old rows.
@@ -19,7 +17,11 @@ pass the same options (``texts``, ``seed``) to any of them.
   :func:`bias_direction`), so frequent new tokens get the probability their frequency warrants;
   frequencies are counted on ``texts`` (target-language training text). Untied input rows are pushed
   away from the mean of the new rows: averages of a few shared byte pieces are near-parallel, so the
-  model can hardly tell the new tokens apart. A tied row takes the offset and no contrast.
+  model can hardly tell the new tokens apart. A tied row takes the offset and no contrast. Its knobs
+  are :class:`SubwordFreqOptions`.
+
+The helpers below that read the model (``matrices``, ``write_rows``, ``output_states``, ...) are shared
+with initializers in plugins (``xlang-subword-fit`` starts from ``subword-freq`` rows).
 """
 
 from __future__ import annotations
@@ -29,28 +31,45 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ConfigDict, Field
+
+from xlang.contract import Options
 from xlang.embeddings.pieces import NewToken, spell_new_tokens
 from xlang.errors import XlangError
 
 COVARIANCE_SCALE = 1e-9
-"""The factor transformers applies to the old rows' covariance when it samples new rows."""
+"""The factor transformers applies to the old rows' covariance when it samples new rows (what
+``covariance`` reproduces, so not an option)."""
 COVARIANCE_SAMPLE_ROWS = 1024
 """Old rows the covariance is estimated on: at a 1e-9 scale (noise ~3e-5 of the rows' spread) its
 precision does not matter, and using all 32k x 4096 rows would cost seconds."""
-FREQUENCY_WEIGHT = 0.75
-"""Logit nats per nat of log-frequency. SmolLM2, 8k new tokens, validation BPC (first 10k characters):
-Korean 3.665 / 3.661 at 0.75 / 1.0; Chinese 4.059 / 4.037 / 4.092 at 0.5 / 0.75 / 1.0."""
-INPUT_CONTRAST = 1.0
-"""Untied input rows: ``mean + (1 + c) * (row - mean)`` over the new rows. SmolLM2 with its output
-matrix copied (untied) for the measurement, c = 0 -> 1: Korean 3.637 -> 3.568, Chinese 4.000 -> 3.936
-bits/char. The new rows' mean has cosine 0.78 with each of them, against 0.45 among old rows. On a tied
-row the contrast also sharpens the output distribution and does harm (Chinese 4.25 -> 4.64 at 0.5)."""
-BIAS_RIDGE = 100.0
-CONTEXT_TOKENS = 1024
-"""Tokens of target text the base model reads to find its bias direction."""
 
 
-def _matrices(model: Any) -> list[tuple[str, Any]]:
+class SubwordFreqOptions(Options):
+    """What ``subword-freq`` lets a user tune; the defaults are the measured best on SmolLM2."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    frequency_weight: float = Field(default=0.75, ge=0)
+    """Logit nats per nat of log-frequency (0: no offset, i.e. ``subword-mean`` plus contrast). SmolLM2,
+    8k new tokens, validation BPC (first 10k characters): Korean 3.665 / 3.661 at 0.75 / 1.0; Chinese
+    4.059 / 4.037 / 4.092 at 0.5 / 0.75 / 1.0."""
+    input_contrast: float = Field(default=1.0, ge=0)
+    """Untied input rows: ``mean + (1 + c) * (row - mean)`` over the new rows. SmolLM2 with its output
+    matrix copied (untied) for the measurement, c = 0 -> 1: Korean 3.637 -> 3.568, Chinese 4.000 -> 3.936
+    bits/char. The new rows' mean has cosine 0.78 with each of them, against 0.45 among old rows. Never
+    applied to a tied row: there the contrast also sharpens the output distribution and does harm
+    (Chinese 4.25 -> 4.64 at 0.5)."""
+    bias_ridge: float = Field(default=100.0, gt=0)
+    """Ridge of the fit that finds the bias direction, in percent of the states' mean square: the
+    direction's spread over held-out states is 1.00 +- 0.05 on SmolLM2 (Korean, English and Chinese
+    text) at this value."""
+    context_tokens: int = Field(default=1024, gt=0)
+    """Tokens of target text the base model reads to find its bias direction (SmolLM2 on Korean text:
+    h.v = 0.99 +- 0.06 from a fit on 1,024 tokens)."""
+
+
+def embedding_matrices(model: Any) -> list[tuple[str, Any]]:
     """("input", W_in) and, when untied, ("output", W_out): the matrices an initializer fills."""
     inputs = model.get_input_embeddings().weight
     output_layer = model.get_output_embeddings()
@@ -60,14 +79,16 @@ def _matrices(model: Any) -> list[tuple[str, Any]]:
     return [("input", inputs), ("output", outputs)]
 
 
-def _old_size(base_tokenizer: Any, new_token_ids: Sequence[int]) -> int:
+def old_vocab_size(base_tokenizer: Any, new_token_ids: Sequence[int]) -> int:
+    """The base vocabulary's size, after checking that no new id falls inside it."""
     size = len(base_tokenizer)
     if new_token_ids and min(new_token_ids) < size:
         raise XlangError(f"new token id {min(new_token_ids)} is below the base vocabulary size {size}")
     return size
 
 
-def _write(weight: Any, new_token_ids: Sequence[int], rows: Any) -> None:
+def write_rows(weight: Any, new_token_ids: Sequence[int], rows: Any) -> None:
+    """Copy ``rows`` into the rows ``new_token_ids`` of ``weight``, in its device and dtype."""
     import torch
 
     with torch.no_grad():
@@ -75,30 +96,28 @@ def _write(weight: Any, new_token_ids: Sequence[int], rows: Any) -> None:
         weight.index_copy_(0, index, rows.to(device=weight.device, dtype=weight.dtype))
 
 
-def random_init(*, model: Any, new_token_ids: Sequence[int], seed: int = 0, **_: Any) -> dict[str, Any]:
+def random_init(*, model: Any, new_token_ids: Sequence[int], seed: int = 0) -> dict[str, Any]:
     """Normal(0, config.initializer_range) rows: the library default before mean resizing existed."""
     import torch
 
     std = float(getattr(model.config, "initializer_range", 0.02))
     generator = torch.Generator().manual_seed(seed)
-    for _role, weight in _matrices(model):
+    for _role, weight in embedding_matrices(model):
         rows = torch.randn((len(new_token_ids), weight.shape[1]), generator=generator) * std
-        _write(weight, new_token_ids, rows)
+        write_rows(weight, new_token_ids, rows)
     return {"std": std, "seed": seed}
 
 
-def mean_init(*, model: Any, base_tokenizer: Any, new_token_ids: Sequence[int], **_: Any) -> dict[str, Any]:
+def mean_init(*, model: Any, base_tokenizer: Any, new_token_ids: Sequence[int]) -> dict[str, Any]:
     """Every new row is the mean old row: a token the model has no opinion about."""
-    old = _old_size(base_tokenizer, new_token_ids)
-    for _role, weight in _matrices(model):
+    old = old_vocab_size(base_tokenizer, new_token_ids)
+    for _role, weight in embedding_matrices(model):
         mean = weight[:old].detach().float().mean(0)
-        _write(weight, new_token_ids, mean.expand(len(new_token_ids), -1))
+        write_rows(weight, new_token_ids, mean.expand(len(new_token_ids), -1))
     return {}
 
 
-def covariance_init(
-    *, model: Any, base_tokenizer: Any, new_token_ids: Sequence[int], seed: int = 0, **_: Any
-) -> dict[str, Any]:
+def covariance_init(*, model: Any, base_tokenizer: Any, new_token_ids: Sequence[int], seed: int = 0) -> dict[str, Any]:
     """N(mean, 1e-9 * covariance) of the old rows: what ``mean_resizing=True`` does, done in seconds.
 
     The noise is ``z @ (sample - mean) / sqrt(n)`` with ``z ~ N(0, I)`` over ``n`` sampled old rows: its
@@ -106,15 +125,15 @@ def covariance_init(
     """
     import torch
 
-    old = _old_size(base_tokenizer, new_token_ids)
+    old = old_vocab_size(base_tokenizer, new_token_ids)
     generator = torch.Generator().manual_seed(seed)
-    for _role, weight in _matrices(model):
+    for _role, weight in embedding_matrices(model):
         rows = weight[:old].detach()
         mean = rows.float().mean(0)
         pick = torch.randperm(old, generator=generator)[: min(old, COVARIANCE_SAMPLE_ROWS)].to(rows.device)
         centered = (rows[pick].float() - mean) / math.sqrt(len(pick))
         noise = torch.randn((len(new_token_ids), len(pick)), generator=generator).to(rows.device) @ centered
-        _write(weight, new_token_ids, mean + math.sqrt(COVARIANCE_SCALE) * noise)
+        write_rows(weight, new_token_ids, mean + math.sqrt(COVARIANCE_SCALE) * noise)
     return {"scale": COVARIANCE_SCALE, "sample_rows": min(old, COVARIANCE_SAMPLE_ROWS), "seed": seed}
 
 
@@ -137,19 +156,19 @@ def _piece_means(weight: Any, spelled: Sequence[NewToken], old: int) -> tuple[An
 
 
 def subword_mean_init(
-    *, model: Any, base_tokenizer: Any, tokenizer: Any, new_token_ids: Sequence[int], **_: Any
+    *, model: Any, base_tokenizer: Any, tokenizer: Any, new_token_ids: Sequence[int]
 ) -> dict[str, Any]:
     """Mean of the rows of the base pieces that spell each new token (Gee et al.'s FVT).
 
     The row starts where the model already was for that text: as input it reads like a blend of the
     pieces, as output it scores like their average logit.
     """
-    old = _old_size(base_tokenizer, new_token_ids)
+    old = old_vocab_size(base_tokenizer, new_token_ids)
     spelled = spell_new_tokens(base_tokenizer, tokenizer, new_token_ids)
     unspelled = 0
-    for _role, weight in _matrices(model):
+    for _role, weight in embedding_matrices(model):
         means, unspelled = _piece_means(weight, spelled, old)
-        _write(weight, new_token_ids, means)
+        write_rows(weight, new_token_ids, means)
     return {"unspelled": unspelled}
 
 
@@ -180,7 +199,7 @@ def output_states(model: Any, input_ids: Any) -> Any:
     return captured[0].reshape(-1, captured[0].shape[-1]).float()
 
 
-def bias_direction(states: Any, ridge: float = BIAS_RIDGE) -> Any:
+def bias_direction(states: Any, ridge: float = 100.0) -> Any:
     """A vector ``v`` with ``h . v ~= 1`` for the output states ``h`` the model produces.
 
     Final hidden states share a large common component, so a ridge fit finds ``v`` with a small spread
@@ -230,9 +249,7 @@ def subword_freq_init(
     tokenizer: Any,
     new_token_ids: Sequence[int],
     texts: Sequence[str] = (),
-    frequency_weight: float = FREQUENCY_WEIGHT,
-    context_tokens: int = CONTEXT_TOKENS,
-    **_: Any,
+    options: SubwordFreqOptions = SubwordFreqOptions(),
 ) -> dict[str, Any]:
     """``subword-mean`` with a log-frequency logit offset on the output side (and contrast on an untied input).
 
@@ -240,27 +257,28 @@ def subword_freq_init(
     logits, which knows what may come next but not how often a whole word occurs; the base model only
     learns that over several steps. The offset ``a * (log(1 + count) - mean)`` (counts on ``texts``,
     the target training text) supplies it in one step, along a direction ``v`` with ``h . v ~= 1`` so
-    it acts as a bias in every context. Why the contrast: see :data:`INPUT_CONTRAST`. Without ``texts``
-    there is no offset (noted in the result).
+    it acts as a bias in every context. Why the contrast: see ``SubwordFreqOptions.input_contrast``.
+    Without ``texts`` there is no offset (noted in the result).
     """
     import torch
 
-    old = _old_size(base_tokenizer, new_token_ids)
+    old = old_vocab_size(base_tokenizer, new_token_ids)
     spelled = spell_new_tokens(base_tokenizer, tokenizer, new_token_ids)
-    matrices = _matrices(model)
-    facts: dict[str, Any] = {"frequency_weight": frequency_weight}
+    matrices = embedding_matrices(model)
+    facts: dict[str, Any] = {"frequency_weight": options.frequency_weight}
     offsets = None
     if texts:
         counts = torch.tensor(token_frequencies(tokenizer, texts, new_token_ids), dtype=torch.float64)
         log_counts = torch.log1p(counts)
-        offsets = (frequency_weight * (log_counts - log_counts.mean())).float()
+        offsets = (options.frequency_weight * (log_counts - log_counts.mean())).float()
         facts["unseen_tokens"] = int((counts == 0).sum())
     else:
         facts["note"] = "no texts given: no frequencies, so this is subword-mean"
     direction = None
     if offsets is not None:
-        states = output_states(model, _context_ids(base_tokenizer, texts, spelled, context_tokens))
-        direction = bias_direction(states)
+        context = _context_ids(base_tokenizer, texts, spelled, options.context_tokens)
+        states = output_states(model, context)
+        direction = bias_direction(states, options.bias_ridge)
         spread = states @ direction
         facts["bias_direction"] = {
             "norm": float(direction.norm()),
@@ -271,9 +289,9 @@ def subword_freq_init(
     for role, weight in matrices:
         rows, facts["unspelled"] = _piece_means(weight, spelled, old)
         if role == "input" and not tied:
-            rows = rows + INPUT_CONTRAST * (rows - rows.mean(0))
+            rows = rows + options.input_contrast * (rows - rows.mean(0))
         if offsets is not None and (role == "output" or tied):
             rows = rows + offsets.to(rows.device).unsqueeze(1) * direction.to(rows.device).unsqueeze(0)
-        _write(weight, new_token_ids, rows)
-    facts["input_contrast"] = 0.0 if tied else INPUT_CONTRAST
+        write_rows(weight, new_token_ids, rows)
+    facts["input_contrast"] = 0.0 if tied else options.input_contrast
     return facts

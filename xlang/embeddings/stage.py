@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from xlang.atomic import write_folder_atomically
+from xlang.contract import NoOptions, Options, Strategy
 from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
 from xlang.embeddings.pieces import check_extends
 from xlang.errors import XlangError
@@ -41,6 +42,8 @@ class InitResult:
     seconds: float
     """The whole stage: load, resize, initialize, check, save."""
     initializer: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The initializer's options as it ran (every default filled in)."""
     init_seconds: float = 0.0
     """The initializer call alone."""
     embedding_rows: int = 0
@@ -76,24 +79,68 @@ def _matrices(model: Any) -> list[Any]:
     return weights
 
 
+STAGE_INPUTS = ("model", "base_tokenizer", "tokenizer", "new_token_ids", "options")
+"""What the stage itself hands every initializer; ``inputs`` may not set these."""
+
+Initializer = Strategy | Callable[..., Any]
+"""A registered :class:`xlang.contract.Strategy` (it passes the function only the inputs it names), or a
+plain function, which receives every input and ``options=`` and must accept them."""
+
+
+def configure_initializer(initializer: Initializer, options: Options | Mapping[str, Any] | None) -> Any:
+    """The options ``initializer`` will receive: validated by a Strategy (an unknown or bad option is an
+    XlangError naming the initializer and the option), passed as given (or ``NoOptions()``) to a plain
+    function."""
+    if isinstance(initializer, Strategy):
+        return initializer.configure(options)
+    return NoOptions() if options is None else options
+
+
+def options_record(options: Any) -> dict[str, Any]:
+    """Options as JSON-able data for the record."""
+    if isinstance(options, Options):
+        return options.model_dump(mode="json")
+    return dict(options or {})
+
+
+def initializer_label(initializer: Initializer, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(initializer, Strategy):
+        return initializer.name
+    return getattr(initializer, "__name__", "initializer")
+
+
 def expand_model(
     model: Any,
     base_tokenizer: Any,
     tokenizer: Any,
-    initializer: Any,
+    initializer: Initializer,
     *,
+    options: Options | Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
+    initializer_name: str | None = None,
     reserved_token_ids: Sequence[int] = (),
     pad_to_multiple_of: int = 64,
-    options: Mapping[str, Any] | None = None,
-    initializer_name: str = "initializer",
 ) -> dict[str, Any]:
     """Resize ``model`` in memory for ``tokenizer`` and let ``initializer`` fill the new rows.
 
-    The in-memory half of :func:`initialize_embeddings` (tests and benchmarks use it directly). Returns
-    the facts for the record: ids, row counts, timing and what the initializer reported.
+    The in-memory half of :func:`initialize_embeddings` (tests and benchmarks use it directly). The
+    initializer is called as ``initializer(options=options, model=, base_tokenizer=, tokenizer=,
+    new_token_ids=, **inputs)``; the init stage's ``inputs`` are ``seed``, ``texts`` (target documents)
+    and ``keep_texts`` (companion documents). Returns the facts for the record: ids, row counts, the
+    options as they ran, timing and what the initializer reported.
     """
     import torch
 
+    name = initializer_label(initializer, initializer_name)
+    chosen = configure_initializer(initializer, options)
+    given = dict(inputs or {})
+    clashing = sorted(set(given) & set(STAGE_INPUTS))
+    if clashing:
+        raise XlangError(
+            f"inputs for initializer {name!r} may not set {', '.join(clashing)}: the stage passes those itself"
+        )
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < len(base_tokenizer):
         raise XlangError(
@@ -124,34 +171,34 @@ def expand_model(
     started = time.perf_counter()
     with torch.no_grad():
         facts = initializer(
+            options=chosen,
             model=model,
             base_tokenizer=base_tokenizer,
             tokenizer=tokenizer,
             new_token_ids=to_fill,
-            **dict(options or {}),
+            **given,
         )
     init_seconds = time.perf_counter() - started
 
     after = _matrices(model)
     if tied and not _is_tied(model):
-        raise XlangError(f"initializer {initializer_name!r} untied the input and output embeddings")
+        raise XlangError(f"initializer {name!r} untied the input and output embeddings")
     changed = len(after) != len(before) or any(
         not torch.equal(old, weight[:old_size]) for old, weight in zip(before, after, strict=True)
     )
     if changed:
-        raise XlangError(
-            f"initializer {initializer_name!r} changed rows of the base vocabulary; it may only fill new rows"
-        )
+        raise XlangError(f"initializer {name!r} changed rows of the base vocabulary; it may only fill new rows")
     if to_fill:
         index = torch.tensor(to_fill, dtype=torch.long, device=after[0].device)
         if not all(bool(torch.isfinite(weight[index]).all()) for weight in after):
-            raise XlangError(f"initializer {initializer_name!r} left NaN or infinite values in new rows")
+            raise XlangError(f"initializer {name!r} left NaN or infinite values in new rows")
     model.config.vocab_size = size
     return {
         "new_token_ids": to_fill,
         "zero_rows": len(zero_ids),
         "embedding_rows": size,
         "tied": tied,
+        "options": options_record(chosen),
         "init_seconds": init_seconds,
         "facts": facts if isinstance(facts, dict) else {},
     }
@@ -159,48 +206,56 @@ def expand_model(
 
 def initialize_embeddings(
     base_model: str | Path,
-    tokenizer: str | Path,
+    tokenizer_dir: str | Path,
     out_dir: str | Path,
-    initializer: Any,
+    initializer: Initializer,
     *,
-    initializer_name: str = "",
-    options: Mapping[str, Any] | None = None,
+    initializer_name: str | None = None,
+    options: Options | Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
     base_tokenizer: str | Path | None = None,
     reserved_token_ids: Sequence[int] | None = None,
     pad_to_multiple_of: int = 64,
     dtype: str = "auto",
 ) -> InitResult:
-    """Write ``out_dir``: the base model with a row for every token ``tokenizer`` adds, filled by ``initializer``.
+    """Write ``out_dir``: the base model with a row for every token of ``tokenizer_dir`` that is new,
+    filled by ``initializer``.
 
     ``base_model`` is a Hugging Face folder or hub id (safetensors only); its own tokenizer is the base
-    unless ``base_tokenizer`` names another. ``tokenizer`` must extend the base (every base token keeps its
-    id). ``options`` go to the initializer (``texts=`` target training text, ``seed=``). Reserved ids
-    come from the tokenizer stage's ``xlang-tokenizer.json`` unless given. ``dtype="auto"`` keeps the
-    checkpoint's dtype so old rows are saved bit for bit. The folder (safetensors, the expanded
-    tokenizer, ``xlang-init.json``) loads with plain ``AutoModelForCausalLM.from_pretrained`` and appears
-    in one step; bad input raises XlangError and writes nothing.
+    unless ``base_tokenizer`` names another. The tokenizer must extend the base (every base token keeps
+    its id). ``options`` are checked before anything loads (an unknown or bad option stops here) and
+    recorded in ``xlang-init.json``; ``inputs`` go to the initializer as keywords (the init stage:
+    ``seed``, ``texts`` target documents, ``keep_texts`` companion documents; see
+    :func:`expand_model`). Reserved ids come from the tokenizer stage's ``xlang-tokenizer.json`` unless
+    given. ``dtype="auto"`` keeps the checkpoint's dtype so old rows are saved bit for bit. The folder
+    (safetensors, the expanded tokenizer, ``xlang-init.json``) loads with plain
+    ``AutoModelForCausalLM.from_pretrained`` and appears in one step; bad input raises XlangError and
+    writes nothing.
     """
     started = time.perf_counter()
+    name = initializer_label(initializer, initializer_name)
+    chosen = configure_initializer(initializer, options)
     model = load_causal_lm(base_model, dtype=dtype)
     base = load_tokenizer(base_tokenizer if base_tokenizer is not None else base_model)
-    expanded = load_tokenizer(tokenizer)
-    reserved = list(reserved_token_ids) if reserved_token_ids is not None else _reserved_ids(tokenizer)
-    name = initializer_name or getattr(initializer, "__name__", "initializer")
+    expanded = load_tokenizer(tokenizer_dir)
+    reserved = list(reserved_token_ids) if reserved_token_ids is not None else _reserved_ids(tokenizer_dir)
     done = expand_model(
         model,
         base,
         expanded,
         initializer,
+        options=chosen,
+        inputs=inputs,
+        initializer_name=name,
         reserved_token_ids=reserved,
         pad_to_multiple_of=pad_to_multiple_of,
-        options=options,
-        initializer_name=name,
     )
     new_ids = done["new_token_ids"]
     record = {
         "base_model": str(base_model),
-        "tokenizer": str(tokenizer),
+        "tokenizer": str(tokenizer_dir),
         "initializer": name,
+        "options": done["options"],
         "base_vocab_size": len(base),
         "vocab_size": len(expanded),
         "embedding_rows": done["embedding_rows"],
@@ -214,8 +269,8 @@ def initialize_embeddings(
     def write(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         expanded.save_pretrained(staging)
-        if (Path(tokenizer) / TOKENIZER_MANIFEST).is_file():
-            (staging / TOKENIZER_MANIFEST).write_bytes((Path(tokenizer) / TOKENIZER_MANIFEST).read_bytes())
+        if (Path(tokenizer_dir) / TOKENIZER_MANIFEST).is_file():
+            (staging / TOKENIZER_MANIFEST).write_bytes((Path(tokenizer_dir) / TOKENIZER_MANIFEST).read_bytes())
         (staging / INIT_MANIFEST).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
 
     out = write_folder_atomically(Path(out_dir), write)
@@ -227,6 +282,7 @@ def initialize_embeddings(
         tied=done["tied"],
         seconds=round(time.perf_counter() - started, 2),
         initializer=name,
+        options=done["options"],
         init_seconds=round(done["init_seconds"], 3),
         embedding_rows=done["embedding_rows"],
         zero_rows=done["zero_rows"],

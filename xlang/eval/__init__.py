@@ -4,6 +4,8 @@
     bits_per_character_of(model_dir, texts, ...) -> BpcResult
     character_bits(model, tokenizer, texts, ...) -> per-document bits per character (where the bits go)
     tokens_per_character(tokenizer, texts, max_chars=) -> float
+    load_for_text(folder) -> (model, tokenizer)   (a causal LM or a LLaVA's language side, loaded one way)
+    BpcOptions: the ``bpc`` evaluator's options (window, stride, batch size), one default everywhere
     copy_probe(model, token_ids, separator) -> CopyProbe   (can the model copy these tokens in context?)
 
 Import stays light: torch loads inside the functions.
@@ -12,12 +14,12 @@ Import stays light: torch loads inside the functions.
 from __future__ import annotations
 
 from xlang.eval.bpc import (
+    BpcOptions,
     BpcResult,
     bits_per_character,
     bits_per_character_of,
     character_bits,
-    join_documents,
-    take_chars,
+    load_for_text,
     tokens_per_character,
 )
 from xlang.eval.copying import CopyProbe, copy_probe
@@ -29,7 +31,7 @@ __all__ = [
     "bits_per_character",
     "bits_per_character_of",
     "character_bits",
-    "join_documents",
-    "take_chars",
+    "BpcOptions",
+    "load_for_text",
     "tokens_per_character",
 ]

@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from xlang.contract import Options
+from xlang.data.views import take_chars
 from xlang.errors import XlangError
 
 DEFAULT_WINDOW = 1024
@@ -60,25 +64,6 @@ class BpcResult:
             f"{prefix}tokens": float(self.tokens),
             f"{prefix}seconds": self.seconds,
         }
-
-
-def take_chars(texts: Sequence[str], max_chars: int | None) -> list[str]:
-    """The first ``max_chars`` characters of the documents, in order, cutting the last one short.
-
-    Both models of a comparison must see exactly the same characters; the cut is by characters, never by
-    tokens, for that reason. Empty documents are dropped.
-    """
-    taken: list[str] = []
-    left = math.inf if max_chars is None else max_chars
-    for text in texts:
-        if left <= 0:
-            break
-        if not text:
-            continue
-        piece = text if len(text) <= left else text[: int(left)]
-        taken.append(piece)
-        left -= len(piece)
-    return taken
 
 
 def tokens_per_character(tokenizer: Any, texts: Sequence[str], max_chars: int | None = None) -> float:
@@ -308,48 +293,45 @@ def bits_per_character_of(
     return bits_per_character(model, tokenizer, texts, **options)
 
 
-def join_documents(records: Any, field: str = "text", doc_field: str = "doc") -> list[str]:
-    """Paragraph records -> documents: consecutive records with the same ``doc`` joined by newlines.
+class BpcOptions(Options):
+    """How the ``bpc`` evaluator scores: the same defaults for the evaluate stage, ``xlang eval bpc``,
+    pretraining's curves and the bench, so one model has one number."""
 
-    Corpora store one paragraph per record; scored one by one, short paragraphs would be read without
-    context and BPC would measure little more than how documents start. Records without ``doc_field``
-    are documents of their own.
-    """
-    documents: list[str] = []
-    current_key: object = None
-    for record in records:
-        text = record[field]
-        key = record.get(doc_field) if hasattr(record, "get") else None
-        if documents and key is not None and key == current_key:
-            documents[-1] += "\n" + text
-        else:
-            documents.append(text)
-        current_key = key
-    return [document for document in documents if document]
+    window: int = Field(default=DEFAULT_WINDOW, ge=2)
+    stride: int = Field(default=DEFAULT_STRIDE, ge=1)
+    batch_size: int = Field(default=2, gt=0)
 
 
-def bpc_evaluator(
-    *, model_dir: str | Path, texts: Sequence[str], language: Any = None, **options: Any
-) -> dict[str, float]:
-    """The ``bpc`` evaluator (``register_evaluators`` shape): BPC and tokens per character of a folder.
-
-    Options: ``window``, ``stride``, ``max_chars``, ``batch_size``, ``separator``, ``dtype``, ``device``;
-    others are ignored so one option set can serve every evaluator.
-    """
-    known = {"window", "stride", "max_chars", "batch_size", "separator", "dtype", "device"}
-    result = bits_per_character_of(model_dir, texts, **{key: value for key, value in options.items() if key in known})
-    return {
-        "bpc": result.bpc,
-        "tokens_per_char": result.tokens_per_char,
-        "characters": float(result.characters),
-        "tokens": float(result.tokens),
-    }
+def bpc_evaluator(*, model: Any, tokenizer: Any, texts: Sequence[str], options: BpcOptions) -> dict[str, float]:
+    """The ``bpc`` evaluator: bits and tokens per character of ``texts`` (already cut to size)."""
+    result = bits_per_character(
+        model,
+        tokenizer,
+        texts,
+        window=options.window,
+        stride=options.stride,
+        max_chars=None,
+        batch_size=options.batch_size,
+    )
+    return {"bpc": result.bpc, "tokens_per_char": result.tokens_per_char}
 
 
-def tokens_per_char_evaluator(
-    *, model_dir: str | Path, texts: Sequence[str], language: Any = None, max_chars: int | None = None, **_: Any
-) -> dict[str, float]:
-    """The ``tokens-per-char`` evaluator: how many tokens the folder's tokenizer spends per character."""
-    from xlang.embeddings.checkpoint import load_tokenizer
+def tokens_per_char_evaluator(*, tokenizer: Any, texts: Sequence[str]) -> dict[str, float]:
+    """The ``tokens-per-char`` evaluator: how many tokens the tokenizer spends per character."""
+    return {"tokens_per_char": tokens_per_character(tokenizer, texts)}
 
-    return {"tokens_per_char": tokens_per_character(load_tokenizer(model_dir), texts, max_chars)}
+
+def load_for_text(folder: str | Path) -> tuple[Any, Any]:
+    """A causal LM and its tokenizer, or a LLaVA folder's model (text-only inputs run through its language
+    model): what every text evaluator scores, loaded one way everywhere (safetensors only, float32)."""
+    import json
+
+    from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
+
+    config_file = Path(folder) / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "llava":
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration.from_pretrained(str(folder), use_safetensors=True).eval()
+        return model, AutoTokenizer.from_pretrained(str(folder))
+    return load_causal_lm(folder), load_tokenizer(folder)

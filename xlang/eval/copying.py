@@ -4,7 +4,8 @@ Language models predict much of a document by copying what it said before (names
 phrases). An expanded model can only do that with new tokens whose rows its copying circuits can tell
 apart. The probe reads random sequences of the given tokens twice; a model that copies predicts the
 second reading almost perfectly whatever it makes of the first (SmolLM2-135M on its own frequent
-Korean pieces: 10.9 nats/token, then 1.2).
+Korean pieces: 10.9 nats/token, then 1.2). ``copy_sequences`` builds the inputs; initializers that train
+new rows to be copyable (the ``xlang-subword-fit`` plugin's copy task) read the same kind of sequence.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ class CopyProbe:
     """The same for the second reading, which copying makes cheap."""
 
 
+def copy_sequences(pool: Any, sequences: int, length: int, separator: int, generator: Any) -> Any:
+    """``sequences`` rows of ``[separator, x_1..x_length, x_1..x_length]``, the ``x`` drawn uniformly from
+    ``pool`` (a 1-D tensor of token ids) with ``generator``: a random sequence read twice."""
+    import torch
+
+    picks = pool[torch.randint(len(pool), (sequences, length), generator=generator)]
+    return torch.cat([torch.full((sequences, 1), separator), picks, picks], dim=1)
+
+
 def copy_probe(
     model: Any, token_ids: Sequence[int], separator: int, *, length: int = 40, sequences: int = 8, seed: int = 0
 ) -> CopyProbe:
@@ -34,8 +44,7 @@ def copy_probe(
         raise XlangError("copy_probe needs at least one token id, length >= 1 and sequences >= 1")
     generator = torch.Generator().manual_seed(seed)
     pool = torch.tensor(list(token_ids), dtype=torch.long)
-    picks = pool[torch.randint(len(pool), (sequences, length), generator=generator)]
-    inputs = torch.cat([torch.full((sequences, 1), separator), picks, picks], dim=1)
+    inputs = copy_sequences(pool, sequences, length, separator, generator)
     with torch.inference_mode():
         logits = model(input_ids=inputs.to(next(model.parameters()).device)).logits.float().cpu()
     nats = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), inputs[:, 1:], reduction="none")

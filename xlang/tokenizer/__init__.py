@@ -4,6 +4,10 @@
 on the language's training text, such that every text without a target-script character keeps exactly
 its old ids. `tokenizer_stats` measures tokens per character and per word before and after.
 
+Candidate sources and expanders are strategies (`xlang.contract.Strategy`, looked up by name by the
+caller): the built-in sources `corpus-bpe`, `vocabulary` and `user` live in `candidates` with their
+options classes, the `merges` expander in `expand`; `xlang.builtin.tokenizer_strategies` registers them.
+
 Import stays light: `tokenizers`, `transformers` and `sentencepiece` load inside the functions.
 """
 
@@ -19,9 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from xlang.atomic import move_into_place
+from xlang.contract import NoOptions, Options, Strategy
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
-from xlang.tokenizer.candidates import corpus_bpe_candidates, user_candidates, vocabulary_candidates
+from xlang.tokenizer.candidates import (
+    CorpusBpeOptions,
+    UserOptions,
+    VocabularyOptions,
+    corpus_bpe_candidates,
+    user_candidates,
+    vocabulary_candidates,
+)
 from xlang.tokenizer.expand import merges_as_pairs, merges_expander, next_free_id
 from xlang.tokenizer.families import (
     BYTE_LEVEL,
@@ -35,26 +47,64 @@ from xlang.tokenizer.stats import LanguageStats, stats_table, tokenizer_stats
 
 __all__ = [
     "BYTE_LEVEL",
+    "CORPUS_BPE",
+    "MERGES",
     "SENTENCEPIECE",
+    "CorpusBpeOptions",
     "ExpansionResult",
     "LanguageStats",
     "MANIFEST",
+    "UserOptions",
+    "VocabularyOptions",
     "corpus_bpe_candidates",
     "expand_tokenizer",
-    "merges_expander",
+    "merges",
     "stats_table",
     "tokenizer_stats",
     "user_candidates",
     "vocabulary_candidates",
 ]
 
-CandidateSource = Callable[..., Iterable[str]]
-"""`source(language=, texts=, limit=) -> candidate strings` (the `register_token_candidate_sources` shape)."""
-Expander = Callable[..., Any]
-"""`expander(tokenizer=, tokens=, language=, texts=, budget=, required_tokens=, min_frequency=)` -> the
-expanded fast tokenizer (a `tokenizers.Tokenizer` or a transformers fast tokenizer). It receives the base
-as a `tokenizers.Tokenizer` and must append its entries after the base's ids and its merges after the
+CandidateSource = Strategy | Callable[..., Iterable[str]]
+"""`source(language=, texts=, limit=[, vocabularies=][, options=]) -> candidate strings` (the
+`register_token_candidate_sources` shape): a Strategy, which passes its function only what it names, or a
+plain callable that accepts every keyword it is given."""
+Expander = Strategy | Callable[..., Any]
+"""`expander(tokenizer=, tokens=, language=, texts=, budget=, required_tokens=, min_frequency=[, options=])`
+-> the expanded fast tokenizer (a `tokenizers.Tokenizer` or a transformers fast tokenizer). It receives the
+base as a `tokenizers.Tokenizer` and must append its entries after the base's ids and its merges after the
 base's merges."""
+
+
+def merges(
+    *,
+    tokenizer: Any,
+    tokens: Sequence[str],
+    language: LanguageSpec,
+    texts: Sequence[str],
+    budget: int,
+    required_tokens: Sequence[str],
+    min_frequency: int,
+) -> Any:
+    """The `merges` expander: real BPE merges among the candidates, ranked by the tokens they save on
+    `texts` (see `xlang.tokenizer.expand`). Nothing to tune: the budget and `min_frequency` are the stage's."""
+    return merges_expander(
+        tokenizer=tokenizer,
+        tokens=tokens,
+        language=language,
+        texts=texts,
+        budget=budget,
+        required_tokens=required_tokens,
+        min_frequency=min_frequency,
+    )
+
+
+CORPUS_BPE = Strategy(
+    "token_candidate_sources", "corpus-bpe", corpus_bpe_candidates, CorpusBpeOptions, "xlang.tokenizer"
+)
+"""The candidate source `expand_tokenizer` uses when the caller names none."""
+MERGES = Strategy("tokenizer_expanders", "merges", merges, NoOptions, "xlang.tokenizer")
+"""The expander `expand_tokenizer` uses when the caller names none."""
 
 MANIFEST = "xlang-tokenizer.json"
 """Written next to the tokenizer: base, family, language, budget and the new id range."""
@@ -120,18 +170,30 @@ def expand_tokenizer(
     candidate_limit: int | None = None,
     min_frequency: int = 2,
     overwrite: bool = False,
+    *,
+    vocabularies: Mapping[str, Path] | None = None,
+    source_options: Mapping[str, Options | Mapping[str, Any]] | None = None,
+    expander_options: Options | Mapping[str, Any] | None = None,
 ) -> ExpansionResult:
     """Expand the tokenizer in `base` (a Hugging Face folder, or a SentencePiece `.model` file) for
     `language` and write the result to `out_dir`, which `AutoTokenizer.from_pretrained` loads.
 
     `budget` counts new vocabulary entries, the intermediate ones a merge path needs included.
-    `candidate_sources` (name -> source, default `corpus-bpe`) propose tokens; each is asked for
-    `candidate_limit` (default 4 x budget) candidates; the expander (default `merges`) keeps the ones that
-    save the most tokens on `train_texts`. `required_tokens` are added whatever their gain. The vocabulary
-    is padded to a multiple of `pad_to_multiple_of` (0: no padding) with reserved entries no text can
-    produce. Nothing is written unless everything succeeds; bad input raises `XlangError`.
+    `candidate_sources` (name -> source, default `corpus-bpe`) propose tokens; each is called as
+    `source(language=, texts=, limit=)` with the target-script training texts and `candidate_limit`
+    (default 4 x budget), plus `vocabularies=` (the language's word lists, name -> local file) when given
+    and `options=` when `source_options` has an entry for its name. The expander (default `merges`, called
+    with `options=expander_options` when given) keeps the candidates that save the most tokens on
+    `train_texts`. `required_tokens` are added whatever their gain. The vocabulary is padded to a multiple
+    of `pad_to_multiple_of` (0: no padding) with reserved entries no text can produce. Options are checked
+    before any work; nothing is written unless everything succeeds; bad input raises `XlangError`.
     """
     started = time.perf_counter()
+    sources = dict(candidate_sources) if candidate_sources is not None else {"corpus-bpe": CORPUS_BPE}
+    expander = expander if expander is not None else MERGES
+    chosen_options = _source_options(sources, source_options)
+    if expander_options is not None and isinstance(expander, Strategy):
+        expander_options = expander.configure(expander_options)
     if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
         raise XlangError(f"the budget must be a positive number of new tokens (got {budget!r}); e.g. --budget 8000")
     if not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 0:
@@ -160,12 +222,15 @@ def expand_tokenizer(
         family = detect_family(base_json, where=f"the tokenizer in {base_dir}")
         base_backend = _backend(base_dir)
 
-        sources = dict(candidate_sources) if candidate_sources is not None else {"corpus-bpe": corpus_bpe_candidates}
         limit = candidate_limit if candidate_limit is not None else 4 * budget
+        inputs: dict[str, Any] = {"language": language, "texts": target_texts, "limit": limit}
+        if vocabularies is not None:
+            inputs["vocabularies"] = dict(vocabularies)
         candidates: list[str] = []
         per_source: dict[str, int] = {}
         for name, source in sources.items():
-            proposed = [token for token in source(language=language, texts=target_texts, limit=limit) if token]
+            given = {"options": chosen_options[name]} if name in chosen_options else {}
+            proposed = [token for token in source(**given, **inputs) if token]
             per_source[name] = len(proposed)
             candidates.extend(proposed)
         if not candidates and not required_tokens:
@@ -174,7 +239,8 @@ def expand_tokenizer(
                 "check the corpus and the sources' options"
             )
 
-        expanded_tokenizer = (expander or merges_expander)(
+        expanded_tokenizer = expander(
+            **({"options": expander_options} if expander_options is not None else {}),
             tokenizer=base_backend,
             tokens=list(dict.fromkeys(candidates)),
             language=language,
@@ -233,6 +299,25 @@ def expand_tokenizer(
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _source_options(
+    sources: Mapping[str, CandidateSource], options: Mapping[str, Options | Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """Each source's options, validated by its Strategy before any work; options for a source that is not
+    used are an error (they would be silently ignored)."""
+    given = dict(options or {})
+    unused = sorted(set(given) - set(sources))
+    if unused:
+        raise XlangError(
+            f"options given for candidate source(s) {', '.join(map(repr, unused))}, which are not used (sources: "
+            f"{', '.join(sources) or 'none'}); add the source or drop its options"
+        )
+    return {
+        name: source.configure(given[name]) if isinstance(source, Strategy) else given[name]
+        for name, source in sources.items()
+        if name in given
+    }
 
 
 def _display(piece: str, family: str) -> str:

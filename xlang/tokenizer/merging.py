@@ -161,7 +161,7 @@ class _Engine:
         pair_count, pair_words, words, counts = self.pair_count, self.pair_words, self.words, self.counts
         # pair_words may list words that lost a pair since (cheaper than exact bookkeeping); such words
         # are skipped below because nothing in them changes. Only pairs next to a merge site change
-        # count, so long words (unspaced Chinese clauses) cost what their merge sites cost.
+        # count, so long words (clauses of scripts written without spaces) cost what their merge sites cost.
         for index in pair_words.pop(key, ()):
             word, count = words[index], counts[index]
             length = len(word)

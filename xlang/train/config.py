@@ -116,12 +116,14 @@ def parse_mix(text: str) -> dict[str, float]:
         except ValueError:
             weight = float("nan")
         if not re.match(r"^[A-Za-z0-9_-]+$", name) or not weight > 0:
-            raise XlangError(f"--mix item {item!r} is not NAME=POSITIVE_WEIGHT; write e.g. ko=0.5,en=0.5")
+            raise XlangError(
+                f"--mix item {item!r} is not NAME=POSITIVE_WEIGHT; write CODE=WEIGHT pairs, comma-separated"
+            )
         if name in mix:
             raise XlangError(f"--mix names {name!r} twice")
         mix[name] = weight
     if not mix:
-        raise XlangError("--mix is empty; write e.g. ko=0.5,en=0.5")
+        raise XlangError("--mix is empty; write CODE=WEIGHT pairs separated by commas, one per language code")
     return mix
 
 
@@ -189,6 +191,8 @@ class PretrainConfig(StageKnobs):
     eval_max_chars: int = Field(default=20_000, gt=0)
     """Validation text per language for BPC at intervals (whole documents up to this many characters;
     20k characters put the standard error of BPC near 1%)."""
+    eval_window: int = Field(default=1024, ge=8)
+    """Tokens per scoring window of the BPC at intervals (the stride is half of it), as `xlang eval bpc`."""
     tensorboard: bool = True
 
     @field_validator("mix", mode="before")

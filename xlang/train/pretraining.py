@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xlang.data.views import take_chars
 from xlang.errors import XlangError
 from xlang.train.config import NON_TRAJECTORY_FIELDS, PARALLEL_KEY, PretrainConfig
 
@@ -84,7 +85,7 @@ def resolve_mix(config: PretrainConfig, languages: Sequence[str], has_parallel: 
         weights = dict(config.mix)
     else:
         if not languages:
-            raise XlangError("pretrain got no corpus; give it target-language and English text")
+            raise XlangError("pretrain got no corpus; give it the target language's text and its companions'")
         weights = dict.fromkeys(languages, 1.0)
         if has_parallel:
             weights[PARALLEL_KEY] = 0.1 * len(languages) / 0.9
@@ -101,25 +102,6 @@ def _digest_texts(values: Any) -> str:
         digest.update(str(text).encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
-
-
-def join_paragraphs(dataset: Any) -> list[str]:
-    """Texts of a `datasets.Dataset`; consecutive records of one `doc` (a help or man page split into
-    paragraphs) become one document, so packing keeps a page's context together."""
-    texts = [t if isinstance(t, str) else "" for t in dataset["text"]]
-    if "doc" not in dataset.column_names:
-        return texts
-    documents: list[str] = []
-    previous = object()
-    for text, doc in zip(texts, dataset["doc"], strict=True):
-        if not text.strip():
-            continue
-        if doc == previous and documents:
-            documents[-1] += "\n" + text
-        else:
-            documents.append(text)
-        previous = doc
-    return documents
 
 
 def _split_validation(texts: list[str], max_chars: int, seed: int, name: str) -> tuple[list[str], list[str]]:
@@ -140,92 +122,22 @@ def _split_validation(texts: list[str], max_chars: int, seed: int, name: str) ->
     return [t for i, t in enumerate(texts) if i not in held], [t for i, t in enumerate(texts) if i in held]
 
 
-def _first_chars(texts: Sequence[str], max_chars: int) -> list[str]:
-    """Whole texts, in order, until `max_chars` characters are reached."""
-    kept: list[str] = []
-    total = 0
-    for text in texts:
-        if total >= max_chars:
-            break
-        if text:
-            kept.append(text)
-            total += len(text)
-    return kept
-
-
-# ----------------------------------------------------------------------------------------- evaluation
-
-
-def _windows(ids: list[int], context: int, length: int) -> list[list[int]]:
-    """[context] + ids cut into windows of `length` that overlap by one token, so every id is scored once."""
-    seq = [context, *ids]
-    step = length - 1
-    return [seq[i : i + length] for i in range(0, max(1, len(seq) - 1), step) if len(seq[i : i + length]) > 1]
-
-
-def bits_per_character_fused(
-    wrapper: Any, tokenizer: Any, texts: Sequence[str], *, seq_len: int, micro_batch: int
-) -> float:
-    """BPC of `texts` through the training wrapper (fused loss, documents packed with position resets).
-
-    Cheap enough to run at intervals during training; every token of a text is scored, its first one
-    given the EOS (or BOS) token as context, like a document after a packed boundary in training.
-    """
-    import math
-
-    import torch
-
-    context = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else (tokenizer.bos_token_id or 0)
-    rows: list[tuple[list[int], list[int], list[int]]] = []
-    current: tuple[list[int], list[int], list[int]] = ([], [], [])
-    chars = 0
-    for text in texts:
-        if not text:
-            continue
-        chars += len(text)
-        for window in _windows(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"], context, seq_len):
-            if len(current[0]) + len(window) > seq_len:
-                rows.append(current)
-                current = ([], [], [])
-            current[0].extend(window)
-            current[1].extend(range(len(window)))
-            current[2].extend([-100, *window[1:]])
-    if current[0]:
-        rows.append(current)
-    if not chars:
-        return float("nan")
-    device = next(wrapper.parameters()).device
-    nats = 0.0
-    for start in range(0, len(rows), micro_batch):
-        chunk = rows[start : start + micro_batch]
-        # every batch has the training shape (micro_batch x seq_len), so compiled layers never recompile
-        ids = torch.full((micro_batch, seq_len), context, dtype=torch.long)
-        pos = torch.arange(seq_len).repeat(micro_batch, 1)
-        labels = torch.full((micro_batch, seq_len), -100, dtype=torch.long)
-        for i, (r_ids, r_pos, r_labels) in enumerate(chunk):
-            ids[i, : len(r_ids)] = torch.tensor(r_ids)
-            # padding continues the positions of the last window so it reads as that window's tail
-            pos[i, : len(r_pos)] = torch.tensor(r_pos)
-            pos[i, len(r_pos) :] = torch.arange(r_pos[-1] + 1, r_pos[-1] + 1 + seq_len - len(r_pos))
-            labels[i, : len(r_labels)] = torch.tensor(r_labels)
-        loss_sum, _ = wrapper(input_ids=ids.to(device), labels=labels.to(device), position_ids=pos.to(device))
-        nats += float(loss_sum)
-    return nats / math.log(2) / chars
-
-
 def make_bpc_eval(
-    tokenizer: Any, validation: Mapping[str, Sequence[str]], *, seq_len: int, micro_batch: int
+    tokenizer: Any, validation: Mapping[str, Sequence[str]], *, window: int, stride: int
 ) -> Callable[[Any], dict[str, float]]:
-    """The default `eval_fn`: validation BPC per language (`bpc/<code>`) through the training wrapper."""
+    """The default `eval_fn`: validation BPC per language (`bpc/<code>`) of the model inside the training
+    wrapper, by the one scorer every xlang number comes from (`xlang.eval.bpc.bits_per_character`)."""
+    from xlang.eval.bpc import bits_per_character
 
     def evaluate(wrapper: Any) -> dict[str, float]:
-        results = {}
-        for language, texts in validation.items():
-            if texts:
-                results[f"bpc/{language}"] = bits_per_character_fused(
-                    wrapper, tokenizer, texts, seq_len=seq_len, micro_batch=micro_batch
-                )
-        return results
+        model = getattr(wrapper, "model", wrapper)
+        return {
+            f"bpc/{language}": bits_per_character(
+                model, tokenizer, texts, window=window, stride=stride, max_chars=None
+            ).bpc
+            for language, texts in validation.items()
+            if texts
+        }
 
     return evaluate
 
@@ -427,8 +339,8 @@ def pretrain(
 ) -> PretrainResult:
     """Continue causal-LM training of the expanded model on a bilingual mix; see the module docstring.
 
-    texts_by_language: language code -> list of texts, a `datasets.Dataset` with a `text` column, or a
-        streamed `datasets.IterableDataset` (hub corpora).
+    texts_by_language: language code -> list of documents (`xlang.data.views.documents`), or a streamed
+        `datasets.IterableDataset` (hub corpora).
     parallel: aligned records such as `{"en": ..., "ko": ...}`, used when the mix names `parallel`
         (or, with an empty mix, at a 10% share), each packed as one bilingual document.
     new_token_ids: the ids the tokenizer stage added (their embedding rows train); required for the
@@ -500,9 +412,7 @@ def pretrain(
         if _is_streaming(values):
             sources[name] = StreamingDocs(name, values, tokenizer, config.seed)
             continue
-        texts = (
-            join_paragraphs(values) if hasattr(values, "column_names") else [t for t in values if isinstance(t, str)]
-        )
+        texts = [t for t in values if isinstance(t, str)]
         if validation_by_language is None:
             texts, held = _split_validation(texts, config.eval_max_chars, config.seed, name)
             validation[name] = held
@@ -513,7 +423,7 @@ def pretrain(
                 f"corpus {name!r} has {source.total_tokens} tokens, fewer than one block of seq_len="
                 f"{config.seq_len} (+1); give it more text or lower --seq-len"
             )
-    validation = {k: _first_chars(v, config.eval_max_chars) for k, v in validation.items() if k in shares and v}
+    validation = {k: take_chars(v, config.eval_max_chars) for k, v in validation.items() if k in shares and v}
     stream = PackedStream(
         sources,
         shares,
@@ -543,7 +453,7 @@ def pretrain(
     prepared = prepare_model(base, new_token_ids or [], config, mixed=mixed, compile_layers=compile_layers)
     trainable, wrapper, selections = prepared.trainable, prepared.wrapper, prepared.selections
     evaluate = eval_fn or (
-        make_bpc_eval(tokenizer, validation, seq_len=config.seq_len, micro_batch=config.micro_batch)
+        make_bpc_eval(tokenizer, validation, window=config.eval_window, stride=config.eval_window // 2)
         if validation
         else None
     )

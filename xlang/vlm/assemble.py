@@ -6,8 +6,11 @@ needs nothing from xlang. The tokenizer gains one special `<image>` token (its i
 the base tokenizer's own, behind a short prelude that (1) turns processor-style content lists
 (`[{"type": "image"}, {"type": "text", ...}]`) into text with `<image>` placeholders, and (2) adds the
 system prompt of the conversation's language from the language plugins' chat bits when the messages
-bring none. The language is the template variable `lang` (`apply_chat_template(..., lang="zh")`),
-defaulting to the target language.
+bring none. The language is the template variable `lang` (`apply_chat_template(..., lang=CODE)`),
+defaulting to the target language. A `chat_template` hook may hand over a whole template instead.
+
+The vision tower comes from a loader the caller looked up by name (a `vision_towers` strategy with its
+options bound), so this module never touches the plugin manager.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from xlang.errors import XlangError
 from xlang.vlm.config import AssembleConfig
 from xlang.vlm.data import IMAGE_PLACEHOLDER
-from xlang.vlm.towers import FEATURE_STRATEGIES, VisionTower
+from xlang.vlm.towers import FEATURE_STRATEGIES, TowerLoader, VisionTower
 
 _FALLBACK_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -90,6 +93,26 @@ def add_image_token(tokenizer: Any, image_token: str = IMAGE_PLACEHOLDER) -> int
     return ids[0]
 
 
+def _tokenizer_source(path: str) -> str:
+    """Where a model's tokenizer lives: the folder itself, or a peft adapter's base when the adapter has none."""
+    folder = Path(path)
+    if (folder / "adapter_config.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise XlangError(
+                f"adapter folder {folder} has no tokenizer and names no base model; save a tokenizer with it"
+            )
+        return str(base)
+    return path
+
+
+def base_chat_template(language_model_path: str) -> str | None:
+    """The chat template of the language model a LLaVA is built from (its tokenizer's), or None without one."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_tokenizer_source(language_model_path)).chat_template or None
+
+
 def load_language_model(path: str, *, merge_adapter: bool = True, dtype: Any = None) -> tuple[Any, Any]:
     """(causal LM, tokenizer) from a model folder, a hub id, or a peft adapter folder (merged into its base)."""
     import torch
@@ -106,12 +129,9 @@ def load_language_model(path: str, *, merge_adapter: bool = True, dtype: Any = N
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype).merge_and_unload()
-        base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        tokenizer_source = str(folder) if (folder / "tokenizer_config.json").is_file() else base
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer_source = path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_source(path))
     return model, tokenizer
 
 
@@ -232,6 +252,7 @@ def build_llava(
     cache_dir: Path,
     target: Path,
     *,
+    vision_tower: TowerLoader,
     system_prompts: Mapping[str, str],
     target_lang: str,
     config: AssembleConfig | None = None,
@@ -239,14 +260,16 @@ def build_llava(
 ) -> Path:
     """Assemble tower + projector + LLM and save the LLaVA folder at `target` (atomically).
 
-    `system_prompts`: language code -> chat system prompt (from the language plugins' chat bits);
+    `vision_tower`: the loader of the tower `config.vision_tower` names, options bound
+    (`functools.partial(strategy, options=...)`), called as `vision_tower(cache_dir=, image_size=)`;
+    `system_prompts`: language code -> chat system prompt (the run languages' chat bits);
     `chat_template`: a finished template (e.g. from a `chat_template` hook) instead of the default one.
     """
     from xlang.vlm.export import save_llava
-    from xlang.vlm.towers import load_vision_tower
+    from xlang.vlm.towers import tower_from_loader
 
     config = config or AssembleConfig()
-    tower = load_vision_tower(config.vision_tower, cache_dir, image_size=config.image_size)
+    tower = tower_from_loader(vision_tower, cache_dir, image_size=config.image_size, source=config.vision_tower)
     language_model, tokenizer = load_language_model(language_model_path, merge_adapter=config.merge_adapter)
     template = chat_template or build_chat_template(tokenizer.chat_template, system_prompts, target_lang)
     llava, processor = assemble_llava(
@@ -264,9 +287,9 @@ def build_llava(
         target,
         provenance={
             "stage": "assemble",
-            "vision_tower": config.vision_tower,
             "language_model": str(language_model_path),
             "target_lang": target_lang,
+            "chat_template": "default" if chat_template is None else "chat_template hook",
             **config.model_dump(mode="json"),
         },
     )

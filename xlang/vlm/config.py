@@ -7,7 +7,7 @@ Defaults fit the CPU demo (the embedded SmolLM2 + DINOv2-small); on GPUs raise `
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -17,12 +17,17 @@ DEFAULT_TOWER = "dinov2-small"
 
 
 class AssembleConfig(BaseModel):
-    """How the LLaVA is put together. Defaults: the embedded DINOv2-small at 224 px (256 patch tokens)."""
+    """How the LLaVA is put together. Defaults: DINOv2-small (the `xlang-dinov2` plugin) at 224 px (256 patch
+    tokens)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     vision_tower: str = DEFAULT_TOWER
-    """Embedded name, folder or hub id (e.g. `openai/clip-vit-large-patch14-336`)."""
+    """Name of a registered vision tower (`xlang plugins` lists them): `dinov2-small`, or `hf` for any
+    Hugging Face vision model folder or hub id, e.g. with
+    `vision_tower_options={"path": "openai/clip-vit-large-patch14-336"}`."""
+    vision_tower_options: dict[str, Any] = Field(default_factory=dict)
+    """The tower's options, validated by the tower's own options class (unknown ones are an error)."""
     image_size: int | None = Field(default=None, gt=0)
     """Square input side; None keeps the tower processor's. Only DINOv2 towers accept another size."""
     vision_feature_layer: int = -2

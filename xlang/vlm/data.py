@@ -1,8 +1,9 @@
-"""Visual-instruction records: the embedded seed set, LLaVA-format JSONL files, and their checks.
+"""Visual-instruction records: LLaVA-format JSONL files (and hub datasets in that format), and their checks.
 
 A record is LLaVA's conversation format plus X-LLaVA's fields:
 `{"id", "image", "lang", "task", "conversations": [{"from": "human"|"gpt"|"system", "value"}...]}`
-(`split` marks the seed set's held-aside images). The first human turn carries one `<image>`.
+(`split: heldout` marks records kept aside for the report). The first human turn carries one `<image>`.
+The data of a language ships with its plugin (`LanguageSpec.vit_data`); nothing here knows a language.
 
 Bad input policy (documented in docs/vision.md): a row that is not a JSON object with `id` and
 `conversations` stops the load with the file and line, since the file itself is broken; a sample that is
@@ -17,17 +18,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from xlang.errors import XlangError
-from xlang.vlm.images import BUILTIN_SCHEMES, export_png
+from xlang.vlm.images import BUILTIN_SCHEMES
 
-SEED_FILE = Path(__file__).resolve().parent / "seed" / "seed_vit.jsonl"
-SEED_SPLITS: tuple[str, ...] = ("train", "heldout", "all")
+HELDOUT = "heldout"
+"""The `split` of records kept out of training (the report asks their questions)."""
 IMAGE_PLACEHOLDER = "<image>"
 ROLES: dict[str, str] = {
     "human": "user",
@@ -84,49 +85,20 @@ def read_vit_jsonl(path: Path, *, source: str | None = None) -> list[dict[str, A
     return records
 
 
-def seed_records(split: str = "all") -> list[dict[str, Any]]:
-    """The embedded en/ko/zh seed set (22 photos; `heldout`: the 3 kept aside for the report)."""
-    if split not in SEED_SPLITS:
-        raise XlangError(f"unknown seed split {split!r}; choose one of {', '.join(SEED_SPLITS)}")
-    records = read_vit_jsonl(SEED_FILE, source="seed://")
-    return records if split == "all" else [r for r in records if r.get("split", "train") == split]
-
-
-def export_seed_files(cache_dir: Path, split: str = "all") -> Path:
-    """The seed set as plain files (PNG images + JSONL with relative paths) for file-based tools.
-
-    Returns the JSONL path, `<cache_dir>/vit-seed/seed_vit-<split>.jsonl`; images go to
-    `<cache_dir>/vit-seed/images/`. Reused when already there.
-    """
-    folder = Path(cache_dir) / "vit-seed"
-    target = folder / f"seed_vit-{split}.jsonl"
-    if target.is_file():
-        return target
-    lines = []
-    for record in seed_records(split):
-        name = record["image"].split(":", 1)[1].rsplit(".", 1)[0] + ".png"
-        export_png(record["image"], folder / "images" / name)
-        row = {key: value for key, value in record.items() if key != "source"}
-        row["image"] = f"images/{name}"
-        lines.append(json.dumps(row, ensure_ascii=False))
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".jsonl", delete=False, encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(handle.name, target)
-    return target
+def split_heldout(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training records, held-aside records): a record is held aside when its `split` is `heldout`."""
+    train = [record for record in records if record.get("split") != HELDOUT]
+    heldout = [record for record in records if record.get("split") == HELDOUT]
+    return train, heldout
 
 
 def load_vit_uri(uri: str, cache_dir: Path | None = None) -> list[dict[str, Any]] | Any | None:
-    """Records for `seed://[?split=train|heldout|all]`, `file://PATH.jsonl` (or a bare path), and
-    `hf://OWNER/NAME[?split=train&config=...]` (a hub dataset in the same format); None for other schemes."""
+    """Records for `file://PATH.jsonl` and `hf://OWNER/NAME[?split=train&config=...]` (a hub dataset in the
+    same format); None for other schemes, so that a plugin can claim them."""
     parsed = urlparse(uri)
     query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-    if parsed.scheme == "seed":
-        return seed_records(query.get("split", "all"))
     if parsed.scheme == "file":
         return read_vit_jsonl(Path(unquote(parsed.netloc + parsed.path)))
-    if parsed.scheme == "" and uri.endswith(".jsonl"):
-        return read_vit_jsonl(Path(uri))
     if parsed.scheme == "hf":
         from datasets import load_dataset
 

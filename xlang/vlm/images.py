@@ -1,7 +1,7 @@
 """Image references in visual-instruction records, resolved to RGB PIL images.
 
 A record's `image` is a file path (relative to the data file) or a built-in reference to a photo that
-ships inside a Python package, so the seed set needs no image files in the repository:
+ships inside a Python package, so the language plugins' seed sets need no image files:
 
 - `skimage:NAME`      `skimage.data.NAME()` (`skimage:motorcycle` is the left view of `stereo_motorcycle`)
 - `sklearn:FILE`      `sklearn.datasets.load_sample_image(FILE)`

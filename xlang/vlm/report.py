@@ -2,9 +2,11 @@
 the model's answers before and after stage 2, side by side with the image thumbnails.
 
 Writes `report.md` (a table with thumbnail links), `report.png` (a contact sheet) and `report.json`
-(the rows, for tests and dashboards). The PNG needs a font with Hangul and Han glyphs: a system font
-when one is installed, else Droid Sans Fallback from Debian's `fonts-droid-fallback` (Apache-2.0,
-1.8 MB, pinned), fetched once into the cache.
+(the rows, for tests and dashboards). The PNG needs fonts that draw the run languages' scripts (probed
+with `LanguageSpec.sample_chars`, see `report_fonts`): an installed font that draws them all when there is
+one; else, per language, an installed font or the language's own `font`, fetched with the `fetch_file`
+callable the caller passes (the recipe passes its resolver's). A language that no font draws is named on
+stdout and the sheet is drawn anyway.
 """
 
 from __future__ import annotations
@@ -14,19 +16,16 @@ import os
 import tempfile
 import textwrap
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from xlang.errors import XlangError
-from xlang.vlm.data import to_messages
+from xlang.spec import LanguageSpec
+from xlang.vlm.data import IMAGE_PLACEHOLDER, to_messages
 
-REPORT_FONT_URI = (
-    "debian://file?deb=pool/main/f/fonts-android/fonts-droid-fallback_6.0.1r16-1.1_all.deb"
-    "&sha256=d2096d4edde128fedf6749be2dd204a5810210a6201126d99b8d412344f71056"
-    "&path=usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf"
-)
+EMPTY_ANSWER = "(empty)"
 REPORT_TASKS: tuple[str, ...] = ("object-centric", "location-centric", "atmosphere-centric", "conversation", "caption")
 """Which record supplies a report question, in order of preference."""
 
@@ -69,7 +68,8 @@ def report_rows(records: Sequence[dict[str, Any]], langs: Sequence[str], *, imag
             if record is None:
                 continue
             messages = to_messages(record)
-            question = next(m["content"] for m in messages if m["role"] == "user").replace("<image>", "").strip()
+            question = next(m["content"] for m in messages if m["role"] == "user")
+            question = question.replace(IMAGE_PLACEHOLDER, "").strip()
             reference = next(m["content"] for m in messages if m["role"] == "assistant")
             key = ref.split(":", 1)[-1].rsplit("/", 1)[-1].rsplit(".", 1)[0]
             rows.append(ReportRow(ref, key, lang, str(record.get("task")), question, reference))
@@ -88,8 +88,8 @@ def generate_answers(
     """Greedy answers of the LLaVA folder to each row's question about its image (plain transformers).
 
     Batched with left padding: on a CPU, nine short answers cost little more than one. No repetition
-    penalty: it would count the prompt's own tokens, and byte-level Korean or Chinese reuses the same
-    lead-byte tokens all the time, so it pushes answers out of the language."""
+    penalty: it would count the prompt's own tokens, and a byte-level tokenizer reuses the same lead-byte
+    tokens all the time in a script it has no merges for, so it pushes answers out of the language."""
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
@@ -99,12 +99,17 @@ def generate_answers(
     processor.tokenizer.padding_side = "left"
     model = LlavaForConditionalGeneration.from_pretrained(model_dir)
     model.eval()
+    image_token = getattr(processor, "image_token", None) or IMAGE_PLACEHOLDER
     answers: list[str] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
+        # the question as stage 2 trained on it: text content with the image placeholder, rendered with the
+        # model's own template (a template from a `chat_template` hook need not know content lists)
         prompts = [
-            processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row.question}]}],
+            processor.tokenizer.apply_chat_template(
+                [{"role": "user", "content": f"{image_token}\n{row.question}"}],
+                chat_template=processor.chat_template,
+                tokenize=False,
                 add_generation_prompt=True,
                 lang=row.lang,
             )
@@ -126,29 +131,30 @@ def before_after_report(
     records: Sequence[dict[str, Any]],
     out_dir: Path,
     *,
-    langs: Sequence[str] = ("en", "ko", "zh"),
+    languages: Sequence[LanguageSpec],
     images: int = 3,
-    cache_dir: Path | None = None,
-    scorers: Mapping[str, Callable[[str], float]] | None = None,
+    fetch_file: Callable[[str], Path] | None = None,
     max_new_tokens: int = 48,
     title: str = "Visual instruction tuning: before and after stage 2",
 ) -> ReportFiles:
     """Answer held-aside questions with both models and write the report into `out_dir`.
 
-    `scorers`: language code -> share of text in that language's script (e.g. `LanguageSpec.target_share`);
-    `cache_dir`: where the report font is fetched when no system font covers CJK.
+    `languages`: the run's languages, in the order of the rows; each answer in a language with scripts
+    is scored by `LanguageSpec.target_share`. `fetch_file`: turns a language's `font` URI into a local
+    file, for scripts no installed font draws (None: installed fonts only).
     """
-    rows = report_rows(records, langs, images=images)
+    rows = report_rows(records, [spec.code for spec in languages], images=images)
     for row, answer in zip(rows, generate_answers(before_dir, rows, max_new_tokens=max_new_tokens), strict=True):
         row.before = answer
     for row, answer in zip(rows, generate_answers(after_dir, rows, max_new_tokens=max_new_tokens), strict=True):
         row.after = answer
+    scorers: dict[str, Callable[[str], float]] = {spec.code: spec.target_share for spec in languages if spec.scripts}
     for row in rows:
-        scorer = (scorers or {}).get(row.lang)
+        scorer = scorers.get(row.lang)
         if scorer is not None:
             row.before_share = round(float(scorer(row.before)), 3)
             row.after_share = round(float(scorer(row.after)), 3)
-    return write_report(rows, out_dir, title=title, cache_dir=cache_dir)
+    return write_report(rows, out_dir, title=title, fonts=report_fonts(languages, fetch_file))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -159,13 +165,14 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _cell(text: str) -> str:
-    return (text or "∅").replace("|", "\\|").replace("\n", "<br>")
+    return (text or EMPTY_ANSWER).replace("|", "\\|").replace("\n", "<br>")
 
 
 def write_report(
-    rows: Sequence[ReportRow], out_dir: Path, *, title: str = "Report", cache_dir: Path | None = None
+    rows: Sequence[ReportRow], out_dir: Path, *, title: str = "Report", fonts: Sequence[Path] = ()
 ) -> ReportFiles:
-    """Thumbnails, `report.md`, `report.json` and `report.png` for answered rows."""
+    """Thumbnails, `report.md`, `report.json` and `report.png` for answered rows; `fonts` are font files the
+    contact sheet falls back to (in order) for characters its default font lacks (see `report_fonts`)."""
     from xlang.vlm.images import load_image
 
     out_dir = Path(out_dir)
@@ -184,7 +191,7 @@ def write_report(
     header = "| image | lang | question | before | after | reference |"
     rule = "|---|---|---|---|---|---|"
     if scored:
-        header = header[:-1] + "| script share before → after |"
+        header = header[:-1] + "| script share before -> after |"
         rule += "---|"
     lines += [header, rule]
     for row in rows:
@@ -197,14 +204,14 @@ def write_report(
             _cell(row.reference),
         ]
         if scored:
-            cells.append(f"{row.before_share} → {row.after_share}")
+            cells.append(f"{row.before_share} -> {row.after_share}")
         lines.append("| " + " | ".join(cells) + " |")
     markdown = out_dir / "report.md"
     _write_atomic(markdown, "\n".join(lines) + "\n")
     data = out_dir / "report.json"
     _write_atomic(data, json.dumps([asdict(row) for row in rows], ensure_ascii=False, indent=2))
     png = out_dir / "report.png"
-    _contact_sheet(rows, thumbs, png, title=title, cache_dir=cache_dir)
+    _contact_sheet(rows, thumbs, png, title=title, fonts=fonts)
     return ReportFiles(markdown=markdown, png=png, json=data, rows=list(rows))
 
 
@@ -213,9 +220,9 @@ def _width(text: str) -> int:
 
 
 def _wrap(text: str, columns: int) -> list[str]:
-    """Wrap by display width (CJK characters count twice), breaking inside words when a line has no spaces."""
+    """Wrap by display width (wide characters count twice), breaking inside words when a line has no spaces."""
     lines: list[str] = []
-    for paragraph in (text or "∅").splitlines() or [""]:
+    for paragraph in (text or EMPTY_ANSWER).splitlines() or [""]:
         if _width(paragraph) == len(paragraph):
             lines += textwrap.wrap(paragraph, columns) or [""]
             continue
@@ -230,32 +237,99 @@ def _wrap(text: str, columns: int) -> list[str]:
     return lines
 
 
-def cjk_font(cache_dir: Path | None) -> Path | None:
-    """A font file with Hangul and Han glyphs: installed, or fetched from Debian into `cache_dir`."""
-    from matplotlib import font_manager
+def font_characters(path: Path) -> frozenset[int] | None:
+    """The code points a font file maps, or None when FreeType cannot open it (collections, damaged files)."""
     from matplotlib.ft2font import FT2Font
 
-    for path in font_manager.findSystemFonts():
-        try:
-            charmap = FT2Font(path).get_charmap()
-        except (OSError, RuntimeError):  # unreadable or collection formats FT2Font cannot open
-            continue
-        if all(ord(char) in charmap for char in "한中"):
-            return Path(path)
-    if cache_dir is None:
-        return None
-    from xlang.data.debian import fetch_debian_file
-
     try:
-        return fetch_debian_file(REPORT_FONT_URI, Path(cache_dir))
-    except XlangError as error:
-        print(f"xlang: report.png without CJK glyphs ({error})")
+        return frozenset(FT2Font(str(path)).get_charmap())
+    except (OSError, RuntimeError, ValueError):
         return None
 
 
-def _contact_sheet(
-    rows: Sequence[ReportRow], thumbs: Path, target: Path, *, title: str, cache_dir: Path | None
-) -> None:
+def _installed_fonts() -> list[tuple[Path, frozenset[int]]]:
+    from matplotlib import font_manager
+
+    found = []
+    for path in sorted(font_manager.findSystemFonts()):
+        characters = font_characters(Path(path))
+        if characters is not None:
+            found.append((Path(path), characters))
+    return found
+
+
+@dataclass(frozen=True)
+class LanguageNeeds:
+    """What a font must draw for a language: the letter of its first (main) script, and preferably one letter of
+    each further script (`LanguageSpec.sample_chars`)."""
+
+    spec: LanguageSpec
+    main: int
+    letters: frozenset[int]
+
+    @classmethod
+    def of(cls, spec: LanguageSpec) -> LanguageNeeds | None:
+        sample = spec.sample_chars()
+        return cls(spec, ord(sample[0]), frozenset(map(ord, sample))) if sample else None
+
+
+def _best_font(fonts: Sequence[tuple[Path, frozenset[int]]], needs: Sequence[LanguageNeeds]) -> Path | None:
+    """The font that draws the main letter of every language in `needs` and the most of their other letters."""
+    ranked = [
+        (sum(len(need.letters & characters) for need in needs), index, path)
+        for index, (path, characters) in enumerate(fonts)
+        if all(need.main in characters for need in needs)
+    ]
+    return max(ranked, key=lambda item: (item[0], -item[1]))[2] if ranked else None
+
+
+def report_fonts(languages: Sequence[LanguageSpec], fetch_file: Callable[[str], Path] | None = None) -> list[Path]:
+    """Font files that together draw the scripts of `languages`, for the contact sheet.
+
+    A font serves a language when it draws the letter of the language's first script (`sample_chars()[0]`),
+    since further ranges are often rare extensions (archaic letters, supplementary ideographs) that few
+    fonts carry; among fonts that serve, the one drawing the most `sample_chars` wins. One installed font
+    that serves every language is used alone. Otherwise each language that no chosen font serves gets an
+    installed font that does, else its own `font`, fetched with `fetch_file`. A language left without one
+    is named on stdout (its letters then show as empty boxes); the report never fails over a font.
+    """
+    needs = [need for need in map(LanguageNeeds.of, languages) if need is not None]
+    if not needs:
+        return []
+    installed = _installed_fonts()
+    alone = _best_font(installed, needs)
+    if alone is not None:
+        return [alone]
+    chosen: list[tuple[Path, frozenset[int]]] = []
+    for need in needs:
+        spec = need.spec
+        if any(need.main in characters for _, characters in chosen):
+            continue
+        found = _best_font(installed, [need])
+        if found is not None:
+            chosen.append((found, font_characters(found) or frozenset()))
+            continue
+        if not spec.font:
+            problem = "the language names no font"
+        elif fetch_file is None:
+            problem = f"no fetcher was given for its font {spec.font}"
+        else:
+            try:
+                path = Path(fetch_file(spec.font))
+            except XlangError as error:
+                problem = f"its font {spec.font} could not be fetched ({error})"
+            else:
+                characters = font_characters(path) or frozenset()
+                if need.main in characters:
+                    chosen.append((path, characters))
+                    continue
+                problem = f"its font {spec.font} does not draw it either"
+        letter = chr(need.main)
+        print(f"xlang: report.png may not draw {spec.name} ({letter}): no installed font draws it and {problem}")
+    return [path for path, _ in chosen]
+
+
+def _contact_sheet(rows: Sequence[ReportRow], thumbs: Path, target: Path, *, title: str, fonts: Sequence[Path]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,10 +338,11 @@ def _contact_sheet(
     from PIL import Image
 
     families = ["DejaVu Sans"]
-    font = cjk_font(cache_dir)
-    if font is not None:
+    for font in fonts:  # matplotlib falls back along the family list, glyph by glyph
         font_manager.fontManager.addfont(str(font))
-        families.append(font_manager.FontProperties(fname=str(font)).get_name())
+        name = font_manager.FontProperties(fname=str(font)).get_name()
+        if name not in families:
+            families.append(name)
     columns = {"question": 34, "before": 44, "after": 44}
     wrapped = [{key: _wrap(getattr(row, key), width) for key, width in columns.items()} for row in rows]
     heights = [max(2.0, 0.2 * max(len(v) for v in cell.values()) + 0.4) for cell in wrapped]

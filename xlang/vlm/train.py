@@ -435,13 +435,14 @@ def train_vit_stage(
     config: VitStageConfig,
     out_dir: Path,
     *,
-    default_lang: str = "en",
+    default_lang: str,
     accelerator: Any = None,
 ) -> VitStageResult:
     """Train one LLaVA stage from the folder `model_dir`; the trained model lands in `out_dir/model`.
 
-    `records`: LLaVA conversation records (`xlang.vlm.data`); `default_lang` is used for records
-    without `lang` and picks the chat template's system prompt for them. Resumes from `out_dir`'s last
+    `records`: LLaVA conversation records (`xlang.vlm.data`). A record without `lang` counts as
+    `default_lang`, which the caller chooses (the recipe passes the target language): it picks the chat
+    template's system prompt and the `lang_weights` share of such records. Resumes from `out_dir`'s last
     checkpoint; a finished stage with the same settings returns at once. Writes `out_dir/skipped.jsonl`
     (samples left out, with file, id and reason) and `out_dir/stage.json` (a summary).
     """

@@ -1,7 +1,8 @@
-"""Chinese (中文, Simplified) for xlang: Han script, offline Debian corpora, en–zh parallel text, Chinese prompts."""
+"""Chinese (中文, Simplified) for xlang: Han script, offline Debian corpora, en–zh parallel text, seed VIT data."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from xlang.hookspecs import hookimpl
@@ -14,6 +15,12 @@ _HELP_EN = f"{_POOL}/libreoffice-help-en-us_7.4.7-1%2Bdeb12u14_all.deb"
 _HELP_EN_SHA256 = "8faa840285734d6cfe1ed25537b48f07e74bd6412e3917bf8e5f8a653f7b3712"
 _MANPAGES_ZH = "pool/main/m/manpages-zh/manpages-zh_1.6.4.0-1_all.deb"
 _MANPAGES_ZH_SHA256 = "81bae29495f6445db290e3f329f1203eb19b651c2a7ea165b74ebdc853a32ac1"
+
+_FONT = (  # Droid Sans Fallback draws Hangul and Han: the report's images use it when no installed font does
+    "debian://file?deb=pool/main/f/fonts-android/fonts-droid-fallback_6.0.1r16-1.1_all.deb"
+    "&sha256=d2096d4edde128fedf6749be2dd204a5810210a6201126d99b8d412344f71056"
+    "&path=usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf"
+)
 
 SPEC = LanguageSpec(
     code="zh",
@@ -63,35 +70,24 @@ SPEC = LanguageSpec(
         ),
     ),
     vocabularies=(
-        VocabularySource(name="jieba-dict", uri="pypi://jieba==0.42.1/jieba/dict.txt", license="MIT"),
+        # jieba 0.42.1 is an sdist on PyPI (pypi:// reads wheels only); Debian's python3-jieba ships the
+        # same dict.txt (349,046 lines of `word freq tag`)
         VocabularySource(
-            name="wordfreq-zh",
-            uri="pypi://wordfreq==3.1.1/wordfreq/data/large_zh.msgpack.gz",
-            license="Apache-2.0 AND CC-BY-SA-4.0",
+            name="jieba-dict",
+            uri=(
+                "debian://file?deb=pool/main/p/python-jieba/python3-jieba_0.42.1-3_all.deb"
+                "&sha256=44e3fb01421b1710e08245eae02416a2d07e9bb08887d96de5b60d58e3d39caa"
+                "&path=usr/lib/python3/dist-packages/jieba/dict.txt"
+            ),
+            license="MIT",
         ),
     ),
-    prompts={
-        "object-centric": (
-            "请仔细观察图片中的各个物体，针对它们的种类、数量、颜色、形状、材质和状态等用户可能关心的方面提出问题，"
-            "并只依据图片中清楚可见的内容给出详细、准确的回答。问题和回答都请用自然流畅的中文书写。"
-        ),
-        "location-centric": (
-            "请针对图片中物体和人物所在的位置，以及它们之间的空间关系（上、下、左、右、前、后、旁边、里面）提出问题，"
-            "并根据图片具体描述它们的空间布局。问题和回答都请用自然流畅的中文书写。"
-        ),
-        "atmosphere-centric": (
-            "请就这张图片的氛围和给人的感受提出问题，并结合光线与色调、天气或时间、场所的性质、人物的表情与情绪等"
-            "构成氛围的要素，生动地描述观看者得到的印象。问题和回答都请用自然流畅的中文书写。"
-        ),
-        "conversation": (
-            "请编写一段用户与 AI 助手围绕这张图片进行的多轮自然对话：用户依次询问图片的内容、细节以及需要推理的问题，"
-            "助手依据图片友好而准确地回答。对话全部使用自然流畅的中文。"
-        ),
-    },
     chat=ChatBits(
         system_prompt="你是一个能够理解图像和文字的得力 AI 助手。请用准确、友好、自然的中文回答用户的问题。",
-        answer_in_language="请用中文回答。",
     ),
+    companions=("en",),
+    vit_data=(f"file://{Path(__file__).resolve().parent / 'vit_seed.jsonl'}",),
+    font=_FONT,
     defaults=Strategies(),
 )
 

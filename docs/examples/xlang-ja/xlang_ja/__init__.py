@@ -18,16 +18,8 @@ SPEC = LanguageSpec(
     ),
     normalizer="NFKC",
     corpora=(CorpusSource(name="ja-tutorial", uri=CORPUS.as_uri(), license="CC0-1.0"),),
-    prompts={
-        "object-centric": "画像に写っている物を詳しく説明してください。",
-        "location-centric": "画像の中で、それぞれの物がどこにあるかを説明してください。",
-        "atmosphere-centric": "この画像の雰囲気や印象を説明してください。",
-        "conversation": "この画像について、ユーザーとアシスタントの自然な会話を作ってください。",
-    },
-    chat=ChatBits(
-        system_prompt="あなたは画像を理解し、日本語で丁寧に答えるアシスタントです。",
-        answer_in_language="日本語で答えてください。",
-    ),
+    chat=ChatBits(system_prompt="あなたは画像を理解し、日本語で丁寧に答えるアシスタントです。"),
+    companions=("en",),
 )
 
 

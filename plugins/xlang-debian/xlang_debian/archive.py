@@ -76,8 +76,23 @@ class FetchedDeb:
         return data
 
 
-Resolver = Callable[[str], "tuple[str, str, str] | None"]
+PackageLookup = Callable[[str], "tuple[str, str, str] | None"]
 """Package name -> (url, filename, sha256) of its current version, or None when unknown."""
+
+
+def query_values(query: str) -> dict[str, list[str]]:
+    """The options of a `debian://` URI's query, name -> values in the order given.
+
+    Percent escapes are decoded but a `+` stays a `+`: Debian versions contain one
+    (`7.4.7-1+deb12u14`), and the HTML-form rule that reads it as a space would name a package file
+    that does not exist (`urllib.parse.parse_qs` applies that rule).
+    """
+    values: dict[str, list[str]] = {}
+    for part in query.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            values.setdefault(urllib.parse.unquote(name), []).append(urllib.parse.unquote(value))
+    return values
 
 
 def mirror_url(mirror: str | None = None) -> str:
@@ -139,7 +154,7 @@ def fetch_deb(
     pin: DebPin,
     downloads: Path,
     mirror: str | None = None,
-    resolve: Resolver | None = apt_resolve,
+    resolve: PackageLookup | None = apt_resolve,
 ) -> FetchedDeb:
     """The verified `.deb` for `pin` in `downloads`, downloading it once.
 
@@ -167,7 +182,7 @@ def fetch_deb(
     return _fetch_current(pin, downloads, url, resolve)
 
 
-def _fetch_current(pin: DebPin, downloads: Path, pinned_url: str, resolve: Resolver | None) -> FetchedDeb:
+def _fetch_current(pin: DebPin, downloads: Path, pinned_url: str, resolve: PackageLookup | None) -> FetchedDeb:
     resolved = resolve(pin.package) if resolve is not None else None
     if resolved is None:
         raise XlangError(
@@ -244,22 +259,43 @@ def deb_files(deb: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, b
         raise XlangError(f"{deb} has a damaged {data_name} ({error}); delete it so it is downloaded again") from error
 
 
+FILE_OPTIONS = ("deb", "sha256", "path")
+FILE_URI_FORM = "debian://file?deb=POOL_PATH&sha256=HEX&path=PATH/IN/DEB"
+
+
+def parse_file_uri(uri: str) -> tuple[DebPin, str]:
+    """The package pin and the member path of a `debian://file?...` URI; says what is wrong otherwise."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme != "debian" or parsed.netloc != "file":
+        raise XlangError(f"{uri!r} is not a {FILE_URI_FORM} URI")
+    query = query_values(parsed.query)
+    unknown = sorted(set(query) - set(FILE_OPTIONS))
+    if unknown:
+        raise XlangError(
+            f"{uri!r}: unknown option(s) {', '.join(unknown)}; a {FILE_URI_FORM} URI takes only those three"
+        )
+    missing = [name for name in FILE_OPTIONS if len(query.get(name, [])) != 1]
+    if missing:
+        raise XlangError(f"{uri!r} needs exactly one each of {', '.join(missing)}; write {FILE_URI_FORM}")
+    digest = query["sha256"][0]
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+        raise XlangError(f"{uri!r}: sha256 {digest!r} is not 64 hex digits")
+    wanted = query["path"][0].strip("/")
+    if not wanted or ".." in Path(wanted).parts:
+        raise XlangError(f"{uri!r} is not a {FILE_URI_FORM} URI: path= must name a file inside the package, no '..'")
+    return DebPin(query["deb"][0], digest.lower()), wanted
+
+
 def fetch_debian_file(
-    uri: str, cache_dir: Path, mirror: str | None = None, resolve: Resolver | None = apt_resolve
+    uri: str, cache_dir: Path, mirror: str | None = None, resolve: PackageLookup | None = apt_resolve
 ) -> Path:
-    """One file out of a pinned package, e.g. a dictionary that a vocabulary source names:
+    """One file out of a pinned package, e.g. a word list or a font that a language names:
     `debian://file?deb=POOL_PATH&sha256=HEX&path=usr/share/hunspell/ko.dic`.
 
     The file lands in `<cache_dir>/debian-files/<package file>/<path>` (written atomically) and is
-    reused from there.
+    reused from there without touching the network.
     """
-    parsed = urllib.parse.urlsplit(uri)
-    query = dict(urllib.parse.parse_qsl(parsed.query))
-    fields_ok = {"deb", "sha256", "path"} <= set(query) and ".." not in Path(query.get("path", "")).parts
-    if parsed.scheme != "debian" or parsed.netloc != "file" or not fields_ok:
-        raise XlangError(f"{uri!r} is not a debian://file?deb=POOL_PATH&sha256=HEX&path=FILE URI (no '..' in FILE)")
-    pin = DebPin(query["deb"], query["sha256"].lower())
-    wanted = query["path"].strip("/")
+    pin, wanted = parse_file_uri(uri)
     target = Path(cache_dir) / "debian-files" / pin.filename.removesuffix(".deb") / wanted
     if target.is_file():
         return target
@@ -267,8 +303,12 @@ def fetch_debian_file(
     for _, content in deb_files(deb.path, lambda path: path == wanted):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, part = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        with os.fdopen(fd, "wb") as out:
-            out.write(content)
-        os.replace(part, target)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(content)
+            os.replace(part, target)
+        finally:
+            if os.path.exists(part):
+                os.unlink(part)
         return target
     raise XlangError(f"{pin.filename} has no regular file {wanted}; check path= in {uri}")

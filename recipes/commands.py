@@ -1,0 +1,212 @@
+"""Commands that run one stage's code on its own, added to `xlang` through `register_commands`.
+
+`xlang tokenizer expand` uses the recipe's own expand config and function, and `xlang eval bpc` the
+evaluate stage's evaluator and text, so a command and a run give the same result for the same input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from xlang.cli import XlangGroup, console, resolver_from
+
+
+def _stage_config(config_class: type[Any], knobs: dict[str, Any], stage: str) -> Any:
+    """A stage's config from settings and flags, with the runner's message for a bad knob."""
+    from pydantic import ValidationError
+
+    from xlang.contract import validation_problems
+    from xlang.errors import XlangError
+
+    try:
+        return config_class(**knobs)
+    except ValidationError as error:
+        raise XlangError(f"invalid settings for stage {stage!r}: {validation_problems(error)}") from error
+
+
+def add_commands(cli: click.Group) -> None:
+    for group in (assets_group, corpus_group, tokenizer_group, eval_group):
+        cli.add_command(group)
+
+
+@click.group("assets", cls=XlangGroup)
+def assets_group() -> None:
+    """Download and prepare the embedded models and corpora."""
+
+
+@assets_group.command("fetch")
+@click.option("--lang", "codes", multiple=True, help="Language code (repeatable; default: every language).")
+@click.option("--models/--no-models", default=True, help="Also convert the embedded base model.")
+@click.pass_context
+def assets_fetch(ctx: click.Context, codes: tuple[str, ...], models: bool) -> None:
+    """Fetch and build corpora (and the configured base model) into the cache."""
+    resolver = resolver_from(ctx)
+    kind = resolver.settings.corpus_kind
+    specs = [resolver.language(code) for code in codes] if codes else list(resolver.languages().values())
+    for spec in specs:
+        for source in spec.monolingual_corpora(kind) + spec.parallel_corpora(kind):
+            with console.status(f"[bold]{spec.code}[/]: building {source.name}"):
+                for split in ("train", "validation"):
+                    resolver.load(source, split)
+            console.print(f"[green]✓[/] {spec.code}: {source.name}")
+    if models:
+        with console.status(f"preparing {resolver.settings.base_model}"):
+            path = resolver.base_model()
+        console.print(f"[green]✓[/] {resolver.settings.base_model} → {path}")
+
+
+@click.group("corpus", cls=XlangGroup)
+def corpus_group() -> None:
+    """Inspect a language's corpora."""
+
+
+@corpus_group.command("stats")
+@click.option("--lang", "code", required=True, help="Language code, e.g. ko.")
+@click.pass_context
+def corpus_stats(ctx: click.Context, code: str) -> None:
+    """Characters, target-script share, split sizes and licenses of a language's corpora."""
+    from xlang.data import corpus_stats as compute_stats
+
+    resolver = resolver_from(ctx)
+    spec = resolver.language(code)
+    sources = resolver.sources(spec)
+    loaded = {
+        source.name: {split: resolver.load(source, split) for split in ("train", "validation")} for source in sources
+    }
+    stats = compute_stats(spec, loaded)
+    licenses = {source.name: source.license or "(not stated)" for source in sources}
+    table = Table(title=f"Corpus of {spec.name} ({spec.code})")
+    for column in ("source", "license", "split", "documents", "characters", "target-script chars", "target share"):
+        table.add_column(column, justify="left" if column in ("source", "license") else "right")
+    for row in stats.rows:
+        table.add_row(
+            row.source,
+            licenses.get(row.source, ""),
+            row.split,
+            f"{row.documents:,}",
+            f"{row.chars:,}",
+            f"{row.target_chars:,}",
+            f"{row.target_share:.1%}",
+        )
+    console.print(table)
+    console.print(
+        f"total: {stats.total_chars:,} characters, {stats.total_target_chars:,} in the target scripts "
+        f"({stats.target_share:.1%})"
+    )
+
+
+@click.group("tokenizer", cls=XlangGroup)
+def tokenizer_group() -> None:
+    """Expand a tokenizer for a language and measure it."""
+
+
+@tokenizer_group.command("expand")
+@click.option("--lang", "code", required=True, help="Target language code.")
+@click.option("--base", default=None, help="Embedded name, folder or SentencePiece .model file (default: setting).")
+@click.option("--budget", type=int, default=None, help="New vocabulary entries (default: the expand stage's).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder to write.")
+@click.option("--source", "sources", multiple=True, help="Candidate source name (repeatable; default: language's).")
+@click.option("--expander", default=None, help="Expander name (default: the language's).")
+@click.option("--pad-to-multiple-of", type=int, default=None, help="0 disables padding (default: the stage's).")
+@click.pass_context
+def tokenizer_expand(
+    ctx: click.Context,
+    code: str,
+    base: str | None,
+    budget: int | None,
+    out_dir: str,
+    sources: tuple[str, ...],
+    expander: str | None,
+    pad_to_multiple_of: int | None,
+) -> None:
+    """Add real BPE merges for LANG's script; other text keeps its exact ids.
+
+    Knobs not given here come from the settings of the expand stage (`[stages.expand]` in xlang.toml),
+    then from its defaults, exactly as `xlang extend` would use them.
+    """
+    from xlang_recipes.x_llava import ExpandConfig, expand_for
+
+    from xlang.tokenizer import stats_table
+
+    resolver = resolver_from(ctx)
+    spec = resolver.language(code)
+    given = {"budget": budget, "candidate_sources": sources or None, "expander": expander}
+    given["pad_to_multiple_of"] = pad_to_multiple_of
+    knobs = {**resolver.settings.stage("expand"), **{key: value for key, value in given.items() if value is not None}}
+    config = _stage_config(ExpandConfig, knobs, "expand")
+    # a SentencePiece model file or a tokenizer-only folder is a base too (no model weights needed here)
+    base_path = base if base and Path(base).exists() else resolver.base_model(base)
+    with console.status(f"expanding {base_path} for {spec.name} (budget {config.budget:,})"):
+        result, rows = expand_for(spec, resolver, base_path, config, Path(out_dir))
+    console.print(
+        f"[green]✓[/] {len(result.new_token_ids):,} new tokens ({result.family}), vocabulary "
+        f"{result.base_vocab_size:,} → {result.vocab_size:,}, {result.seconds:.1f} s → {result.out_dir}"
+    )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    console.print(stats_table(rows))
+
+
+@tokenizer_group.command("stats")
+@click.option("--lang", "code", required=True, help="Language whose validation split is measured.")
+@click.option("--tokenizer", "tokenizer_dir", type=click.Path(exists=True), required=True, help="Expanded folder.")
+@click.option("--base", default=None, help="Base tokenizer to compare with (default: the one it was expanded from).")
+@click.pass_context
+def tokenizer_stats_command(ctx: click.Context, code: str, tokenizer_dir: str, base: str | None) -> None:
+    """Tokens per character and per word, before and after, for the language and its companions."""
+    from xlang.data.views import paragraphs
+    from xlang.tokenizer import stats_table, tokenizer_stats
+
+    resolver = resolver_from(ctx)
+    spec = resolver.language(code)
+    base_path = resolver.base_model(base) if base else None
+    languages = (spec, *resolver.companions(spec))
+    validation = {lang.code: paragraphs(resolver.dataset(lang, "validation"), lang) for lang in languages}
+    console.print(stats_table(tokenizer_stats(tokenizer_dir, validation, base=base_path)))
+
+
+@click.group("eval", cls=XlangGroup)
+def eval_group() -> None:
+    """Measure models."""
+
+
+@eval_group.command("bpc")
+@click.option("--model", "model_dir", required=True, help="Model folder (its own tokenizer is used).")
+@click.option("--lang", "codes", multiple=True, required=True, help="Language code (repeatable).")
+@click.option("--max-chars", type=int, default=None, help="Validation characters per language (default: the stage's).")
+@click.pass_context
+def eval_bpc(ctx: click.Context, model_dir: str, codes: tuple[str, ...], max_chars: int | None) -> None:
+    """Bits per character on each language's validation documents (lower is better).
+
+    The same evaluator, options and text as a run's evaluate stage (`[stages.evaluate]` settings
+    included), so the figure for a run's model matches its report.
+    """
+    from xlang_recipes.x_llava import EvaluateConfig
+
+    from xlang.data.views import documents
+    from xlang.eval import load_for_text
+
+    resolver = resolver_from(ctx)
+    specs = [resolver.language(code) for code in codes]
+    knobs = resolver.settings.stage("evaluate")
+    if max_chars is not None:
+        knobs["max_chars"] = max_chars
+    config = _stage_config(EvaluateConfig, knobs, "evaluate")
+    evaluator = resolver.strategy("evaluators", "bpc")
+    options = evaluator.configure(config.evaluator_options.get("bpc"))
+    folder = resolver.base_model(model_dir)
+    model, tokenizer = load_for_text(folder)
+    table = Table(title=f"Bits per character: {model_dir}")
+    for column in ("language", "characters", "tokens/char", "bits/char"):
+        table.add_column(column, justify="left" if column == "language" else "right")
+    for spec in specs:
+        texts = documents(resolver.dataset(spec, "validation"), spec, config.max_chars)
+        with console.status(f"scoring {spec.name}"):
+            found: dict[str, Any] = evaluator(options, model=model, tokenizer=tokenizer, texts=texts, language=spec)
+        characters = sum(len(text) for text in texts)
+        table.add_row(spec.code, f"{characters:,}", f"{found['tokens_per_char']:.4f}", f"{found['bpc']:.4f}")
+    console.print(table)

@@ -1,0 +1,216 @@
+"""The X-LLaVA recipe end to end through `xlang extend`, on tiny offline assets: a third-party plugin
+(tests/third_party/testlang_plugin.py, installed into a folder on PYTHONPATH with its own entry point)
+supplies the languages and a tiny vision tower; the base is a tiny random Llama with SmolLM2's real
+tokenizer; the text and the photos are real. All six stages run; a run killed in the middle resumes;
+the final LLaVA folder loads and generates in plain transformers; the report's BPC equals `xlang eval bpc`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN = REPO / "tests" / "third_party" / "testlang_plugin.py"
+STAGES = ["expand", "init", "pretrain", "align", "vit", "evaluate"]
+
+CONFIG = """
+[stages.expand]
+budget = 120
+
+[stages.pretrain]
+steps = 2
+seq_len = 64
+eval_every = 2
+save_every = 1
+eval_max_chars = 1500
+tensorboard = false
+
+[stages.align]
+assemble = { vision_tower = "tiny-clip", image_size = 28 }
+train = { steps = 2, eval_samples = 2 }
+
+[stages.vit]
+train = { steps = 2, eval_samples = 2 }
+report_images = 1
+
+[stages.evaluate]
+max_chars = 1500
+"""
+
+
+def _paragraphs(cache: Path, code: str, count: int) -> list[dict[str, str]]:
+    """The first `count` records of a shipped language's cached training split (built on first use)."""
+    from xlang import plugins
+    from xlang.resolve import Resolver
+    from xlang.settings import load_settings
+
+    resolver = Resolver(load_settings(cache_dir=cache), plugins.make_plugin_manager())
+    dataset = resolver.dataset(resolver.language(code), "train")
+    return [{"text": r["text"], "doc": r["doc"]} for r in dataset.select(range(count))]
+
+
+def _vit_records(code: str, source: str, count: int) -> list[str]:
+    """Records of a shipped language's seed set, relabelled as the test language's."""
+    rows = [json.loads(line) for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [row for row in rows if row.get("split", "train") == "heldout"][:2]
+    kept += [row for row in rows if row.get("split", "train") == "train"][:count]
+    return [json.dumps({**row, "id": f"{code}-{row['id']}", "lang": code}, ensure_ascii=False) for row in kept]
+
+
+@pytest.fixture(scope="module")
+def testlang(tmp_path_factory: pytest.TempPathFactory, test_cache_dir: Path) -> dict[str, Path]:
+    """A site folder holding the third-party plugin and its entry point, its data, and a tiny base model."""
+    from tiny_models import tiny_llama
+    from transformers import AutoTokenizer
+
+    from xlang import plugins
+    from xlang.assets.models import ensure_smollm2
+
+    root = tmp_path_factory.mktemp("testlang")
+    site, data, base = root / "site", root / "data", root / "tiny-base"
+    for folder in (site, data):
+        folder.mkdir()
+    shutil.copy(PLUGIN, site / "testlang_plugin.py")
+    info = site / "xlang_testlang-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: xlang-testlang\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[xlang]\ntestlang = testlang_plugin\n")
+
+    for code, shipped, count in (("qaa", "ko", 400), ("qab", "en", 300)):
+        rows = _paragraphs(test_cache_dir, shipped, count)
+        (data / f"{code}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        seed = plugins.get_language(shipped, plugins.make_plugin_manager()).vit_data[0].removeprefix("file://")
+        (data / f"{code}_vit.jsonl").write_text("\n".join(_vit_records(code, seed, 8)) + "\n")
+
+    tokenizer = AutoTokenizer.from_pretrained(str(ensure_smollm2(test_cache_dir)))
+    model = tiny_llama(len(tokenizer), tied=True)
+    model.config.bos_token_id, model.config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    (root / "xlang.toml").write_text(CONFIG)
+    return {"site": site, "data": data, "base": base, "config": root / "xlang.toml"}
+
+
+@pytest.fixture
+def env(testlang: dict[str, Path], test_cache_dir: Path) -> dict[str, str]:
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("XLANG_")}
+    environment.update(
+        XLANG_CACHE_DIR=str(test_cache_dir),
+        XLANG_TESTLANG_DATA=str(testlang["data"]),
+        XLANG_CONFIG=str(testlang["config"]),
+        PYTHONPATH=os.pathsep.join([str(testlang["site"]), str(REPO)]),
+    )
+    return environment
+
+
+def _xlang(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", "from xlang.cli import main; main()", *args]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def test_all_six_stages_run_resume_after_a_kill_and_load_in_plain_transformers(
+    testlang: dict[str, Path], env: dict[str, str], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    extend = ["extend", "--lang", "qaa", "--base", str(testlang["base"]), "--out", str(run)]
+
+    # 1. killed while pretraining: the stages before it stay finished, nothing else claims to be
+    command = [sys.executable, "-c", "from xlang.cli import main; main()", *extend]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    checkpoint_seen = False
+    while process.poll() is None and time.monotonic() < deadline:
+        # the first pretraining checkpoint: the stage is half done
+        if any((run / ".pretrain.work").glob("stages/*/checkpoints/*")):
+            checkpoint_seen = True
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    output = process.communicate(timeout=60)[0].decode()
+    assert checkpoint_seen, output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [name for name in STAGES if manifest["stages"].get(name, {}).get("status") == "done"] == ["expand", "init"]
+    assert not (run / "pretrain").exists()
+
+    # 2. the same command resumes: expand and init are skipped, every stage finishes
+    resumed = _xlang(*extend, env=env, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert re.search(r"finished earlier\s+expand", resumed.stdout) and re.search(
+        r"finished earlier\s+init", resumed.stdout
+    )
+    assert "running pretrain" in resumed.stdout
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [manifest["stages"][name]["status"] for name in STAGES] == ["done"] * 6
+    assert manifest["language"] == "qaa" and manifest["companions"] == ["qab"]
+    assert manifest["final_model"] == "vit/model"
+    # resolved values, never None: the language's default initializer and its options
+    assert manifest["config"]["init"]["initializer"] == "subword-freq"
+    assert manifest["config"]["expand"]["candidate_sources"] == ["corpus-bpe"]
+    assert manifest["stages"]["align"]["metrics"]["steps"] == 2
+    pretrain = manifest["stages"]["pretrain"]["metrics"]
+    assert pretrain["stages"][0]["steps"] == 2
+
+    # 3. the report: one section per stage, one BPC per model and language
+    report = (run / "report.md").read_text()
+    sections = [line[3:] for line in report.splitlines() if line.startswith("## ")]
+    assert sections == STAGES
+    assert report.count("bits/char before") == 0
+    metrics = manifest["stages"]["evaluate"]["metrics"]
+    for model in ("base", "init", "pretrain", "align", "vit"):
+        for code in ("qaa", "qab"):
+            assert metrics[f"{model}/{code}/bpc"] > 0
+    assert (run / "evaluate" / "bpc.png").is_file()
+
+    # 4. `xlang eval bpc` gives the report's number for the same model
+    scored = _xlang("eval", "bpc", "--model", str(run / "init" / "model"), "--lang", "qaa", env=env, cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    row = re.search(r"│ qaa\s+│\s+[\d,]+\s+│\s+([\d.]+)\s+│\s+([\d.]+)\s+│", scored.stdout)
+    assert row, scored.stdout
+    assert float(row.group(2)) == pytest.approx(metrics["init/qaa/bpc"], abs=1e-4)
+
+    # 5. the final model is a plain LLaVA folder: transformers alone loads it and answers about an image
+    script = f"""
+import torch
+from PIL import Image
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+folder = {str(run / manifest["final_model"])!r}
+model = LlavaForConditionalGeneration.from_pretrained(folder).eval()
+processor = AutoProcessor.from_pretrained(folder)
+messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "What is this?"}}]}}]
+prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+inputs = processor(images=Image.new("RGB", (64, 48), "red"), text=prompt, return_tensors="pt")
+out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+print("generated", out.shape[1] - inputs["input_ids"].shape[1])
+"""
+    plain = {key: value for key, value in env.items() if key != "PYTHONPATH"}
+    loaded = subprocess.run([sys.executable, "-c", script], env=plain, capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "generated" in loaded.stdout
+
+
+def test_a_language_without_vit_data_stops_before_any_work(testlang: dict[str, Path], env: dict[str, str], tmp_path):
+    """Its VIT stages would have only other languages' records: the run refuses up front, not silently."""
+    run = tmp_path / "run"
+    result = _xlang(
+        "extend", "--lang", "qac", "--base", str(testlang["base"]), "--out", str(run), env=env, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'qac'" in result.stderr and "vit_data" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not run.exists()
+    # up to init it runs: the images are not needed there
+    early = _xlang(
+        "extend", "--lang", "qac", "--base", str(testlang["base"]), "--out", str(run), "--until", "init",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert early.returncode == 0, early.stdout + early.stderr
