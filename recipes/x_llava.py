@@ -9,7 +9,6 @@ names are part of the CLI (`xlang extend --until STAGE`) and of every run folder
 
 from __future__ import annotations
 
-import functools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -41,16 +40,12 @@ class ExpandConfig(StageConfig):
 
 
 def resolve_expand(config: ExpandConfig, language: LanguageSpec, resolver: Resolver) -> ExpandConfig:
-    """Strategy names from the language's defaults; every source's and the expander's options validated."""
-    names = tuple(config.candidate_sources or language.defaults.candidate_sources)
-    unused = sorted(set(config.source_options) - set(names))
-    if unused:
-        from xlang.errors import XlangError
+    """Strategy names from the language's defaults; every source's and the expander's options validated.
 
-        raise XlangError(
-            f"expand: source_options name {', '.join(unused)}, which is not among the candidate sources "
-            f"({', '.join(names)}); add it to candidate_sources (--source) or drop its options"
-        )
+    A source given options (e.g. `--word-list`) but not named in `candidate_sources` joins the sources.
+    """
+    names = tuple(config.candidate_sources or language.defaults.candidate_sources)
+    names += tuple(name for name in config.source_options if name not in names)
     expander = config.expander or language.defaults.tokenizer_expander
     return config.model_copy(
         update={
@@ -72,25 +67,14 @@ def resolve_expand(config: ExpandConfig, language: LanguageSpec, resolver: Resol
 def expand_for(
     language: LanguageSpec, resolver: Resolver, base: str, config: ExpandConfig, out_dir: Path
 ) -> tuple[Any, list[Any]]:
-    """Expand `base` for `language` into `out_dir` with a resolved config; returns the result and the
-    tokens-per-character rows of the language and its companions. `xlang tokenizer expand` calls it too."""
+    """Expand `base` for `language` into `out_dir`; returns the result and the tokens-per-character rows of
+    the language and its companions. `xlang tokenizer expand` calls it too, so both give the same tokenizer."""
     from xlang.tokenizer import expand_tokenizer, tokenizer_stats
 
     config = resolve_expand(config, language, resolver)
-    needs_lists = any(
-        "vocabularies" in resolver.strategy("token_candidate_sources", name).accepted()[0]
-        for name in config.candidate_sources or ()
-    )
-    vocabularies = resolver.vocabularies(language) if needs_lists else {}
-    sources = {
-        name: functools.partial(
-            resolver.strategy("token_candidate_sources", name), config.source_options[name], vocabularies=vocabularies
-        )
-        for name in config.candidate_sources or ()
-    }
-    expander = functools.partial(
-        resolver.strategy("tokenizer_expanders", config.expander or ""), config.expander_options
-    )
+    sources = {name: resolver.strategy("token_candidate_sources", name) for name in config.candidate_sources or ()}
+    # word lists are fetched only when a chosen source reads them
+    needs_lists = any("vocabularies" in source.accepted()[0] for source in sources.values())
     result = expand_tokenizer(
         base=base,
         language=language,
@@ -98,9 +82,12 @@ def expand_for(
         budget=config.budget,
         out_dir=out_dir,
         candidate_sources=sources,
-        expander=expander,
+        expander=resolver.strategy("tokenizer_expanders", config.expander or ""),
         required_tokens=config.user_tokens,
         pad_to_multiple_of=config.pad_to_multiple_of,
+        vocabularies=resolver.vocabularies(language) if needs_lists else None,
+        source_options=config.source_options,
+        expander_options=config.expander_options,
     )
     languages = (language, *resolver.companions(language))
     validation = {spec.code: paragraphs(resolver.dataset(spec, "validation"), spec) for spec in languages}
@@ -382,6 +369,18 @@ X_LLAVA = Recipe(
     flags=(
         Flag("budget", "expand.budget", "expand: number of new vocabulary entries.", int),
         Flag("source", "expand.candidate_sources", "expand: candidate source name (repeatable).", multiple=True),
+        Flag(
+            "word-list",
+            "expand.source_options.vocabulary.lists",
+            "expand: a word list of the language for the vocabulary source (repeatable).",
+            multiple=True,
+        ),
+        Flag(
+            "user-token",
+            "expand.source_options.user.tokens",
+            "expand: a token to offer through the user source (repeatable).",
+            multiple=True,
+        ),
         Flag("expander", "expand.expander", "expand: tokenizer expander name."),
         Flag("initializer", "init.initializer", "init: embedding initializer name."),
         Flag("fit-steps", "init.options.fit_steps", "init: steps of a fitting initializer (subword-fit).", int),

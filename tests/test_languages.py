@@ -80,8 +80,8 @@ def test_corpora_offline_parallel_and_hub(specs):
 
 def test_vocabulary_sources_are_declared(specs):
     names = {code: {vocabulary.name for vocabulary in spec.vocabularies} for code, spec in specs.items()}
-    assert {"kiwi-lexicon", "hunspell-ko"} <= names["ko"]
-    assert "jieba-dict" in names["zh"]
+    assert names["ko"] == {"hunspell-ko"}
+    assert names["zh"] == {"jieba-dict"}
     for spec in specs.values():
         for vocabulary in spec.vocabularies:
             assert "://" in vocabulary.uri and vocabulary.license

@@ -58,10 +58,10 @@ EXPANDER_CALLS: list[dict[str, Any]] = []
 def capped_merges(
     *, tokenizer: Any, tokens: list[str], language: Any, texts: list[str], budget: int, options: CappedOptions
 ) -> Any:
-    from xlang.tokenizer import merges
+    from xlang.tokenizer import merges_expander
 
     EXPANDER_CALLS.append({"budget": budget, "tokens": list(tokens), "most": options.most})
-    return merges(
+    return merges_expander(
         tokenizer=tokenizer,
         tokens=tokens,
         language=language,

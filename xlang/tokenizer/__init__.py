@@ -58,7 +58,7 @@ __all__ = [
     "VocabularyOptions",
     "corpus_bpe_candidates",
     "expand_tokenizer",
-    "merges",
+    "merges_expander",
     "stats_table",
     "tokenizer_stats",
     "user_candidates",
@@ -76,34 +76,11 @@ base as a `tokenizers.Tokenizer` and must append its entries after the base's id
 base's merges."""
 
 
-def merges(
-    *,
-    tokenizer: Any,
-    tokens: Sequence[str],
-    language: LanguageSpec,
-    texts: Sequence[str],
-    budget: int,
-    required_tokens: Sequence[str],
-    min_frequency: int,
-) -> Any:
-    """The `merges` expander: real BPE merges among the candidates, ranked by the tokens they save on
-    `texts` (see `xlang.tokenizer.expand`). Nothing to tune: the budget and `min_frequency` are the stage's."""
-    return merges_expander(
-        tokenizer=tokenizer,
-        tokens=tokens,
-        language=language,
-        texts=texts,
-        budget=budget,
-        required_tokens=required_tokens,
-        min_frequency=min_frequency,
-    )
-
-
 CORPUS_BPE = Strategy(
     "token_candidate_sources", "corpus-bpe", corpus_bpe_candidates, CorpusBpeOptions, "xlang.tokenizer"
 )
 """The candidate source `expand_tokenizer` uses when the caller names none."""
-MERGES = Strategy("tokenizer_expanders", "merges", merges, NoOptions, "xlang.tokenizer")
+MERGES = Strategy("tokenizer_expanders", "merges", merges_expander, NoOptions, "xlang.tokenizer")
 """The expander `expand_tokenizer` uses when the caller names none."""
 
 MANIFEST = "xlang-tokenizer.json"

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from xlang.contract import Options
 from xlang.errors import XlangError
@@ -184,7 +185,9 @@ class UserOptions(Options):
     @model_validator(mode="after")
     def _something_to_offer(self) -> UserOptions:
         if not self.tokens and self.path is None:
-            raise ValueError("give tokens (a list of tokens) or path (a word-list file) to the 'user' source")
+            raise PydanticCustomError(
+                "nothing_to_offer", "give tokens (a list of tokens) or path (a word-list file) to the 'user' source"
+            )
         return self
 
 

@@ -218,18 +218,14 @@ def merges_expander(
     tokenizer: Any,
     tokens: Sequence[str],
     language: LanguageSpec,
-    texts: Sequence[str] = (),
-    budget: int = 8000,
-    required_tokens: Sequence[str] = (),
-    min_frequency: int = 2,
-    **_: Any,
+    texts: Sequence[str],
+    budget: int,
+    required_tokens: Sequence[str],
+    min_frequency: int,
 ) -> Any:
-    """Hook-level expander: a fast tokenizer (`tokenizers.Tokenizer` or a transformers fast tokenizer) and
-    candidate tokens in, the expanded `tokenizers.Tokenizer` out.
-
-    Beyond the hookspec's arguments it needs the language's training `texts` (merges are ranked by the
-    tokens they save there) and the `budget` of new vocabulary entries.
-    """
+    """The `merges` expander: a fast tokenizer (`tokenizers.Tokenizer` or a transformers fast tokenizer)
+    and candidate tokens in, the expanded `tokenizers.Tokenizer` out, with real BPE merges ranked by the
+    tokens they save on `texts`. Nothing to tune: the budget and `min_frequency` are the stage's."""
     from tokenizers import Tokenizer
 
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
