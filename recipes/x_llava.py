@@ -231,12 +231,17 @@ def pretrain(context: StageContext) -> StageOutput:
         "",
         f"Schedule: {schedule or config.steps}; "
         f"language mix {summary.get('mix_measured', summary.get('mix', config.mix))}; "
-        f"{summary.get('tokens_per_s', 0):,.0f} tokens/s. The curves track validation bits per character "
+        f"{_rate(summary.get('tokens_per_s'))}. The curves track validation bits per character "
         "during training; the evaluate stage gives each model's figure.",
     ]
     if (context.out_dir / "report" / "curves.png").is_file():
         lines += ["", "![loss and bits per character](pretrain/report/curves.png)"]
     return StageOutput(metrics=summary, report="\n".join(lines), model_dir="model")
+
+
+def _rate(tokens_per_s: float | None) -> str:
+    """Throughput for the report; a resumed stage that only finished its last steps may have none."""
+    return "throughput not measured" if tokens_per_s is None else f"{tokens_per_s:,.0f} tokens/s"
 
 
 # --- evaluate ------------------------------------------------------------------------------------------

@@ -11,14 +11,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from xlang.data.views import join_documents, take_chars  # noqa: E402
 from xlang.errors import XlangError  # noqa: E402
 from xlang.eval.bpc import (  # noqa: E402
     _windows,
     bits_per_character,
     bits_per_character_of,
     character_bits,
-    join_documents,
-    take_chars,
+    load_for_text,
     tokens_per_character,
 )
 
@@ -186,12 +186,17 @@ def test_folder_evaluators_through_the_plugin_manager(
     model.save_pretrained(tmp_path, safe_serialization=True)
     tokenizer.save_pretrained(tmp_path)
     direct = bits_per_character(model, tokenizer, TEXTS, max_chars=None)
+    loaded, loaded_tokenizer = load_for_text(tmp_path)
     bpc = plugins.get_strategy("evaluators", "bpc", fresh_plugins)
-    metrics = bpc(model_dir=tmp_path, language=None, texts=TEXTS, max_chars=None, unknown_option=1)
+    metrics = bpc(None, model=loaded, tokenizer=loaded_tokenizer, language=None, texts=TEXTS)
     assert metrics["bpc"] == pytest.approx(direct.bpc, rel=1e-6)
     assert metrics["tokens_per_char"] == pytest.approx(direct.tokens_per_char)
+    narrow = bpc({"window": 8, "stride": 4}, model=loaded, tokenizer=loaded_tokenizer, texts=TEXTS)
+    assert narrow["bpc"] == pytest.approx(bits_per_character(model, tokenizer, TEXTS, window=8, stride=4).bpc)
+    with pytest.raises(XlangError, match="evaluator 'bpc' has no option 'max_chars'"):
+        bpc({"max_chars": 5}, model=loaded, tokenizer=loaded_tokenizer, texts=TEXTS)
     per_char = plugins.get_strategy("evaluators", "tokens-per-char", fresh_plugins)
-    assert per_char(model_dir=tmp_path, language=None, texts=TEXTS) == {
+    assert per_char(None, model=loaded, tokenizer=loaded_tokenizer, language=None, texts=TEXTS) == {
         "tokens_per_char": pytest.approx(tokens_per_character(tokenizer, TEXTS))
     }
     assert bits_per_character_of(tmp_path, TEXTS, dtype="bfloat16", max_chars=None).bpc == pytest.approx(
@@ -207,28 +212,31 @@ def test_pickle_only_folders_are_refused(tmp_path: Path) -> None:
 
 
 def test_validation_documents_join_paragraphs_and_cut_by_characters(test_cache_dir: Path) -> None:
-    from xlang import resolve
-    from xlang.settings import XlangSettings
+    from xlang.data.views import documents, paragraphs
+    from xlang.resolve import Resolver
+    from xlang.settings import load_settings
 
-    settings = XlangSettings(cache_dir=test_cache_dir)
-    english = resolve.language("en")
-    paragraphs = resolve.corpus_texts(english, "validation", settings)
-    documents = resolve.validation_documents(english, settings, 5000)
-    assert sum(len(document) for document in documents) == 5000
-    assert len(documents) < len(take_chars(paragraphs, 5000))  # whole pages, not paragraph by paragraph
-    assert documents[0].startswith(paragraphs[0] + "\n" + paragraphs[1])
+    resolver = Resolver(load_settings(cache_dir=test_cache_dir))
+    english = resolver.language("en")
+    split = resolver.dataset(english, "validation")
+    texts = paragraphs(split, english)
+    pages = documents(split, english, 5000)
+    assert sum(len(document) for document in pages) == 5000
+    assert len(pages) < len(take_chars(texts, 5000))  # whole pages, not paragraph by paragraph
+    assert pages[0].startswith(texts[0] + "\n" + texts[1])
 
 
 def test_training_documents_are_the_paragraphs_joined_and_splits_are_checked(test_cache_dir: Path) -> None:
-    from xlang import resolve
-    from xlang.settings import XlangSettings
+    from xlang.data.views import documents, paragraphs
+    from xlang.resolve import Resolver
+    from xlang.settings import load_settings
 
-    settings = XlangSettings(cache_dir=test_cache_dir)
-    korean = resolve.language("ko")
-    paragraphs = resolve.corpus_texts(korean, "train", settings)
-    documents = resolve.corpus_documents(korean, "train", settings)
+    resolver = Resolver(load_settings(cache_dir=test_cache_dir))
+    korean = resolver.language("ko")
+    split = resolver.dataset(korean, "train")
+    texts, pages = paragraphs(split, korean), documents(split, korean)
     # every paragraph once, in order, joined within its page: the text the fitting initializer reads
-    assert "\n".join(documents) == "\n".join(paragraphs)
-    assert len(documents) < len(paragraphs) / 5
+    assert "\n".join(pages) == "\n".join(texts)
+    assert len(pages) < len(texts) / 5
     with pytest.raises(XlangError, match="unknown split 'test'"):
-        resolve.corpus_documents(korean, "test", settings)
+        resolver.dataset(korean, "test")

@@ -54,26 +54,12 @@ def han_share(text: str) -> float:
 @pytest.fixture(scope="session")
 def tiny_parts(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> dict[str, Path]:
     """A tiny Llama with SmolLM2's tokenizer and a tiny DINOv2 tower at 56 px, as model folders."""
-    import torch
-    from transformers import AutoTokenizer, Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM
+    from tiny_models import save_tiny_chat_lm
+    from transformers import Dinov2Config, Dinov2Model
     from xlang_dinov2.convert import image_processor
 
     root = tmp_path_factory.mktemp("tiny-vlm")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        tie_word_embeddings=True,
-        max_position_embeddings=4096,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-    )
-    LlamaForCausalLM(config).save_pretrained(root / "lm")
-    tokenizer.save_pretrained(root / "lm")
+    save_tiny_chat_lm(root / "lm", smollm2_dir)
     tower = Dinov2Model(
         Dinov2Config(
             hidden_size=32,

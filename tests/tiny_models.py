@@ -29,3 +29,27 @@ def tiny_llama(vocab_size: int, *, tied: bool, seed: int = 0) -> Any:
         with torch.no_grad():
             model.lm_head.weight.normal_(0, 0.05)
     return model
+
+
+def save_tiny_chat_lm(folder: Any, smollm2_dir: Any) -> Any:
+    """A 2-layer, 64-wide random Llama with SmolLM2's real tokenizer and chat template, saved to `folder`:
+    the language side of a tiny LLaVA (ends turns with `<|im_end|>`, as SmolLM2 does)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
