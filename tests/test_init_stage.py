@@ -131,11 +131,16 @@ def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_pat
     command = [sys.executable, "-m", "xlang.cli", "extend", "--lang", "ko", "--base", str(base), "--out", str(run)]
     command += ["--until", "init", "--budget", "300", "--initializer", "subword-fit", "--fit-steps", "2"]
     command += ["--row-steps", "2"]
-    result = subprocess.run(command, capture_output=True, text=True, env=cli_env)
+    # an option with no flag of its own, from the environment (fewer English states: a quicker test)
+    env = {**cli_env, "XLANG_STAGES__INIT__OPTIONS__KEEP_TOKENS": "4096"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     record = json.loads((run / "init" / "model" / "xlang-init.json").read_text())
     assert record["initializer"] == "subword-fit"
     assert record["options"]["fit_steps"] == 2 and record["options"]["row_steps"] == 2
+    assert record["options"]["keep_tokens"] == 4096
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["init"]["options"] == record["options"]
     facts = record["facts"]
     assert facts["fit_steps"] == 2 and len(facts["fit_keep_nats_taken_first_last"]) == 2, facts
     assert facts["fit_row_steps"] == 2 and len(facts["fit_row_text_loss_first_last"]) == 2, facts
