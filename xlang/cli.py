@@ -20,7 +20,7 @@ from rich.table import Table
 from xlang import plugins
 from xlang.contract import Flag, Recipe, stage_flags
 from xlang.errors import XlangError
-from xlang.settings import XlangSettings, load_settings
+from xlang.settings import XlangSettings, load_settings, merge_nested
 
 console = Console()
 err_console = Console(stderr=True)
@@ -163,17 +163,8 @@ def _stage_overrides(
             parsed = tuple(flag.parse(v) for v in value) if flag.multiple else flag.parse(value)
         except (ValueError, TypeError) as error:
             raise XlangError(f"--{name} {value!r}: {error}") from error
-        overrides = _merge(overrides, flag.nested(parsed))
+        overrides = merge_nested(overrides, flag.nested(parsed))
     return overrides
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        merged[key] = (
-            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
-    return merged
 
 
 @click.command("extend", cls=ExtendCommand, short_help="Run a recipe for one language.")

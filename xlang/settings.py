@@ -88,11 +88,12 @@ class XlangSettings(BaseSettings):
             os.environ.setdefault(variable, "1")
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_nested(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`extra` laid over `base`, nested mappings merged key by key rather than replaced."""
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_nested(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -126,7 +127,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Xl
     try:
         settings = _Configured(**overrides)
         if stage_overrides:
-            settings = _Configured(**overrides, stages=_merge(settings.stages, stage_overrides))
+            settings = _Configured(**overrides, stages=merge_nested(settings.stages, stage_overrides))
     except ValidationError as error:
         where = f"config file {path}, " if path else ""
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
