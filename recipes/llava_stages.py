@@ -4,16 +4,19 @@ Each stage is a config (only the knobs it uses) and a short function that hands 
 strategies (looked up through `context.resolver`) to the stage code in `xlang.vlm`.
 
 Data: `data` empty (the default) means the `vit_data` of the run's languages (`context.languages`: the
-target, then its companions). A target language without data stops the stage with the fix; so does data
-with no training record in the target language, so a stage never trains on the other languages alone.
-A record that lacks `lang` counts as the language whose `vit_data` it came from, or, for files named in
-`data`, as the target language. Records with `split: heldout` never train; stage 2's report asks their
-questions.
+target, then its companions): the seed records. `extra_data` (`xlang extend --vit-data FILE`, e.g. the
+output of `xlang data generate`) is added to them; `seed_weight` and `extra_weight` say how often each
+group's training records are drawn (2.0: every record twice; 0.5: a fixed half). A target language
+without data stops the stage with the fix; so does data with no training record in the target language,
+so a stage never trains on the other languages alone. A record that lacks `lang` counts as the language
+whose `vit_data` it came from, or, for files named in `data` or `extra_data`, as the target language.
+Records with `split: heldout` never train; stage 2's report asks their questions.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -32,24 +35,36 @@ the logged loss is a mean over a few random micro-batches of mixed languages and
 "did it learn?" at demo step counts."""
 
 
-class AlignStageConfig(StageConfig):
+class VitDataConfig(StageConfig):
+    """Where a LLaVA stage's records come from and how the groups are weighted."""
+
+    data: tuple[str, ...] = ()
+    """Visual-instruction data URIs (`file://PATH.jsonl`, `hf://...` or a plugin's scheme) that replace the
+    seed records; empty: the `vit_data` of the run's languages."""
+    extra_data: tuple[str, ...] = ()
+    """Data added to the seed records (`--vit-data FILE`): paths or URIs of LLaVA-format JSONL, such as
+    `xlang data generate` writes. A record without `lang` counts as the target language."""
+    seed_weight: float = Field(default=1.0, ge=0, le=100)
+    """How often each seed (or `data`) training record is drawn: its integer part repeats every record,
+    its fraction draws a fixed share of them."""
+    extra_weight: float = Field(default=1.0, ge=0, le=100)
+    """The same for `extra_data` (`--vit-data-weight`)."""
+
+
+class AlignStageConfig(VitDataConfig):
     """Assembly of the LLaVA plus stage 1 (projector only, on captions)."""
 
     assemble: AssembleConfig = AssembleConfig(image_size=112)
     """112 px: 64 image tokens from the DINOv2-small tower, sized for a CPU demo; set `image_size` to null
     for towers with a fixed input size (CLIP, SigLIP through the `hf` tower)."""
     train: AlignConfig = AlignConfig(steps=24, eval_samples=EVAL_SAMPLES)
-    data: tuple[str, ...] = ()
-    """Visual-instruction data URIs (`file://PATH.jsonl`, `hf://...` or a plugin's scheme); empty: the
-    `vit_data` of the run's languages."""
 
 
-class VitConfig(StageConfig):
-    """Stage 2: projector + LoRA on multilingual visual instructions."""
+class VitConfig(VitDataConfig):
+    """Stage 2: projector + LoRA on multilingual visual instructions; the `split: heldout` records of its
+    data supply the report's questions."""
 
     train: InstructConfig = InstructConfig(steps=48, eval_samples=EVAL_SAMPLES)
-    data: tuple[str, ...] = ()
-    """As the align stage's; its `split: heldout` records supply the report's questions."""
     report_images: int = Field(default=2, ge=0)
     """Held-aside images whose questions both models answer in the report (0: no report)."""
 
@@ -57,17 +72,19 @@ class VitConfig(StageConfig):
 # --- data -----------------------------------------------------------------------------------------------
 
 
-def vit_records(context: StageContext, data: tuple[str, ...], setting: str) -> list[dict[str, Any]]:
-    """The stage's records: the URIs in `data`, else every run language's `vit_data` (target first).
+def vit_records(context: StageContext, config: VitDataConfig, setting: str) -> list[dict[str, Any]]:
+    """The stage's records: the URIs in `data`, else every run language's `vit_data` (target first), each
+    group's training records weighted, plus `extra_data`.
 
     `setting` names the knob (`stages.align.data`) for messages. Stops when the target language has no
     data of its own, or when no training record is in the target language.
     """
     target = context.language
-    records: list[dict[str, Any]] = []
+    data = config.data
+    seed: list[dict[str, Any]] = []
     if data:
         for uri in dict.fromkeys(data):
-            records += context.resolver.vit_records(uri)
+            seed += context.resolver.vit_records(uri)
         where = f"{setting} ({', '.join(data)})"
     else:
         require_own_data(target, data, setting)
@@ -77,8 +94,14 @@ def vit_records(context: StageContext, data: tuple[str, ...], setting: str) -> l
                 if uri not in seen:
                     seen.add(uri)
                     loaded = context.resolver.vit_records(uri)
-                    records += [{**record, "lang": record.get("lang") or spec.code} for record in loaded]
+                    seed += [{**record, "lang": record.get("lang") or spec.code} for record in loaded]
         where = "the vit_data of " + ", ".join(spec.code for spec in context.languages)
+    extra: list[dict[str, Any]] = []
+    for uri in dict.fromkeys(config.extra_data):
+        extra += context.resolver.vit_records(vit_data_uri(uri))
+    if extra:
+        where += " and " + ", ".join(config.extra_data)
+    records = weighted(seed, config.seed_weight) + weighted(extra, config.extra_weight)
     train = [record for record in records if record.get("split") != HELDOUT]
     if not any((record.get("lang") or target.code) == target.code for record in train):
         raise XlangError(
@@ -87,6 +110,32 @@ def vit_records(context: StageContext, data: tuple[str, ...], setting: str) -> l
             "a file://...jsonl that has them"
         )
     return records
+
+
+def vit_data_uri(path_or_uri: str) -> str:
+    """`--vit-data gen.jsonl` means the file: a bare path becomes a `file://` URI (absolute)."""
+    if "://" in path_or_uri:
+        return path_or_uri
+    path = Path(path_or_uri).expanduser()
+    if not path.is_file():
+        raise XlangError(f"--vit-data {path_or_uri}: no such file; pass a LLaVA-format JSONL (xlang data generate)")
+    return f"file://{path.resolve()}"
+
+
+def weighted(records: list[dict[str, Any]], weight: float) -> list[dict[str, Any]]:
+    """Training records drawn `weight` times each: the integer part repeats all of them, the fraction keeps a
+    fixed share (chosen by a hash of the record's id, so every run and resume draws the same ones).
+    Held-aside records are kept once whatever the weight: they are questions, not training."""
+    if weight == 1.0:
+        return list(records)
+    heldout = [record for record in records if record.get("split") == HELDOUT]
+    train = [record for record in records if record.get("split") != HELDOUT]
+    whole, fraction = divmod(weight, 1.0)
+    drawn = train * int(whole)
+    if fraction > 0:
+        ranked = sorted(train, key=lambda r: hashlib.sha256(f"{r.get('source')}|{r.get('id')}".encode()).digest())
+        drawn += ranked[: round(fraction * len(train))]
+    return drawn + heldout
 
 
 def require_own_data(target: LanguageSpec, data: tuple[str, ...], setting: str) -> None:
@@ -122,7 +171,7 @@ def align(context: StageContext) -> StageOutput:
 
     config: AlignStageConfig = context.config
     language = context.language
-    train_records, _ = split_heldout(vit_records(context, config.data, "stages.align.data"))
+    train_records, _ = split_heldout(vit_records(context, config, "stages.align.data"))
     loader = tower_loader(context, config.assemble)  # a bad tower name or option stops before any model loads
     assembled = context.work_dir / "assembled"
     if not (assembled / "config.json").is_file():
@@ -157,7 +206,7 @@ def vit(context: StageContext) -> StageOutput:
     from xlang.vlm import before_after_report, train_vit_stage
 
     config: VitConfig = context.config
-    train_records, heldout = split_heldout(vit_records(context, config.data, "stages.vit.data"))
+    train_records, heldout = split_heldout(vit_records(context, config, "stages.vit.data"))
     stage1 = context.stage_dir("align") / "model"
     result = train_vit_stage(
         stage1, train_records, config.train, context.work_dir / "train", default_lang=context.language.code

@@ -393,5 +393,19 @@ X_LLAVA = Recipe(
         Flag("steps", "pretrain.steps", "pretrain: optimizer steps.", int),
         Flag("seq-len", "pretrain.seq_len", "pretrain: block length in tokens.", int),
         Flag("mix", "pretrain.mix", "pretrain: language weights, e.g. ko=0.5,en=0.5.", parse_mix),
+        Flag(
+            "vit-data",
+            "align.extra_data",
+            "align, vit: visual-instruction JSONL added to the languages' seed records (repeatable).",
+            multiple=True,
+            also=("vit.extra_data",),
+        ),
+        Flag(
+            "vit-data-weight",
+            "align.extra_weight",
+            "align, vit: how often each --vit-data training record is drawn (seed records: 1).",
+            float,
+            also=("vit.extra_weight",),
+        ),
     ),
 )

@@ -54,13 +54,22 @@ def test_each_strategy_hook_lists_exactly_the_inputs_the_core_passes():
 
 
 def test_every_language_spec_field_is_in_the_reference():
-    from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange, Strategies, VocabularySource
+    from xlang.spec import (
+        ChatBits,
+        CorpusSource,
+        LanguageSpec,
+        ScriptRange,
+        Strategies,
+        TaskPrompts,
+        TeacherPrompts,
+        VocabularySource,
+    )
 
     reference = (DOCS / "hooks.md").read_text(encoding="utf-8")
     table = reference[reference.index("## LanguageSpec, field by field") :]
     rows = {line.split("|")[1].strip().strip("`") for line in table.splitlines() if line.startswith("| `")}
     assert rows == set(LanguageSpec.model_fields)
-    for model in (ScriptRange, CorpusSource, VocabularySource, ChatBits, Strategies):
+    for model in (ScriptRange, CorpusSource, VocabularySource, ChatBits, Strategies, TeacherPrompts, TaskPrompts):
         for field in model.model_fields:
             assert f"`{field}`" in table, f"{model.__name__}.{field}"
 

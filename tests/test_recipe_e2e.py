@@ -122,7 +122,13 @@ def test_all_six_stages_run_resume_after_a_kill_and_load_in_plain_transformers(
     testlang: dict[str, Path], env: dict[str, str], tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
+    # generated data (the format `xlang data generate` writes) joins the languages' seed records, drawn twice
+    generated = tmp_path / "generated.jsonl"
+    seed = [json.loads(line) for line in (testlang["data"] / "qaa_vit.jsonl").read_text().splitlines()]
+    extra = [{**row, "id": f"gen-{row['id']}", "origin": "native"} for row in seed if row.get("split") != "heldout"][:4]
+    generated.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in extra))
     extend = ["extend", "--lang", "qaa", "--base", str(testlang["base"]), "--out", str(run)]
+    extend += ["--vit-data", str(generated), "--vit-data-weight", "2"]
 
     # 1. killed while pretraining: the stages before it stay finished, nothing else claims to be
     command = [sys.executable, "-c", "from xlang.cli import main; main()", *extend]
@@ -157,6 +163,11 @@ def test_all_six_stages_run_resume_after_a_kill_and_load_in_plain_transformers(
     assert manifest["config"]["init"]["initializer"] == "subword-freq"
     assert manifest["config"]["expand"]["candidate_sources"] == ["corpus-bpe"]
     assert manifest["stages"]["align"]["metrics"]["steps"] == 2
+    for stage in ("align", "vit"):
+        assert manifest["config"][stage]["extra_data"] == [str(generated)]
+        assert manifest["config"][stage]["extra_weight"] == 2.0
+    seed_train = sum(1 for row in seed if row.get("split") != "heldout") * 2  # qaa's and its companion qab's
+    assert manifest["stages"]["vit"]["metrics"]["samples"] == seed_train + 2 * len(extra)
     pretrain = manifest["stages"]["pretrain"]["metrics"]
     assert pretrain["stages"][0]["steps"] == 2
 

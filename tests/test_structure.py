@@ -16,7 +16,7 @@ from xlang.contract import STRATEGY_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = REPO / "xlang"
-STAGE_FOLDERS = ("tokenizer", "embeddings", "data", "train", "vlm", "eval", "datagen")
+STAGE_FOLDERS = ("tokenizer", "embeddings", "data", "train", "vlm", "eval", "datagen", "serve", "teachers")
 ORCHESTRATION = ("plugins", "resolve", "runner", "cli")
 GROUND = ("spec", "hookspecs", "settings", "contract", "errors")
 

@@ -234,10 +234,52 @@ def test_records_without_lang_count_as_their_language(tmp_path: Path, test_cache
         language=esperanto,
         companions=(english,),
     )
-    records = vit_records(context, (), "stages.align.data")
+    records = vit_records(context, AlignStageConfig(), "stages.align.data")
     assert [(r["id"], r["lang"], r.get("split")) for r in records[:2]] == [("r1", "eo", None), ("r2", "eo", "heldout")]
     assert {r["lang"] for r in records[2:]} == {"en"} and len(records) == 2 + 110
-    from_plugin = vit_records(context, ("memory://plain",), "stages.align.data")
+    from_plugin = vit_records(context, AlignStageConfig(data=("memory://plain",)), "stages.align.data")
     assert from_plugin == [dict(record, source="memory://plain")]  # no lang: train_vit_stage's default_lang decides
     with pytest.raises(XlangError, match="no plugin loads visual-instruction data 's3://x'"):
-        vit_records(context, ("s3://x",), "stages.align.data")
+        vit_records(context, AlignStageConfig(data=("s3://x",)), "stages.align.data")
+
+
+def test_extra_data_joins_the_seed_records_with_its_weight(tmp_path: Path, test_cache_dir: Path) -> None:
+    """`--vit-data FILE` adds generated records to the languages' seed records; the weights repeat or thin
+    each group's training records, never the held-aside questions, and the same share on every call."""
+    from xlang_recipes.llava_stages import vit_data_uri
+
+    generated = [
+        {
+            "id": f"gen-{i}",
+            "image": "skimage:coffee",
+            "lang": "ko",
+            "task": "object-centric",
+            "conversations": [{"from": "human", "value": "<image>\n무엇이 있나요?"}, {"from": "gpt", "value": "커피."}],
+        }
+        for i in range(10)
+    ]
+    data_file = tmp_path / "generated.jsonl"
+    data_file.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in generated))
+    resolver = make_resolver(test_cache_dir, VisionTestPlugin())
+    korean = resolver.language("ko")
+
+    def records(**knobs: Any) -> list[dict[str, Any]]:
+        context = context_for(
+            tmp_path / "run", "vit", VitConfig(**knobs), resolver, base_model="unused", language=korean
+        )
+        return vit_records(context, VitConfig(**knobs), "stages.vit.data")
+
+    seed = records()
+    assert not any(r["id"].startswith("gen-") for r in seed)
+    both = records(extra_data=(str(data_file),))
+    assert len(both) == len(seed) + 10 and [r["id"] for r in both[len(seed) :]] == [f"gen-{i}" for i in range(10)]
+    heavy = records(extra_data=(str(data_file),), extra_weight=2.5, seed_weight=0.5)
+    extra_ids = [r["id"] for r in heavy if r["id"].startswith("gen-")]
+    assert len(extra_ids) == 25 and set(extra_ids) == {f"gen-{i}" for i in range(10)}
+    seed_train = [r for r in seed if r.get("split") != "heldout"]
+    heavy_seed = [r for r in heavy if not r["id"].startswith("gen-")]
+    assert len([r for r in heavy_seed if r.get("split") != "heldout"]) == round(0.5 * len(seed_train))
+    assert len([r for r in heavy_seed if r.get("split") == "heldout"]) == len(seed) - len(seed_train)
+    assert heavy == records(extra_data=(str(data_file),), extra_weight=2.5, seed_weight=0.5)
+    with pytest.raises(XlangError, match=r"--vit-data missing\.jsonl: no such file"):
+        vit_data_uri("missing.jsonl")

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from xlang.errors import XlangError
+from xlang.settings import merge_nested
 
 StrategyKind = Literal[
     "token_candidate_sources",
@@ -28,6 +29,7 @@ StrategyKind = Literal[
     "embedding_initializers",
     "vision_towers",
     "evaluators",
+    "teachers",
 ]
 STRATEGY_KINDS: tuple[str, ...] = get_args(StrategyKind)
 
@@ -37,6 +39,7 @@ STRATEGY_INPUTS: dict[str, tuple[str, ...]] = {
     "embedding_initializers": ("model", "base_tokenizer", "tokenizer", "new_token_ids", "seed", "texts", "keep_texts"),
     "vision_towers": ("cache_dir", "image_size"),
     "evaluators": ("model", "tokenizer", "texts", "language"),
+    "teachers": ("url", "model", "api_key", "cache_dir"),
 }
 """The inputs the core offers each kind of strategy (besides `options`). A strategy names those it uses;
 the core never passes anything else (`Strategy.__call__` checks), and docs/hooks.md lists exactly these."""
@@ -135,7 +138,8 @@ class StageConfig(BaseModel):
 class Flag:
     """A command-line flag a recipe declares for `xlang extend`: `--NAME VALUE` sets `stage.knob[.sub]`.
 
-    `path` is dotted: `"init.options.fit_steps"` sets `settings.stages["init"]["options"]["fit_steps"]`.
+    `path` is dotted: `"init.options.fit_steps"` sets `settings.stages["init"]["options"]["fit_steps"]`;
+    `also` names further knobs the same value sets (one flag for a knob two stages share).
     `parse` turns the flag's text into the value (e.g. `int`, or a parser for `ko=0.5,en=0.5`).
     """
 
@@ -145,17 +149,17 @@ class Flag:
     parse: Callable[[str], Any] = str
     multiple: bool = False
     """Repeatable (`--source a --source b`); the value is the tuple of parsed values."""
-
-    @property
-    def stage(self) -> str:
-        return self.path.split(".", 1)[0]
+    also: tuple[str, ...] = ()
 
     def nested(self, value: Any) -> dict[str, Any]:
-        """`{"init": {"options": {"fit_steps": value}}}` for the path above."""
-        result: Any = value
-        for part in reversed(self.path.split(".")):
-            result = {part: result}
-        return result
+        """`{"init": {"options": {"fit_steps": value}}}` for the path above (every path in `also` too)."""
+        merged: dict[str, Any] = {}
+        for path in (self.path, *self.also):
+            result: Any = value
+            for part in reversed(path.split(".")):
+                result = {part: result}
+            merged = merge_nested(merged, result)
+        return merged
 
 
 class Resolver(Protocol):
@@ -180,6 +184,8 @@ class Resolver(Protocol):
     def parallel_records(self, language: Any, split: str) -> list[dict[str, str]]: ...
 
     def vit_records(self, uri: str) -> list[dict[str, Any]]: ...
+
+    def teacher(self, name: str | None = None) -> Any: ...
 
     def fetch_file(self, uri: str) -> Path: ...
 

@@ -132,6 +132,22 @@ def register_evaluators(register: Any) -> None:
 
 
 @hookspec
+def register_teachers(register: Any) -> None:
+    """Offer teachers: vision-language models that write visual-instruction data (`xlang data generate`).
+
+    Call ``register(name, factory, options=OptionsClass)``. ``factory`` is called with the inputs it
+    names among ``url=`` (the ``teacher_url`` setting), ``model=`` (``teacher_model``: a model name or
+    folder), ``api_key=`` (a ``pydantic.SecretStr`` or None; never log it), ``cache_dir=`` and
+    ``options=`` (validated from the ``teacher_options`` setting), and returns a teacher: an object with
+    ``async complete(request) -> TeacherReply`` for a :class:`xlang.teachers.TeacherRequest` (OpenAI chat
+    messages, images as data URLs), ``async aclose()`` and ``describe() -> dict`` (what the data records
+    as its teacher; no secrets). ``complete`` raises :class:`xlang.teachers.TeacherRetryable` for what a
+    retry may cure (rate limits, server errors, timeouts, malformed replies) and
+    :class:`xlang.errors.XlangError` for what it cannot (a wrong key, an unknown model).
+    """
+
+
+@hookspec
 def register_recipes(register: Any) -> None:
     """Offer recipes.
 

@@ -28,6 +28,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "xlang.builtin.embedding_strategies",
     "xlang.builtin.evaluators",
     "xlang.builtin.vision",
+    # "xlang.builtin.teachers",  (enabled once both teachers exist)
 )
 
 

@@ -69,6 +69,18 @@ class Resolver:
     def strategy(self, kind: str, name: str) -> Strategy:
         return plugins.get_strategy(kind, name, self.pm)
 
+    def teacher(self, name: str | None = None) -> Any:
+        """The teacher the settings name (`teacher`, `teacher_url`, `teacher_model`, the key, and
+        `teacher_options` validated by the teacher's own options class), ready to `complete` requests."""
+        strategy = self.strategy("teachers", name or self.settings.teacher)
+        return strategy(
+            options=self.settings.teacher_options,
+            url=self.settings.teacher_url,
+            model=self.settings.teacher_model,
+            api_key=self.settings.teacher_key(),
+            cache_dir=self.settings.cache_dir,
+        )
+
     def recipe(self, name: str | None = None) -> Any:
         return plugins.get_recipe(name or self.settings.recipe, self.pm)
 

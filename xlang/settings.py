@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,6 +55,20 @@ class XlangSettings(BaseSettings):
     """Which of a language's corpus sources a run reads: those that work offline, or the hub-scale ones."""
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    teacher: str = "openai"
+    """The teacher `xlang data generate` asks (a `register_teachers` name: `openai` for any OpenAI-compatible
+    endpoint, `local` for a model folder run in process)."""
+    teacher_url: str | None = None
+    """The `openai` teacher's base URL, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`."""
+    teacher_model: str | None = None
+    """The model the teacher is asked for: a served model's name, or a folder for the `local` teacher."""
+    teacher_api_key: SecretStr | None = None
+    """The endpoint's key (`XLANG_TEACHER_API_KEY`; `OPENAI_API_KEY` when unset). Never logged or recorded."""
+    teacher_options: dict[str, Any] = Field(default_factory=dict)
+    """The chosen teacher's own options (its `Options` class validates them)."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """Knobs of `xlang data generate` (`[data]` in TOML, `XLANG_DATA__CONCURRENCY`, or its flags)."""
+
     config_file: ClassVar[Path | None] = None
 
     @classmethod
@@ -74,6 +88,13 @@ class XlangSettings(BaseSettings):
     @property
     def hf_cache(self) -> Path:
         return self.hf_home or self.cache_dir / "hf"
+
+    def teacher_key(self) -> SecretStr | None:
+        """The teacher's key: the setting, else `OPENAI_API_KEY`, the variable OpenAI clients read."""
+        if self.teacher_api_key is not None:
+            return self.teacher_api_key
+        fallback = os.environ.get("OPENAI_API_KEY")
+        return SecretStr(fallback) if fallback else None
 
     def stage(self, name: str) -> dict[str, Any]:
         return dict(self.stages.get(name, {}))

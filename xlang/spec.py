@@ -82,6 +82,45 @@ class ChatBits(_Frozen):
     """The system turn of the LLaVA chat template when a conversation is in this language."""
 
 
+class TaskPrompts(_Frozen):
+    """How a teacher is asked for one task type of visual-instruction data, in this language."""
+
+    questions: tuple[str, ...] = Field(min_length=1)
+    """Questions about an image, written natively in this language; each record draws its own
+    (deterministically from the image and task), so a rerun asks the same question."""
+    turns: int = Field(default=1, ge=1, le=8)
+    """Question-answer turns per record: a conversation asks this many distinct questions in sequence,
+    each answered with the earlier turns in view."""
+    guidance: str = ""
+    """Added to the teacher's system prompt for this task: what kind of answer is wanted."""
+
+    @model_validator(mode="after")
+    def _enough_questions(self) -> TaskPrompts:
+        if self.turns > len(self.questions):
+            raise ValueError(f"{self.turns} turns need at least {self.turns} distinct questions")
+        return self
+
+
+class TeacherPrompts(_Frozen):
+    """What `xlang data generate` tells a teacher model when it writes data in this language."""
+
+    system: str = Field(min_length=1)
+    """The teacher's system prompt: answer natively in this language, from what the image shows."""
+    tasks: dict[str, TaskPrompts] = Field(min_length=1)
+    """Task type name (e.g. `object-centric`) -> its prompts; `--tasks all` asks for every task type the
+    requested languages declare, and a language lacking a requested one is an error naming both."""
+    translate: str = Field(min_length=1)
+    """The instruction for `--translate-from`: rewrite the text that follows in this language; holds
+    `{text}` where the source text goes."""
+
+    @field_validator("translate")
+    @classmethod
+    def _has_slot(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("the translate prompt must contain {text}, where the source text goes")
+        return value
+
+
 class Strategies(_Frozen):
     """Default strategy names; config overrides them by name, never by registration order."""
 
@@ -109,6 +148,15 @@ class LanguageSpec(_Frozen):
     """Visual-instruction data in this language (URIs that `load_vit_data` loads: `file://PATH.jsonl`
     in the LLaVA format with `lang`, `task` and an optional `split` of `train` or `heldout`). A run's
     VIT stages use the data of its languages; a target language without any stops with a message."""
+    prompts: TeacherPrompts | None = None
+    """How a teacher is asked for visual-instruction data in this language (`xlang data generate`);
+    None: the language cannot be generated for, and asking says so."""
+    reply_scripts: tuple[ScriptRange, ...] = ()
+    """The scripts a reply in this language is written in, when they differ from `scripts` (a language
+    written in the base model's script names its letters here, so that a reply in it can be told apart)."""
+    min_reply_share: float = Field(default=0.6, gt=0, le=1)
+    """A reply counts as written in this language when at least this share of its letters belong to
+    `reply_scripts` (or `scripts`): generated data below it is rejected."""
     font: str | None = None
     """A font file that draws this language's scripts (a URI `fetch_file` resolves), used for the
     report's images when no installed font covers the scripts."""
@@ -147,6 +195,20 @@ class LanguageSpec(_Frozen):
         if not visible:
             return 0.0
         return sum(self.is_target_char(c) for c in visible) / len(visible)
+
+    def reply_share(self, text: str) -> float:
+        """Share of the letters of `text` (digits, spaces and punctuation are neutral) in the reply scripts;
+        0 for text without letters, 1 for any letters when the language declares no scripts at all."""
+        letters = [c for c in text if unicodedata.category(c).startswith("L")]
+        if not letters:
+            return 0.0
+        ranges = self.reply_scripts or self.scripts
+        if not ranges:
+            return 1.0
+        return sum(any(r.contains(c) for r in ranges) for c in letters) / len(letters)
+
+    def is_reply_in_language(self, text: str) -> bool:
+        return self.reply_share(text) >= self.min_reply_share
 
     def has_target_text(self, text: str) -> bool:
         return any(self.is_target_char(c) for c in text)

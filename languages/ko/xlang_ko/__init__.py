@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from xlang.hookspecs import hookimpl
-from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange, Strategies, VocabularySource
+from xlang.spec import (
+    ChatBits,
+    CorpusSource,
+    LanguageSpec,
+    ScriptRange,
+    Strategies,
+    TaskPrompts,
+    TeacherPrompts,
+    VocabularySource,
+)
 
 _POOL = "pool/main/libr/libreoffice"
 _HELP_KO = f"{_POOL}/libreoffice-help-ko_7.4.7-1%2Bdeb12u14_all.deb"
@@ -20,6 +29,62 @@ _FONT = (  # Droid Sans Fallback draws Hangul and Han: the report's images use i
     "debian://file?deb=pool/main/f/fonts-android/fonts-droid-fallback_6.0.1r16-1.1_all.deb"
     "&sha256=d2096d4edde128fedf6749be2dd204a5810210a6201126d99b8d412344f71056"
     "&path=usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf"
+)
+
+PROMPTS = TeacherPrompts(
+    system=(
+        "당신은 시각 지시 학습 데이터를 만드는 전문가입니다. 이미지에 실제로 보이는 것만 근거로, 처음부터 "
+        "한국어로 생각하고 자연스러운 한국어로 답하세요. 번역투를 피하고, 보이지 않는 내용은 지어내지 마세요."
+    ),
+    tasks={
+        "caption": TaskPrompts(
+            questions=(
+                "이미지를 간단히 설명해 주세요.",
+                "이 사진을 한두 문장으로 요약해 주세요.",
+                "사진에 무엇이 찍혀 있나요?",
+            ),
+            guidance="한두 문장으로 이미지 전체를 요약하세요.",
+        ),
+        "object-centric": TaskPrompts(
+            questions=(
+                "이 사진의 주요 물체는 무엇이며, 어떤 특징이 있나요?",
+                "사진에 보이는 물건들을 자세히 설명해 주세요.",
+                "가장 눈에 띄는 대상의 색깔, 모양, 재질을 알려 주세요.",
+                "이 사진 속 사물들은 각각 어떤 용도로 쓰일까요?",
+            ),
+            guidance="물체의 종류, 개수, 색, 모양, 재질처럼 눈에 보이는 속성을 구체적으로 설명하세요.",
+        ),
+        "location-centric": TaskPrompts(
+            questions=(
+                "주요 대상은 사진의 어디에 있나요?",
+                "사진 속 물체들의 위치 관계를 설명해 주세요.",
+                "배경에는 무엇이 있고, 앞쪽에는 무엇이 있나요?",
+                "왼쪽과 오른쪽에는 각각 무엇이 보이나요?",
+            ),
+            guidance="위, 아래, 왼쪽, 오른쪽, 앞, 뒤처럼 위치와 공간 관계를 분명히 말하세요.",
+        ),
+        "atmosphere-centric": TaskPrompts(
+            questions=(
+                "이 사진의 분위기는 어떤가요?",
+                "사진을 보면 어떤 느낌이 드나요? 그 이유도 알려 주세요.",
+                "빛과 색감이 사진의 분위기에 어떤 영향을 주나요?",
+                "이 장면은 어떤 상황이나 시간대처럼 보이나요?",
+            ),
+            guidance="빛, 색감, 표정, 장면의 맥락에서 느껴지는 분위기와 그 근거를 설명하세요.",
+        ),
+        "conversation": TaskPrompts(
+            questions=(
+                "사진에 무엇이 보이나요?",
+                "그중에서 가장 흥미로운 부분은 무엇인가요?",
+                "이 장면에서 무슨 일이 일어나고 있는 것 같나요?",
+                "이 사진은 어디에서 찍은 것 같나요?",
+                "이 사진을 보고 무엇을 더 알 수 있을까요?",
+            ),
+            turns=3,
+            guidance="대화하듯 자연스럽게, 앞선 질문과 답을 이어서 답하세요.",
+        ),
+    },
+    translate="다음 글을 자연스러운 한국어로 옮기세요. 뜻은 그대로 두고, 번역한 글만 쓰세요.\n\n{text}",
 )
 
 SPEC = LanguageSpec(
@@ -79,6 +144,7 @@ SPEC = LanguageSpec(
     ),
     companions=("en",),
     vit_data=(f"file://{Path(__file__).resolve().parent / 'vit_seed.jsonl'}",),
+    prompts=PROMPTS,
     font=_FONT,
     defaults=Strategies(),
 )

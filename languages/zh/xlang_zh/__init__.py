@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from xlang.hookspecs import hookimpl
-from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange, Strategies, VocabularySource
+from xlang.spec import (
+    ChatBits,
+    CorpusSource,
+    LanguageSpec,
+    ScriptRange,
+    Strategies,
+    TaskPrompts,
+    TeacherPrompts,
+    VocabularySource,
+)
 
 _POOL = "pool/main/libr/libreoffice"
 _HELP_ZH = f"{_POOL}/libreoffice-help-zh-cn_7.4.7-1%2Bdeb12u14_all.deb"
@@ -20,6 +29,58 @@ _FONT = (  # Droid Sans Fallback draws Hangul and Han: the report's images use i
     "debian://file?deb=pool/main/f/fonts-android/fonts-droid-fallback_6.0.1r16-1.1_all.deb"
     "&sha256=d2096d4edde128fedf6749be2dd204a5810210a6201126d99b8d412344f71056"
     "&path=usr/share/fonts-droid-fallback/truetype/DroidSansFallback.ttf"
+)
+
+PROMPTS = TeacherPrompts(
+    system=(
+        "你是制作视觉指令训练数据的专家。只根据图像中真实可见的内容，直接用中文思考，并用自然、地道的中文回答。"
+        "避免翻译腔，不要编造看不到的内容。"
+    ),
+    tasks={
+        "caption": TaskPrompts(
+            questions=("请简要描述这张图片。", "请用一两句话概括这张照片。", "这张照片拍的是什么？"),
+            guidance="用一两句话概括整张图片。",
+        ),
+        "object-centric": TaskPrompts(
+            questions=(
+                "这张照片里的主要物体是什么？有什么特点？",
+                "请详细描述照片中能看到的物品。",
+                "最显眼的物体是什么颜色、形状和材质？",
+                "照片中的这些东西分别有什么用途？",
+            ),
+            guidance="具体说明物体的种类、数量、颜色、形状、材质等可见属性。",
+        ),
+        "location-centric": TaskPrompts(
+            questions=(
+                "主要对象位于照片的什么位置？",
+                "请说明照片中各个物体之间的位置关系。",
+                "背景里有什么？前景里有什么？",
+                "照片的左边和右边分别能看到什么？",
+            ),
+            guidance="清楚地说明上下、左右、前后等位置和空间关系。",
+        ),
+        "atmosphere-centric": TaskPrompts(
+            questions=(
+                "这张照片的氛围怎么样？",
+                "看到这张照片你有什么感觉？为什么？",
+                "光线和色彩对照片的氛围有什么影响？",
+                "这个场景看起来像是什么情境或什么时间？",
+            ),
+            guidance="从光线、色调、表情和场景背景说明照片的氛围及其依据。",
+        ),
+        "conversation": TaskPrompts(
+            questions=(
+                "照片里能看到什么？",
+                "其中最有意思的部分是什么？",
+                "这个场景里似乎正在发生什么？",
+                "这张照片可能是在哪里拍的？",
+                "从这张照片还能看出什么？",
+            ),
+            turns=3,
+            guidance="像对话一样自然地回答，并承接前面的问答。",
+        ),
+    },
+    translate="请把下面的文字翻译成自然的中文，保持原意，只写译文。\n\n{text}",
 )
 
 SPEC = LanguageSpec(
@@ -87,6 +148,7 @@ SPEC = LanguageSpec(
     ),
     companions=("en",),
     vit_data=(f"file://{Path(__file__).resolve().parent / 'vit_seed.jsonl'}",),
+    prompts=PROMPTS,
     font=_FONT,
     defaults=Strategies(),
 )
