@@ -1,4 +1,5 @@
-"""First-party recipes and the stage commands, registered through the hooks like any plugin's."""
+"""First-party recipes and the commands (stage commands, `xlang serve`, `xlang data`), registered through the
+hooks like any plugin's."""
 
 from typing import Any
 
@@ -15,5 +16,9 @@ def register_recipes(register: Any) -> None:
 @hookimpl
 def register_commands(cli: Any) -> None:
     from xlang_recipes.commands import add_commands
+    from xlang_recipes.datagen_commands import add_data_commands
+    from xlang_recipes.serve_command import add_serve_command
 
     add_commands(cli)
+    add_serve_command(cli)
+    add_data_commands(cli)

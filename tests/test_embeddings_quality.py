@@ -1,9 +1,11 @@
 """Initializers on the real SmolLM2-135M and real Korean/English validation text (no training).
 
-Slow (a few minutes on two cores): the real tokenizer expansion (8k Korean tokens), then bits per
-character of the base model and of the expanded model under four initializers (`subword-fit` with a
-short fit), on the first characters of each validation split, and the copy probe. The numbers behind
-the asserted orderings are in docs/embeddings.md (bench/init_quality.py measures them on more text).
+Slow (about two minutes on two cores): the real tokenizer expansion (8k Korean tokens), then bits per
+character of the base model and of the expanded model under the built-in initializers, on the first
+characters of each validation split, and the copy probe. The fitting initializer of the xlang-subword-fit
+plugin is left to its own tests on tiny models (tests/test_embeddings.py) and to bench/init_quality.py:
+on this model even a short fit took 80% of this test's time. The numbers behind the asserted orderings
+are in docs/embeddings.md (bench/init_quality.py measures them on more text).
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 MAX_CHARS = 3000
-FIT_OPTIONS = {"fit_steps": 30, "fit_sequence": 128, "keep_tokens": 16_384, "progress": False}
-"""A short fit on a quarter of the default English kept states: enough to show the rows becoming copyable
-and English kept, in a quarter of the time the default states take to read and search."""
 
 
 @pytest.mark.slow
@@ -37,9 +36,8 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     ko, en = resolver.language("ko"), resolver.language("en")
     train = paragraphs(resolver.dataset(ko, "train"), ko)
     expand_tokenizer(smollm2_dir, ko, train, 8000, tmp_path / "tokenizer")
-    # initializers get whole documents, as the init stage gives them: the fit reads text in context
+    # initializers get whole documents, as the init stage gives them
     documents = read_documents(resolver.dataset(ko, "train"), ko)
-    english_documents = read_documents(resolver.dataset(en, "train"), en)
     korean = read_documents(resolver.dataset(ko, "validation"), ko, MAX_CHARS)
     english = read_documents(resolver.dataset(en, "validation"), en, MAX_CHARS)
     base_tokenizer = load_tokenizer(smollm2_dir)
@@ -56,13 +54,11 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     base_ko, base_en = score(load_causal_lm(smollm2_dir), base_tokenizer)
     scores = {}
     probes = {}
-    for name in ("random", "subword-mean", "subword-freq", "subword-fit"):
+    for name in ("random", "subword-mean", "subword-freq"):
         model = load_causal_lm(smollm2_dir)
-        # a short fit: enough to show the rows becoming copyable, not the full quality of its 150 steps
-        options = FIT_OPTIONS if name == "subword-fit" else None
-        inputs = {"texts": documents, "keep_texts": english_documents, "seed": 0}
+        inputs = {"texts": documents, "seed": 0}
         initializer = resolver.strategy("embedding_initializers", name)
-        expand_model(model, base_tokenizer, tokenizer, initializer, options=options, inputs=inputs)
+        expand_model(model, base_tokenizer, tokenizer, initializer, inputs=inputs)
         scores[name] = score(model, tokenizer)
         if name.startswith("subword-"):
             probes[name] = copy_probe(model, frequent_new, tokenizer.bos_token_id).second_reading
@@ -72,11 +68,10 @@ def test_initializers_on_real_korean_and_english(smollm2_dir: Path, test_cache_d
     assert ratios["random"] > 2.5, ratios  # new rows with no opinion: garbage, as reported upstream
     assert ratios["subword-freq"] < ratios["subword-mean"] < ratios["random"] / 2, ratios
     assert ratios["subword-freq"] < 1.45, ratios
-    # the fit makes new tokens copyable from context, which piece averages are not
-    # (30 steps: 8.7 -> 4.8 nats/token here; the full 150-step fit reaches 1.2, docs/embeddings.md)
-    assert probes["subword-fit"] < probes["subword-freq"] - 2.5 and probes["subword-freq"] > 6, probes
-    assert ratios["subword-fit"] < ratios["subword-mean"], ratios
-    for name in ("subword-mean", "subword-freq", "subword-fit"):
+    # piece averages do not make a new token copyable from context (a second reading of it stays
+    # expensive): what the fitting initializer is for (1.2 nats/token after its fit, docs/embeddings.md)
+    assert probes["subword-freq"] > 6 and probes["subword-mean"] > 6, probes
+    for name in ("subword-mean", "subword-freq"):
         # old logits are unchanged; the only change is the probability mass the new rows take
-        # (the 30-step fit on whole documents, with English keep text: +0.13% here; on paragraphs it was +1.5%)
+        # (subword-freq leaves English within +0.5% of the base: only the new rows take any probability mass)
         assert -1e-6 < english_change[name] < 0.005, english_change
