@@ -6,6 +6,8 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from xlang.spec import LanguageSpec
+
 
 @dataclass(frozen=True)
 class TeacherRequest:
@@ -20,6 +22,8 @@ class TeacherRequest:
     reply_language: str | None = None
     """The code of the language the reply must be in: a hint that `xlang serve` can enforce while decoding
     (other endpoints are sent it only when the teacher's options say so)."""
+    language: LanguageSpec | None = None
+    """That language's spec, for a teacher that decodes in process and can hold the reply to its scripts."""
 
 
 @dataclass(frozen=True)
