@@ -363,7 +363,7 @@ def test_local_teacher_answers_in_process(llava_dir: Path, tmp_path: Path) -> No
     from xlang.teachers import TeacherRequest
 
     teacher = Resolver(XlangSettings(teacher="local", teacher_model=str(llava_dir))).teacher()
-    assert teacher.describe() == {"teacher": "local", "model": "llava"}
+    assert teacher.describe() == {"name": "local", "model": "llava"}
     request = TeacherRequest(messages=image_question(), max_tokens=6, temperature=1.0, seed=3)
 
     async def twice() -> list[Any]:

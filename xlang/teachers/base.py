@@ -40,12 +40,14 @@ class TeacherReply:
 
 class TeacherRetryable(Exception):
     """A failure that a later attempt may not meet: rate limits, server errors, timeouts, cut-off or
-    malformed replies. `retry_after` is the server's own wait (seconds), when it gave one."""
+    malformed replies. `retry_after` is the server's own wait (seconds), when it gave one; `usage` the
+    (prompt, completion) tokens of a reply that came back unusable (empty) but is billed all the same."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, *, retry_after: float | None = None, usage: tuple[int, int] | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.usage = usage
 
 
 class Teacher(Protocol):

@@ -65,7 +65,7 @@ class LocalTeacher:
         """Nothing to release but memory, which goes with the object."""
 
     def describe(self) -> dict[str, Any]:
-        return {"teacher": "local", "model": self.folder.name}
+        return {"name": "local", "model": self.folder.name}
 
 
 def local_teacher(*, model: str | None, options: LocalTeacherOptions) -> LocalTeacher:
