@@ -1,16 +1,18 @@
 # Two entry points on a fresh clone: `make demo` (the main job) and `make test`.
-# Everything lives inside the repo: the venv in .venv/, downloads and converted models in .cache/.
+# The venv lives in .venv/. Downloads and converted models go to xlang's one cache, the same for make, the
+# `xlang` command and Python from any folder: $XLANG_CACHE_DIR when set, else ~/.cache/xlang
+# (`xlang assets where` prints it). The Makefile does not set it, so nothing is fetched twice.
+# The tests keep their own cache in .cache/xlang-test.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-XLANG_CACHE_DIR ?= $(CURDIR)/.cache/xlang
 XLANG_TEST_CACHE ?= $(CURDIR)/.cache/xlang-test
-export XLANG_CACHE_DIR XLANG_TEST_CACHE
+export XLANG_TEST_CACHE
 # torch is pinned everywhere: an unpinned resolve pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 SETUP_STAMP := $(VENV)/.xlang-setup
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint docs clean
 
 setup: $(SETUP_STAMP)
 
@@ -37,6 +39,10 @@ bench: setup
 	$(PY) bench/init_quality.py
 	$(PY) bench/pretrain_throughput.py --device cpu --shape smollm2
 	$(PY) bench/vit_throughput.py --device cpu
+
+# docs/plugin-reference.md is generated from the spec models and the URI option tables
+docs: setup
+	$(PY) docs/plugin_reference.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -12,7 +12,21 @@ from typing import Any
 import click
 from rich.table import Table
 
-from xlang.cli import XlangGroup, console, resolver_from
+from xlang.cli import XlangGroup, console, format_option, print_json, resolver_from
+
+CACHE_FOLDERS: dict[str, str] = {
+    "models": "converted base models",
+    "corpora": "built corpus splits (train/validation JSONL)",
+    "downloads": "verified package downloads",
+    "debian-files": "files taken out of Debian packages (word lists, fonts)",
+    "wheels": "pinned wheels from PyPI",
+    "wheel-files": "files taken out of wheels",
+    "hf": "Hugging Face cache (datasets' Arrow files, hub downloads)",
+}
+"""What the folders of xlang's cache hold, for `xlang assets where`."""
+
+LOW_TARGET_SHARE = 0.5
+"""A corpus with fewer of its non-space characters in the language's scripts is mostly another language."""
 
 
 def _stage_config(config_class: type[Any], knobs: dict[str, Any], stage: str) -> Any:
@@ -36,6 +50,75 @@ def add_commands(cli: click.Group) -> None:
 @click.group("assets", cls=XlangGroup)
 def assets_group() -> None:
     """Download and prepare the embedded models and corpora."""
+
+
+@assets_group.command("where")
+@format_option
+@click.pass_context
+def assets_where(ctx: click.Context, output_format: str) -> None:
+    """Print the cache folder every xlang entry point uses (make, the command, Python), what sets it, and
+    what it holds with sizes."""
+    import os
+
+    from xlang.settings import setting_origin
+
+    resolver = resolver_from(ctx)
+    cache = Path(resolver.settings.cache_dir).expanduser().resolve()
+    origin = setting_origin("cache_dir", ctx.find_root().params.get("config"))
+    entries = []
+    if cache.is_dir():
+        for child in sorted(cache.iterdir()):
+            entries.append(
+                {"name": child.name, "bytes": _disk_bytes(child), "holds": CACHE_FOLDERS.get(child.name, "")}
+            )
+    hf_home = os.environ.get("HF_HOME", str(resolver.settings.hf_cache))
+    found = {
+        "cache_dir": str(cache),
+        "set_by": origin,
+        "exists": cache.is_dir(),
+        "hf_home": hf_home,
+        "entries": entries,
+        "total_bytes": sum(entry["bytes"] for entry in entries),
+    }
+    if output_format == "json":
+        print_json(found)
+        return
+    console.print(f"cache: {cache}  ({origin})", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"Hugging Face cache (HF_HOME): {hf_home}", markup=False, highlight=False, soft_wrap=True)
+    if not entries:
+        console.print("empty: assets are fetched into it on first use (`xlang assets fetch` fetches them now)")
+        return
+    table = Table(title="Cache contents")
+    for column in ("folder", "size", "holds"):
+        table.add_column(column, justify="right" if column == "size" else "left")
+    for entry in entries:
+        table.add_row(entry["name"], _bytes(entry["bytes"]), entry["holds"])
+    table.add_row("total", _bytes(found["total_bytes"]), "")
+    console.print(table)
+    console.print("Move it with XLANG_CACHE_DIR=/path or cache_dir in xlang.toml; make, xlang and Python all follow.")
+
+
+def _disk_bytes(path: Path) -> int:
+    """Bytes under `path` (files counted once, symbolic links not followed)."""
+    import os
+
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:  # a file removed while counting (another process cleaning up)
+                continue
+    return total
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
 
 
 @assets_group.command("fetch")
@@ -80,23 +163,50 @@ def corpus_stats(ctx: click.Context, code: str) -> None:
     stats = compute_stats(spec, loaded)
     licenses = {source.name: source.license or "(not stated)" for source in sources}
     table = Table(title=f"Corpus of {spec.name} ({spec.code})")
-    for column in ("source", "license", "split", "documents", "characters", "target-script chars", "target share"):
-        table.add_column(column, justify="left" if column in ("source", "license") else "right")
-    for row in stats.rows:
-        table.add_row(
-            row.source,
-            licenses.get(row.source, ""),
-            row.split,
-            f"{row.documents:,}",
-            f"{row.chars:,}",
-            f"{row.target_chars:,}",
-            f"{row.target_share:.1%}",
-        )
+    columns = ("source", "license", "split", "documents", "characters", "non-space", "target-script", "target share")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("source", "license", "split") else "right")
+    for name, per_split in stats.by_source.items():
+        for split, counted in per_split.items():
+            table.add_row(
+                name,
+                licenses.get(name, ""),
+                split,
+                f"{counted.documents:,}",
+                f"{counted.chars:,}",
+                f"{counted.visible_chars:,}",
+                f"{counted.target_chars:,}",
+                f"{counted.target_share:.1%}",
+            )
     console.print(table)
+    visible = sum(counted.visible_chars for counted in stats.splits.values())
     console.print(
-        f"total: {stats.total_chars:,} characters, {stats.total_target_chars:,} in the target scripts "
-        f"({stats.target_share:.1%})"
+        f"total: {stats.total_chars:,} characters, {stats.total_target_chars:,} in the target scripts: "
+        f"{stats.target_share:.1%} of the {visible:,} non-space characters (spaces count in characters, not in "
+        "the share)",
+        highlight=False,
+        soft_wrap=True,
     )
+    if spec.scripts:
+        for name, per_split in stats.by_source.items():
+            for warning in low_share_warnings(name, per_split, spec):
+                console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def low_share_warnings(name: str, per_split: dict[str, Any], spec: Any) -> list[str]:
+    """A warning for a corpus source whose characters are mostly outside the language's scripts: help
+    packages fall back to English where a string is untranslated, and nothing drops those paragraphs
+    unless the source asks (`require=` of a debian:// URI)."""
+    visible = sum(counted.visible_chars for counted in per_split.values())
+    target = sum(counted.target_chars for counted in per_split.values())
+    if not visible or target / visible >= LOW_TARGET_SHARE:
+        return []
+    word = spec.scripts[0].name.split()[0].lower()
+    return [
+        f"source {name!r}: only {target / visible:.1%} of its non-space characters are in the {spec.name} scripts; "
+        f"if it is a debian:// source, add require={word} (a script word, see docs/plugin-reference.md) so "
+        "untranslated paragraphs are dropped, or check that it is the right text"
+    ]
 
 
 @click.group("tokenizer", cls=XlangGroup)
@@ -157,16 +267,21 @@ def tokenizer_expand(
 @click.option("--base", default=None, help="Base tokenizer to compare with (default: the one it was expanded from).")
 @click.pass_context
 def tokenizer_stats_command(ctx: click.Context, code: str, tokenizer_dir: str, base: str | None) -> None:
-    """Tokens per character and per word, before and after, for the language and its companions."""
-    from xlang.data.views import paragraphs
+    """Tokens per character and per word, before and after, for the language and its companions, and the
+    floor: tokens per character if every piece the pre-tokenizer cuts the text into were one token.
+
+    Measured on the text a run's figures use (the first `stages.evaluate.max_chars` characters of each
+    validation split, as whole documents), so the numbers match a run's report.
+    """
+    from xlang_recipes.x_llava import measured_texts
+
     from xlang.tokenizer import stats_table, tokenizer_stats
 
     resolver = resolver_from(ctx)
     spec = resolver.language(code)
     base_path = resolver.base_model(base) if base else None
     languages = (spec, *resolver.companions(spec))
-    validation = {lang.code: paragraphs(resolver.dataset(lang, "validation"), lang) for lang in languages}
-    console.print(stats_table(tokenizer_stats(tokenizer_dir, validation, base=base_path)))
+    console.print(stats_table(tokenizer_stats(tokenizer_dir, measured_texts(resolver, languages), base=base_path)))
 
 
 @click.group("eval", cls=XlangGroup)

@@ -10,6 +10,7 @@ names are part of the CLI (`xlang extend --until STAGE`) and of every run folder
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,15 @@ def expand_for(
         expander_options=config.expander_options,
     )
     languages = (language, *resolver.companions(language))
-    validation = {spec.code: paragraphs(resolver.dataset(spec, "validation"), spec) for spec in languages}
-    return result, tokenizer_stats(out_dir, validation, base=result.base)
+    return result, tokenizer_stats(out_dir, measured_texts(resolver, languages), base=result.base)
+
+
+def measured_texts(resolver: Resolver, languages: tuple[LanguageSpec, ...]) -> dict[str, list[str]]:
+    """The text every figure of a run is measured on, per language: the first `stages.evaluate.max_chars`
+    characters of the validation split as whole documents. The expand section's tokens per character, the
+    evaluate table and `xlang eval bpc` / `xlang tokenizer stats` read exactly this, so they agree."""
+    max_chars = EvaluateConfig(**resolver.settings.stage("evaluate")).max_chars
+    return {spec.code: documents(resolver.dataset(spec, "validation"), spec, max_chars) for spec in languages}
 
 
 def expand(context: StageContext) -> StageOutput:
@@ -109,29 +117,46 @@ def expand(context: StageContext) -> StageOutput:
         metrics[f"tokens_per_char/{row.language}/base"] = round(row.base_tokens_per_char, 4)
         metrics[f"tokens_per_char/{row.language}"] = round(row.tokens_per_char, 4)
         metrics[f"identical_ids/{row.language}"] = round(row.identical_share, 4)
+    texts = measured_texts(context.resolver, context.languages)
     lines = [
         "## expand",
         "",
-        f"{len(result.new_token_ids):,} new {language.name} tokens ({result.family}), vocabulary "
-        f"{result.base_vocab_size:,} → {result.vocab_size:,}, in {result.seconds:.1f} s.",
+        f"{len(result.new_token_ids):,} new {language.name} tokens ({result.family}) for a budget of "
+        f"{result.budget:,}, vocabulary {result.base_vocab_size:,} → {result.vocab_size:,}, in {result.seconds:.1f} s.",
         "",
-        "| language | tokens/char base | tokens/char expanded | texts with identical ids |",
-        "|---|---|---|---|",
+        "| language | characters | tokens/char base | tokens/char expanded | floor | documents with identical ids |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r.language} | {r.base_tokens_per_char:.3f} | {r.tokens_per_char:.3f} | {r.identical_share:.1%} |"
+        f"| {r.language} | {r.chars:,} | {r.base_tokens_per_char:.3f} | {r.tokens_per_char:.3f} | "
+        f"{r.floor_tokens_per_char:.3f} | {r.identical_share:.0%} |"
         for r in rows
     ]
     lines += [
         "",
-        "Tokens per character of each language's validation paragraphs, as the tokenizer sees them; the "
-        "evaluate stage's figures are on whole documents.",
+        f"Measured on the evaluate stage's text: the first {_max_chars(context):,} characters of each language's "
+        f"validation split as whole documents ({_sizes(texts)}), so the expanded column is the `tokens/char` of "
+        "`init` in the evaluate table. Floor: tokens per character if every piece the base pre-tokenizer cuts "
+        "the text into were one token, the most any expansion of this tokenizer can reach.",
     ]
     for note in result.notes:
         lines += ["", f"Note: {note}"]
+        print(f"  expand: note: {note}", flush=True)
     whole = [token for token in result.new_tokens if "\ufffd" not in token and token.strip()]
     lines += ["", "Longest new tokens: " + ", ".join(f"`{t}`" for t in sorted(whole, key=len)[-16:])]
     return StageOutput(metrics=metrics, report="\n".join(lines))
+
+
+def _max_chars(context: StageContext) -> int:
+    return EvaluateConfig(**context.settings.stage("evaluate")).max_chars
+
+
+def _sizes(texts: dict[str, list[str]]) -> str:
+    """`ko 20,000 characters in 31 documents; en ...`"""
+    return "; ".join(
+        f"{code} {sum(map(len, values)):,} characters in {len(values):,} document{'s' * (len(values) != 1)}"
+        for code, values in texts.items()
+    )
 
 
 # --- init ----------------------------------------------------------------------------------------------
@@ -204,6 +229,8 @@ def pretrain(context: StageContext) -> StageOutput:
         for spec in context.languages
     }
     parallel = resolver.parallel_records(context.language, "train") or None
+    # the stage folder appears only when the stage succeeds: say where its metrics grow meanwhile
+    print(f"  pretrain: metrics while it runs: {context.work_dir / 'stages'}/*/metrics.jsonl", flush=True)
     result = run_pretraining(
         model_dir=context.latest_model(),
         tokenizer_dir=_expanded_tokenizer(context),
@@ -226,22 +253,59 @@ def pretrain(context: StageContext) -> StageOutput:
         for part in summary.get("stages", [])
         if isinstance(part, dict)
     )
+    mix = summary.get("mix_measured") or summary.get("mix") or {}
     lines = [
         "## pretrain",
         "",
-        f"Schedule: {schedule or config.steps}; "
-        f"language mix {summary.get('mix_measured', summary.get('mix', config.mix))}; "
-        f"{_rate(summary.get('tokens_per_s'))}. The curves track validation bits per character "
-        "during training; the evaluate stage gives each model's figure.",
+        f"Schedule: {schedule or config.steps}. Training tokens by source (measured on the first 64 batches): "
+        f"{_shares(mix)}. Throughput: {_rate(summary.get('tokens_per_s'))}. Training loss of the last logging "
+        f"window: {_number(summary.get('final_loss'))} nats per token.",
     ]
     if (context.out_dir / "report" / "curves.png").is_file():
-        lines += ["", "![loss and bits per character](pretrain/report/curves.png)"]
+        lines += ["", _curves_note(context, config), "", "![loss and bits per character](pretrain/report/curves.png)"]
     return StageOutput(metrics=summary, report="\n".join(lines), model_dir="model")
+
+
+def _curves_note(context: StageContext, config: PretrainConfig) -> str:
+    """What the curves' validation points are, and whether they are the evaluate table's figures."""
+    from xlang.eval.bpc import BpcOptions
+
+    evaluate = EvaluateConfig(**context.settings.stage("evaluate"))
+    options = BpcOptions(**(evaluate.evaluator_options.get("bpc") or {}))
+    scorer = f"the `bpc` scorer (windows of {config.eval_window:,} tokens advancing by {config.eval_window // 2:,})"
+    same = (
+        "bpc" in evaluate.evaluators
+        and config.eval_max_chars == evaluate.max_chars
+        and (options.window, options.stride) == (config.eval_window, config.eval_window // 2)
+    )
+    text = f"the first {config.eval_max_chars:,} characters of each language's validation documents"
+    if same:
+        return (
+            f"Lower panel: validation bits per character during training, {scorer} on {text}: the evaluate stage's "
+            "scorer and text, so the first and last points are the `init` and `pretrain` rows of the evaluate "
+            "table, the run's figures of record. Upper panel: training loss per logging window (nats per token "
+            "of the training mix, not comparable across tokenizers)."
+        )
+    return (
+        f"Lower panel: training-time validation bits per character, {scorer} on {text}; the evaluate stage "
+        f"scores {evaluate.max_chars:,} characters (windows of {options.window:,}/{options.stride:,}), so these "
+        "points differ from its table, which holds the run's figures of record. Upper panel: training loss per "
+        "logging window (nats per token of the training mix)."
+    )
+
+
+def _shares(shares: dict[str, Any]) -> str:
+    """`ko 45%, en 45%, parallel 10%` from a mapping of shares."""
+    return ", ".join(f"{name} {float(value):.0%}" for name, value in shares.items()) or "not measured"
+
+
+def _number(value: Any) -> str:
+    return "not measured" if value is None else f"{float(value):.3f}"
 
 
 def _rate(tokens_per_s: float | None) -> str:
     """Throughput for the report; a resumed stage that only finished its last steps may have none."""
-    return "throughput not measured" if tokens_per_s is None else f"{tokens_per_s:,.0f} tokens/s"
+    return "not measured" if tokens_per_s is None else f"{tokens_per_s:,.0f} tokens/s (median of the logging windows)"
 
 
 # --- evaluate ------------------------------------------------------------------------------------------
@@ -285,9 +349,12 @@ def evaluate(context: StageContext) -> StageOutput:
         (name, str(path)) for name in context.manifest["stages"] if (path := context.model_of(name)) is not None
     ]
     metrics: dict[str, Any] = {}
+    parameters: dict[str, int] = {}
     for label, folder in models:
         model, tokenizer = load_for_text(folder)
+        parameters[label] = sum(parameter.numel() for parameter in model.parameters())
         for spec in context.languages:
+            began = time.perf_counter()
             for name, evaluator in evaluators:
                 found = evaluator(
                     context.config.evaluator_options.get(name),
@@ -298,44 +365,110 @@ def evaluate(context: StageContext) -> StageOutput:
                 )
                 for metric, value in found.items():
                     metrics[f"{label}/{spec.code}/{metric}"] = round(float(value), 4)
+            shown = ", ".join(
+                f"{_METRIC_LABELS.get(key.split('/')[2], key.split('/')[2])} {value:.3f}"
+                for key, value in metrics.items()
+                if key.startswith(f"{label}/{spec.code}/")
+            )
+            print(f"  evaluate: {label} {spec.code}: {shown} ({time.perf_counter() - began:.0f} s)", flush=True)
         del model
     names = sorted({key.split("/", 2)[2] for key in metrics})
-    lines = ["## evaluate", "", "| model | language | " + " | ".join(names) + " |"]
-    lines.append("|---|---|" + "---|" * len(names))
+    header = " | ".join(_METRIC_LABELS.get(name, name) for name in names)
+    lines = ["## evaluate", "", f"| model | language | {header} |", "|---|---|" + "---|" * len(names)]
     for label, _ in models:
         for spec in context.languages:
             values = [metrics.get(f"{label}/{spec.code}/{name}") for name in names]
             lines.append(
-                f"| {label} | {spec.code} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values) + " |"
+                f"| {label} | {spec.code} | " + " | ".join("" if v is None else f"{v:.3f}" for v in values) + " |"
             )
     lines += [
         "",
-        f"Validation text: the first {config.max_chars:,} characters of each language's validation split, "
-        f"paragraphs joined into their documents; evaluators: {', '.join(config.evaluators)}. "
-        "`xlang eval bpc --model FOLDER --lang CODE` gives the same figure for one model.",
+        f"How measured: {'evaluators' if len(config.evaluators) > 1 else 'evaluator'} "
+        f"{', '.join(f'`{name}`' for name in config.evaluators)} on the first "
+        f"{config.max_chars:,} characters of each language's validation split as whole documents "
+        f"({_sizes(texts)}), the same text for every model. {_scorer_note(config)} "
+        "`xlang eval bpc --model FOLDER --lang CODE` gives the same figures for one model.",
+        "",
+        _expectations(context, parameters.get("base")),
     ]
     if any(key.endswith("/bpc") for key in metrics):
-        plot = _plot_bpc(metrics, [label for label, _ in models], context.out_dir / "bpc.png")
+        plot = _plot_bpc(metrics, [label for label, _ in models], [s.code for s in context.languages], context.out_dir)
         lines += ["", f"![bits per character](evaluate/{plot.name})"]
     return StageOutput(metrics=metrics, report="\n".join(lines))
 
 
-def _plot_bpc(metrics: dict[str, Any], labels: list[str], path: Path) -> Path:
+_METRIC_LABELS = {"bpc": "bits/char", "tokens_per_char": "tokens/char"}
+"""Report headings of the built-in evaluators' metrics (manifest keys stay as the evaluators name them)."""
+
+
+def _scorer_note(config: EvaluateConfig) -> str:
+    if "bpc" not in config.evaluators:
+        return ""
+    from xlang.eval.bpc import BpcOptions
+
+    options = BpcOptions(**(config.evaluator_options.get("bpc") or {}))
+    return (
+        "Bits per character (lower is better; comparable across tokenizers): the `bpc` scorer, each document "
+        f"after one unscored separator token, read in windows of {options.window:,} tokens advancing by "
+        f"{options.stride:,}; tokens per character: the model's own tokenizer on the same text."
+    )
+
+
+def _expectations(context: StageContext, base_parameters: int | None) -> str:
+    """One line that says what a run of this size can be expected to show, so nobody reads the answers of a
+    small model after a short run as a measure of what the method can do."""
+    stages = context.manifest["stages"]
+    pretrain_steps = sum(
+        int(part.get("steps", 0))
+        for part in ((stages.get("pretrain") or {}).get("metrics") or {}).get("stages", [])
+        if isinstance(part, dict)
+    )
+    vit_steps = ((stages.get("vit") or {}).get("metrics") or {}).get("steps")
+    size = f"a {base_parameters / 1e6:,.0f}M-parameter base" if base_parameters else "this base"
+    training = [f"{pretrain_steps:,} pretraining steps"] if pretrain_steps else []
+    if vit_steps:
+        training.append(f"{int(vit_steps):,} visual-instruction steps")
+    done = f" after {' and '.join(training)}" if training else ""
+    small = (base_parameters or 0) < 1_000_000_000 or pretrain_steps < 1_000
+    if not small:
+        return (
+            f"What these figures mean: {size}{done}. Bits per character measure how well each model predicts "
+            "the language's text; they say nothing direct about answering questions or images."
+        )
+    return (
+        f"What these figures and answers mean: {size}{done} learns the statistics of the new script (bits per "
+        "character fall) long before it can answer. Answers in the vit section are expected to be wrong, "
+        "repetitive or nonsense at this size and length: they show whether a reply comes out in the language, "
+        "not whether it is right. Judge this run by the bits per character above; a useful model needs a larger "
+        "base and thousands of steps."
+    )
+
+
+def _plot_bpc(metrics: dict[str, Any], labels: list[str], codes: list[str], out_dir: Path) -> Path:
+    """Bars per model and language with their values; each language keeps its colour from the pretrain plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    codes = list(dict.fromkeys(key.split("/")[1] for key in metrics if key.endswith("/bpc")))
-    figure, axis = plt.subplots(figsize=(1.6 + 1.3 * len(labels), 3.2))
-    width = 0.8 / max(len(codes), 1)
-    for offset, code in enumerate(codes):
+    from xlang.eval.plots import language_colours
+
+    colours = language_colours(codes)
+    present = [code for code in codes if any(f"{label}/{code}/bpc" in metrics for label in labels)]
+    figure, axis = plt.subplots(figsize=(1.6 + 1.3 * len(labels), 3.4))
+    width = 0.8 / max(len(present), 1)
+    for offset, code in enumerate(present):
         values = [metrics.get(f"{label}/{code}/bpc", float("nan")) for label in labels]
-        axis.bar([i + offset * width for i in range(len(labels))], values, width, label=code)
-    axis.set_xticks([i + width * (len(codes) - 1) / 2 for i in range(len(labels))], labels)
-    axis.set_ylabel("bits per character (lower is better)")
+        bars = axis.bar(
+            [i + offset * width for i in range(len(labels))], values, width, label=code, color=colours[code]
+        )
+        axis.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
+    axis.set_xticks([i + width * (len(present) - 1) / 2 for i in range(len(labels))], labels)
+    axis.set_ylabel("bits per character\n(lower is better)")
+    axis.margins(y=0.12)
     axis.legend()
     figure.tight_layout()
+    path = out_dir / "bpc.png"
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

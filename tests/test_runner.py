@@ -61,6 +61,7 @@ def test_a_failing_stage_leaves_no_half_written_folder(tmp_path: Path):
     assert leftovers == [".two.work", "manifest.json", "one", "report.md"]  # work dir: checkpoints survive
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"]["two"]["status"] == "failed"
+    assert manifest["stages"]["two"]["error"] == "RuntimeError: two broke"
     run_recipe(_recipe(calls), SPEC, settings, tmp_path / "run", "base")
     assert calls == ["one", "two", "two", "three"]
     assert not (tmp_path / "run" / ".two.work").exists()
@@ -95,3 +96,58 @@ def test_a_run_folder_of_another_language_is_refused(tmp_path: Path):
     other = SPEC.model_copy(update={"code": "lo"})
     with pytest.raises(XlangError, match="language='th'"):
         run_recipe(_recipe(calls), other, load_settings(cache_dir=tmp_path), tmp_path / "run", "base")
+
+
+def test_an_interrupted_stage_is_recorded_as_interrupted_and_resumes(tmp_path: Path):
+    """Ctrl-C inside a stage: `interrupted` with the signal (not `failed`), the event reported, and
+    `RunInterrupted` naming the stage; the same call again skips what finished and redoes that stage."""
+    from xlang.runner import RunInterrupted, Terminated
+
+    calls: list[str] = []
+    events: list[tuple[str, str]] = []
+    interrupt_in = {"two": KeyboardInterrupt, "three": Terminated}
+
+    def make(name: str) -> Stage:
+        def run(context: StageContext) -> StageOutput:
+            calls.append(name)
+            if name in interrupt_in:
+                raise interrupt_in.pop(name)()
+            return StageOutput(metrics={}, report=f"## {name}")
+
+        return Stage(name=name, description=name, config=CountConfig, run=run)
+
+    recipe = Recipe(name="counting", description="test", stages=(make("one"), make("two"), make("three")))
+    settings = load_settings(cache_dir=tmp_path / "cache")
+
+    def record(name: str, event: str) -> None:
+        events.append((name, event))
+
+    with pytest.raises(RunInterrupted) as stopped:
+        run_recipe(recipe, SPEC, settings, tmp_path / "run", "base", on_stage=record)
+    assert stopped.value.stage == "two" and stopped.value.signal_name == "SIGINT"
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["two"]["status"] == "interrupted" and manifest["stages"]["two"]["signal"] == "SIGINT"
+    assert events[-1] == ("two", "interrupted")
+    assert "| two | interrupted |" in (tmp_path / "run" / "report.md").read_text()
+
+    with pytest.raises(RunInterrupted) as stopped:  # SIGTERM, as the command's handler raises it
+        run_recipe(recipe, SPEC, settings, tmp_path / "run", "base", on_stage=record)
+    assert stopped.value.stage == "three" and stopped.value.signal_name == "SIGTERM"
+    assert ("one", "skip") in events
+    manifest = run_recipe(recipe, SPEC, settings, tmp_path / "run", "base", on_stage=record)
+    assert [manifest["stages"][s]["status"] for s in ("one", "two", "three")] == ["done"] * 3
+    assert calls == ["one", "two", "two", "three", "three"]
+
+
+def test_stage_lines_say_when_and_how_long(capsys):
+    from xlang.runner import print_stage_events
+
+    lines: list[str] = []
+    on_stage = print_stage_events(lines.append)
+    on_stage("expand", "start")
+    on_stage("expand", "done")
+    on_stage("init", "skip")
+    assert lines[0].startswith("▶ running expand (started ") and lines[1].startswith("✓ done expand after 0s (")
+    assert lines[2] == "↷ finished earlier init"
+    print_stage_events()("pretrain", "failed")
+    assert capsys.readouterr().out.startswith("✗ failed pretrain (")

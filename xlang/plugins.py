@@ -1,7 +1,9 @@
 """The plugin manager: built-ins and entry-point plugins, and the registries their hooks fill.
 
 Entry points load once, on first use (never at import time). `XLANG_DISABLE_PLUGIN_AUTOLOAD=1` skips
-them. `XLANG_TRACE_HOOKS=1` prints every hook call and its result to stderr.
+them. `XLANG_TRACE_HOOKS=1` prints every hook call to stderr: the register-callback hooks (called here,
+plugin by plugin, outside pluggy's hook caller) with what each plugin registered, the `firstresult`
+hooks with the plugin that answered, the others with their result.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "xlang.builtin.embedding_strategies",
     "xlang.builtin.evaluators",
     "xlang.builtin.vision",
-    # "xlang.builtin.teachers",  (enabled once both teachers exist)
+    "xlang.builtin.teachers",
 )
 
 
@@ -87,15 +89,7 @@ def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     if load_entry_points:
         _load_entry_points(pm)
     if tracing():
-
-        def before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
-            print(f"xlang hook {hook_name}({', '.join(kwargs)}) -> {len(hook_impls)} impl(s)", file=sys.stderr)
-
-        def after(outcome: Any, hook_name: str, hook_impls: list, kwargs: dict) -> None:
-            result = outcome.get_result() if outcome.exception is None else outcome.exception
-            print(f"xlang hook {hook_name} -> {_short(result)}", file=sys.stderr)
-
-        pm.add_hookcall_monitoring(before, after)
+        _trace_hook_calls(pm)
     return pm
 
 
@@ -103,8 +97,44 @@ def tracing() -> bool:
     return os.environ.get("XLANG_TRACE_HOOKS", "").strip() not in ("", "0", "false", "False")
 
 
+def _trace(line: str) -> None:
+    print(f"xlang hook {line}", file=sys.stderr, flush=True)
+
+
+def _trace_hook_calls(pm: pluggy.PluginManager) -> None:
+    """Trace every call through pluggy's hook caller; a `firstresult` hook is called one implementation at a
+    time, in pluggy's order (the last registered first), so the trace can name the plugin that answered.
+
+    pluggy's public monitoring (`add_hookcall_monitoring`) sees only the combined result, so this wraps the
+    same inner executor that it wraps."""
+    inner = pm._inner_hookexec
+
+    def traced(hook_name: str, hook_impls: Any, kwargs: Any, firstresult: bool) -> Any:
+        call = f"{hook_name}({', '.join(kwargs)})"
+        offered = ", ".join(repr(impl.plugin_name) for impl in reversed(hook_impls)) or "none"
+        _trace(f"{call}: {len(hook_impls)} implementation(s), asked in this order: {offered}")
+        wrapped = any(impl.hookwrapper or impl.wrapper for impl in hook_impls)
+        try:
+            if not firstresult or wrapped:
+                result = inner(hook_name, hook_impls, kwargs, firstresult)
+                _trace(f"{call} -> {_short(result)}")
+                return result
+            for impl in reversed(hook_impls):
+                answer = inner(hook_name, [impl], kwargs, True)
+                if answer is not None:
+                    _trace(f"{call}: answered by plugin {impl.plugin_name!r} -> {_short(answer)}")
+                    return answer
+            _trace(f"{call}: no plugin answered (None)")
+            return None
+        except BaseException as error:
+            _trace(f"{call} raised {type(error).__name__}: {_short(str(error))}")
+            raise
+
+    pm._inner_hookexec = traced
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = " ".join(repr(value).split())
     return text if len(text) <= 120 else text[:117] + "..."
 
 
@@ -130,8 +160,13 @@ def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str | None, what: s
     registry: dict[str, Any] = {}
     owners: dict[str, str] = {}
     hook = getattr(pm.hook, hook_name)
-    for impl in hook.get_hookimpls():
+    impls = hook.get_hookimpls()
+    if tracing():
+        offered = ", ".join(repr(_plugin_label(pm, impl.plugin)) for impl in impls) or "none"
+        _trace(f"{hook_name}(register): {len(impls)} implementation(s): {offered}")
+    for impl in impls:
         plugin_name = _plugin_label(pm, impl.plugin)
+        before = len(registry)
 
         def register(*args: Any, _plugin: str = plugin_name, **keywords: Any) -> None:
             if kind is not None:
@@ -157,9 +192,11 @@ def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str | None, what: s
             registry[name] = value if kind is not None else Registered(name=name, value=value, plugin=_plugin)
             owners[name] = _plugin
             if tracing():
-                print(f"xlang hook {hook_name}: {_plugin} registered {name!r}", file=sys.stderr)
+                _trace(f"{hook_name}(register): plugin {_plugin!r} registered {name!r}")
 
         impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
+        if tracing() and len(registry) == before:
+            _trace(f"{hook_name}(register): plugin {plugin_name!r} registered nothing")
     return registry
 
 

@@ -4,7 +4,12 @@ A run folder holds `manifest.json` (config, package versions, per-stage status, 
 metrics, and `final_model`), one subfolder per finished stage and `report.md`, which each stage adds a
 section to. A stage writes into a hidden temporary folder that is renamed into place only when the
 stage succeeds, so a killed run never leaves a half stage behind; starting the run again skips the
-finished stages.
+finished stages (and a stage that checkpoints, such as pretraining, continues from its last checkpoint).
+
+A stage that raises is recorded as `failed` with the error; one stopped by Ctrl-C (SIGINT) or SIGTERM is
+recorded as `interrupted` with the signal, and `RunInterrupted` (a `KeyboardInterrupt`) says which stage.
+Stage events ("start", "skip", "done", "failed", "interrupted") go to `on_stage`; by default they are
+printed as one plain line each, for Python callers as for the command line.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,11 +34,81 @@ from xlang.errors import XlangError
 from xlang.settings import XlangSettings
 from xlang.spec import LanguageSpec
 
-__all__ = ["Recipe", "Stage", "StageContext", "StageOutput", "extend", "run_recipe"]
+__all__ = [
+    "Recipe",
+    "RunInterrupted",
+    "Stage",
+    "StageContext",
+    "StageOutput",
+    "Terminated",
+    "extend",
+    "print_stage_events",
+    "run_recipe",
+]
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
 TRACKED_PACKAGES = ("xlang", "torch", "transformers", "peft", "tokenizers", "accelerate", "datasets", "pluggy")
+
+
+StageEvents = Callable[[str, str], None]
+"""`on_stage(stage_name, event)`, event one of "start", "skip", "done", "failed", "interrupted"."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by a SIGTERM handler (the `xlang` command installs one) so that a terminated run is recorded
+    like Ctrl-C: the stage is `interrupted`, its checkpoints are kept, and the same command resumes."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A stage was stopped by a signal; the manifest records it as `interrupted`, and running the same
+    command (or call) again resumes: finished stages are skipped, checkpoints are reused."""
+
+    def __init__(self, stage: str, signal_name: str, run_dir: Path) -> None:
+        super().__init__(f"stage {stage!r} interrupted by {signal_name}")
+        self.stage = stage
+        self.signal_name = signal_name
+        self.run_dir = run_dir
+
+
+def _duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `1h02m`: how long a stage ran, for a log line."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def print_stage_events(write: Callable[[str], None] | None = None) -> StageEvents:
+    """The stage lines `xlang extend` prints, one plain line per event with the time and how long the stage
+    ran; `write` receives each line (default: print to stdout and flush, so a log file gets it at once)."""
+    started: dict[str, float] = {}
+
+    def emit(line: str) -> None:
+        if write is not None:
+            write(line)
+        else:
+            print(line, file=sys.stdout, flush=True)
+
+    def on_stage(name: str, event: str) -> None:
+        clock = time.strftime("%H:%M:%S")
+        if event == "start":
+            started[name] = time.monotonic()
+            emit(f"▶ running {name} (started {clock})")
+            return
+        took = f" after {_duration(time.monotonic() - started[name])}" if name in started else ""
+        if event == "skip":
+            emit(f"↷ finished earlier {name}")
+        elif event == "done":
+            emit(f"✓ done {name}{took} ({clock})")
+        elif event == "interrupted":
+            emit(f"✗ interrupted {name}{took} ({clock})")
+        else:
+            emit(f"✗ {event} {name}{took} ({clock})")
+
+    return on_stage
 
 
 def _versions() -> dict[str, str]:
@@ -212,10 +288,17 @@ def run_recipe(
         )
         try:
             output = stage.run(context)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            manifest["stages"][stage.name] = {"status": "failed", "config_hash": _config_hash(config)}
-            write_json_atomic(run_dir / MANIFEST, manifest)
+        except KeyboardInterrupt as interrupt:
+            signal_name = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
+            _record_stop(run_dir, manifest, recipe, stage, config, started, staging, signal=signal_name)
+            if on_stage:
+                on_stage(stage.name, "interrupted")
+            raise RunInterrupted(stage.name, signal_name, run_dir) from interrupt
+        except BaseException as error:
+            reason = f"{type(error).__name__}: {error}"
+            _record_stop(run_dir, manifest, recipe, stage, config, started, staging, error=reason)
+            if on_stage:
+                on_stage(stage.name, "failed")
             raise
         if output.report:
             (staging / "report.md").write_text(output.report.rstrip() + "\n", encoding="utf-8")
@@ -243,6 +326,30 @@ def run_recipe(
     return manifest
 
 
+def _record_stop(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    recipe: Recipe,
+    stage: Stage,
+    config: BaseModel,
+    started: float,
+    staging: Path,
+    **why: str,
+) -> None:
+    """A stage that did not finish: its staging folder goes (its work folder and checkpoints stay), and the
+    manifest says `interrupted` (with the signal) or `failed` (with the error)."""
+    shutil.rmtree(staging, ignore_errors=True)
+    manifest["stages"][stage.name] = {
+        "status": "interrupted" if "signal" in why else "failed",
+        **why,
+        "config_hash": _config_hash(config),
+        "seconds": round(time.perf_counter() - started, 2),
+        "stopped": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(run_dir / MANIFEST, manifest)
+    _write_report(run_dir, manifest, recipe)
+
+
 def run_folder(settings: XlangSettings, recipe: str, language: str) -> Path:
     """`settings.out`, else `<runs_dir>/<recipe>-<language>`."""
     return Path(settings.out) if settings.out is not None else Path(settings.runs_dir) / f"{recipe}-{language}"
@@ -263,6 +370,10 @@ def extend(
     `stages={"expand": {"budget": 4000}}`, merged into the stages from env and TOML); they win over
     `XLANG_*` variables and the TOML file. `recipe=` may also be a `Recipe` object composed in Python,
     which then needs no registration. Pass `settings` instead to use settings made elsewhere.
+
+    Stage lines are printed as `xlang extend` prints them (`on_stage` replaces that; pass
+    `on_stage=lambda name, event: None` for silence), and the libraries' own progress bars stay off.
+    Ctrl-C raises `RunInterrupted` after recording the stage as interrupted; calling again resumes.
     """
     from xlang.resolve import Resolver
     from xlang.settings import load_settings
@@ -287,4 +398,5 @@ def extend(
     resolver.companions(language)
     base_model = resolver.base_model()
     run_dir = run_folder(settings, recipe.name, language.code)
-    return run_recipe(recipe, language, settings, run_dir, base_model, until, on_stage, resolver)
+    events = on_stage if on_stage is not None else print_stage_events()
+    return run_recipe(recipe, language, settings, run_dir, base_model, until, events, resolver)

@@ -9,6 +9,7 @@ knob is an error there. Stage defaults live only in those configs.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -24,10 +25,15 @@ from pydantic_settings import (
 from xlang.errors import XlangError
 
 DEFAULT_CONFIG_FILE = "xlang.toml"
+PROGRESS_EVERY_VARIABLE = "XLANG_PROGRESS_EVERY_S"
+"""The `progress_every_s` setting as the training loop reads it (stage code takes no settings object)."""
 
 
 def default_cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/xlang` (usually `~/.cache/xlang`): a folder xlang owns, HF_HOME included."""
+    """`$XDG_CACHE_HOME/xlang` (usually `~/.cache/xlang`): a folder xlang owns, HF_HOME included.
+
+    The same for `make`, the `xlang` command and Python, from any working folder, so an asset is fetched
+    and converted once; `XLANG_CACHE_DIR` (or `cache_dir` in xlang.toml) moves it for all of them."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "xlang"
 
@@ -54,6 +60,9 @@ class XlangSettings(BaseSettings):
     corpus_kind: Literal["offline", "hub"] = "offline"
     """Which of a language's corpus sources a run reads: those that work offline, or the hub-scale ones."""
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    progress_every_s: float = Field(default=30.0, ge=0)
+    """Seconds between the plain progress lines a training loop prints when output is not a terminal (a log
+    file, a pipe); a line also follows the first and the last step; 0: a line after every step."""
 
     teacher: str = "openai"
     """The teacher `xlang data generate` asks (a `register_teachers` name: `openai` for any OpenAI-compatible
@@ -102,11 +111,54 @@ class XlangSettings(BaseSettings):
     def apply_environment(self) -> None:
         """The one place xlang sets process environment: Hugging Face libraries use xlang's cache unless the
         user chose one, and their per-file progress bars (loading weights, generating splits) stay off
-        because xlang draws its own progress; setting any of these variables first keeps the user's value."""
+        because xlang draws its own progress; setting any of these variables first keeps the user's value.
+
+        The libraries read these variables once, when they are imported: a Python session that imported
+        one of them before calling `xlang.runner.extend` gets its bars switched off here too."""
         os.environ.setdefault("HF_HOME", str(self.hf_cache))
+        os.environ[PROGRESS_EVERY_VARIABLE] = str(self.progress_every_s)  # the setting already read the variable
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+        chosen = {name: name in os.environ for name in _PROGRESS_BAR_VARIABLES}
+        for variable in _PROGRESS_BAR_VARIABLES:
             os.environ.setdefault(variable, "1")
+        if not chosen["HF_HUB_DISABLE_PROGRESS_BARS"]:
+            if "huggingface_hub" in sys.modules:
+                sys.modules["huggingface_hub"].utils.disable_progress_bars()
+            if "transformers" in sys.modules:
+                sys.modules["transformers"].utils.logging.disable_progress_bar()
+        if not chosen["HF_DATASETS_DISABLE_PROGRESS_BARS"] and "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
+
+
+_PROGRESS_BAR_VARIABLES = ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS")
+
+
+def setting_origin(name: str, config_file: Path | str | None = None) -> str:
+    """Where the value of top-level setting `name` comes from (without flags): its `XLANG_*` variable, the
+    TOML file that sets it, or the default. `xlang assets where` says it, so a user knows what to change."""
+    variable = f"XLANG_{name.upper()}"
+    if variable in os.environ:
+        return f"environment variable {variable}"
+    path = config_path(config_file)
+    if path is not None:
+        try:
+            if name in tomllib.loads(path.read_text(encoding="utf-8")):
+                return f"{name} in {path}"
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            pass
+    return "default"
+
+
+def config_path(config_file: Path | str | None = None) -> Path | None:
+    """The TOML file settings are read from: `config_file`, else `$XLANG_CONFIG`, else `./xlang.toml` when it
+    exists; an explicitly named file that does not exist is an error."""
+    path = Path(config_file) if config_file else Path(os.environ.get("XLANG_CONFIG", DEFAULT_CONFIG_FILE))
+    explicit = config_file is not None or "XLANG_CONFIG" in os.environ
+    if not path.exists():
+        if explicit:
+            raise XlangError(f"config file {path} does not exist; pass an existing TOML file or drop --config")
+        return None
+    return path
 
 
 def merge_nested(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -125,12 +177,7 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Xl
 
     Stage overrides passed here are merged into (not substituted for) the stages from env and TOML.
     """
-    path = Path(config_file) if config_file else Path(os.environ.get("XLANG_CONFIG", DEFAULT_CONFIG_FILE))
-    explicit = config_file is not None or "XLANG_CONFIG" in os.environ
-    if not path.exists():
-        if explicit:
-            raise XlangError(f"config file {path} does not exist; pass an existing TOML file or drop --config")
-        path = None
+    path = config_path(config_file)
     if path is not None:
         try:
             tomllib.loads(path.read_text(encoding="utf-8"))

@@ -23,8 +23,12 @@ class ScriptRange(_Frozen):
     """An inclusive Unicode code-point range that marks text as belonging to the target language."""
 
     name: str
+    """A label for the range, usually its Unicode block (`Hangul Syllables`); messages suggest its first word,
+    lowercased, as the `require=` script word of a `debian://` corpus."""
     start: int = Field(ge=0, le=0x10FFFF)
+    """The first code point of the range (inclusive), e.g. `0xAC00`."""
     end: int = Field(ge=0, le=0x10FFFF)
+    """The last code point of the range (inclusive), not below `start`."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ScriptRange:
@@ -46,7 +50,11 @@ class CorpusSource(_Frozen):
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """Names the source in settings, messages and the cache (`<cache_dir>/corpora/<name>/`); unique within the
+    language."""
     uri: str
+    """Where the text is: a URI whose scheme a `load_corpus` plugin claims (`file://`, `hf://`, `debian://`; see [URI
+    schemes](#uri-schemes))."""
     kind: Literal["offline", "hub"] = "offline"
     """Which sources a run reads is the `corpus_kind` setting: `offline` (default) or `hub`."""
     parallel: tuple[str, str] | None = None
@@ -71,8 +79,12 @@ class VocabularySource(_Frozen):
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """Names the list for `--word-list NAME` (the `vocabulary` candidate source's `lists` option)."""
     uri: str
+    """The word list: `file://PATH`, `pypi://DIST==VERSION/PATH/IN/WHEEL` or a scheme a `fetch_file` plugin serves
+    (`debian://file?...`)."""
     license: str = ""
+    """The list's license, for the plugin's users (no stage reads it)."""
 
 
 class ChatBits(_Frozen):
@@ -125,22 +137,35 @@ class Strategies(_Frozen):
     """Default strategy names; config overrides them by name, never by registration order."""
 
     tokenizer_expander: str = "merges"
+    """The expander `xlang extend` uses unless `--expander` names another (`register_tokenizer_expanders`)."""
     candidate_sources: tuple[str, ...] = ("corpus-bpe",)
+    """The candidate sources of tokens unless `--source` names others (`register_token_candidate_sources`)."""
     embedding_initializer: str = "subword-freq"
+    """The initializer of new embedding rows unless `--initializer` names another
+    (`register_embedding_initializers`)."""
 
 
 class LanguageSpec(_Frozen):
     """Everything the core needs to know about one language; nothing in `xlang/` names a language."""
 
     code: str = Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]+)*$")
+    """The language code (`ko`, `zh-Hant`): `--lang CODE`, run folders, metric names."""
     name: str
+    """The English name, in messages and reports."""
     native_name: str = ""
+    """The name in the language itself, shown by `xlang languages`."""
     scripts: tuple[ScriptRange, ...] = ()
-    """Empty for a language written in the base model's script (English): nothing is 'new' there."""
+    """Code-point ranges that mark text as the language's: expansion adds tokens only for them, statistics count
+    them. Empty for a language written in the base model's script (English): nothing is 'new' there."""
     normalizer: Literal["none", "NFC", "NFKC"] = "NFC"
+    """Unicode normalization applied to every text a run reads (corpora, validation text)."""
     corpora: tuple[CorpusSource, ...] = ()
+    """The language's text: monolingual and parallel sources, offline and hub-scale (the `corpus_kind` setting picks
+    the kind)."""
     vocabularies: tuple[VocabularySource, ...] = ()
+    """Word lists that propose tokens to the `vocabulary` candidate source."""
     chat: ChatBits
+    """What a chat in this language needs (the LLaVA chat template's system prompt)."""
     companions: tuple[str, ...] = ()
     """Languages trained and measured next to this one (e.g. the base model's language, to keep it);
     the `companions` setting overrides it for a run. Companions that are not installed are an error."""
@@ -161,6 +186,7 @@ class LanguageSpec(_Frozen):
     """A font file that draws this language's scripts (a URI `fetch_file` resolves), used for the
     report's images when no installed font covers the scripts."""
     defaults: Strategies = Strategies()
+    """The strategies a run uses for this language unless settings name others."""
 
     @model_validator(mode="after")
     def _unique_corpus_names(self) -> LanguageSpec:

@@ -43,6 +43,7 @@ from xlang.tokenizer.families import (
     detect_family,
     from_byte_symbols,
 )
+from xlang.tokenizer.shortfall import SHORTFALL_SHARE, census, low_share_note, shortfall_note
 from xlang.tokenizer.stats import LanguageStats, stats_table, tokenizer_stats
 
 __all__ = [
@@ -120,6 +121,8 @@ class ExpansionResult:
     sentencepiece_model: bool
     """True when a consistent `tokenizer.model` was written next to `tokenizer.json`."""
     notes: tuple[str, ...] = ()
+    """What the user should know: a base file not expanded, fewer new tokens than the budget and why (with
+    the measured limits), a corpus mostly in other scripts."""
     candidates: dict[str, int] = field(default_factory=dict)
     train_tokens_per_char: tuple[float, float] = (0.0, 0.0)
     """Base and expanded tokens per character on the target-script training texts."""
@@ -236,6 +239,13 @@ def expand_tokenizer(
             for index in range(padding)
         ]
         final_json, written_proto = _finish(family, base_json, expanded_json, new_pieces, reserved, proto, notes)
+        if len(new_ids) < SHORTFALL_SHARE * budget:
+            found = census(base_backend, family, target_texts, scripts, min_frequency)
+            proposed = len(dict.fromkeys(candidates))
+            notes.append(shortfall_note(len(new_ids), budget, found, proposed, min_frequency, language.name))
+        low_share = low_share_note(len(target_texts), len(texts), language.name)
+        if low_share is not None:
+            notes.append(low_share)
 
         staging = scratch / "out"
         staging.mkdir()

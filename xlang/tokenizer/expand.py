@@ -79,22 +79,26 @@ def _spell_with_chars(tokens: Iterable[str], scripts: TargetScripts) -> tuple[li
     return symbols, missing
 
 
+def pre_tokens(backend: Any, family: str, text: str) -> list[str]:
+    """The pieces the base cuts `text` into before BPE runs (normalizer, then pre-tokenizer; SentencePiece-style
+    text is cut before each `▁` that follows another character). No token, old or new, crosses a piece."""
+    normalizer, pre_tokenizer = backend.normalizer, backend.pre_tokenizer
+    normalized = normalizer.normalize_str(text) if normalizer is not None else text
+    pieces = [piece for piece, _ in pre_tokenizer.pre_tokenize_str(normalized)] if pre_tokenizer else [normalized]
+    if family == BYTE_LEVEL:
+        return pieces
+    return [chunk for piece in pieces for chunk in _CHUNK.findall(piece)]
+
+
 def collect_words(backend: Any, family: str, texts: Iterable[str], scripts: TargetScripts) -> CorpusWords:
     """Count the pre-tokenized words that hold a target character and segment each once with the base
     model. SentencePiece-style text has no pre-tokenizer: words are cut before each `▁` that follows
     another character, which no old piece and no new one crosses."""
-    normalizer, pre_tokenizer, model = backend.normalizer, backend.pre_tokenizer, backend.model
+    model = backend.model
     counts: Counter[str] = Counter()
     for text in texts:
-        if not scripts.has_target(text):
-            continue
-        normalized = normalizer.normalize_str(text) if normalizer is not None else text
-        pieces = [piece for piece, _ in pre_tokenizer.pre_tokenize_str(normalized)] if pre_tokenizer else [normalized]
-        if family == BYTE_LEVEL:
-            counts.update(pieces)
-        else:
-            for piece in pieces:
-                counts.update(_CHUNK.findall(piece))
+        if scripts.has_target(text):
+            counts.update(pre_tokens(backend, family, text))
     words: dict[tuple[str, ...], int] = {}
     missing: dict[str, int] = {}
     for word, count in counts.items():

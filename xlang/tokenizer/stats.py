@@ -25,6 +25,8 @@ class LanguageStats:
     tokens: int
     identical: int
     """Texts whose ids are exactly the base's (all of them, for a language the expansion did not target)."""
+    pre_tokens: int = 0
+    """Pieces the pre-tokenizer cuts the texts into: no token crosses one, so this many tokens is the floor."""
 
     @property
     def base_tokens_per_char(self) -> float:
@@ -33,6 +35,12 @@ class LanguageStats:
     @property
     def tokens_per_char(self) -> float:
         return self.tokens / self.chars if self.chars else 0.0
+
+    @property
+    def floor_tokens_per_char(self) -> float:
+        """Tokens per character if every pre-tokenizer piece were one token: what no vocabulary can beat
+        without another pre-tokenizer."""
+        return self.pre_tokens / self.chars if self.chars else 0.0
 
     @property
     def base_tokens_per_word(self) -> float:
@@ -91,10 +99,15 @@ def tokenizer_stats(
     base: str | Path | None = None,
 ) -> list[LanguageStats]:
     """Compare `tokenizer` with its `base` (default: the one its manifest names) on each language's texts
-    (e.g. the validation splits of ko and en), without special tokens."""
+    (e.g. the validation splits of ko and en), without special tokens; `pre_tokens` counts the pieces the
+    expanded tokenizer's pre-tokenizer makes (the base's: expansion keeps it)."""
+    from xlang.tokenizer.expand import pre_tokens
+    from xlang.tokenizer.families import detect_family
+
     with tempfile.TemporaryDirectory(prefix="xlang-stats-") as scratch:
         expanded = _load_backend(tokenizer, Path(scratch))
         original = _load_backend(base if base is not None else base_of(tokenizer), Path(scratch))
+        family = detect_family(json.loads(expanded.to_str()), where=str(tokenizer))
         rows = []
         for language, texts in texts_by_language.items():
             kept = [text for text in texts if text]
@@ -111,17 +124,21 @@ def tokenizer_stats(
                     base_tokens=sum(len(encoding.ids) for encoding in old),
                     tokens=sum(len(encoding.ids) for encoding in new),
                     identical=sum(a.ids == b.ids for a, b in zip(old, new, strict=True)),
+                    pre_tokens=sum(len(pre_tokens(expanded, family, text)) for text in kept),
                 )
             )
         return rows
 
 
 def stats_table(rows: Sequence[LanguageStats], title: str = "tokens per character and per word") -> Any:
-    """A `rich` table of the rows (what `xlang tokenizer stats` prints), narrow enough for 80 columns."""
+    """A `rich` table of the rows (what `xlang tokenizer stats` prints).
+
+    `floor` is tokens per character if every pre-tokenizer piece were one token: the most any expansion of
+    this tokenizer can reach."""
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in ("lang", "texts", "chars", "tokens/char", "tokens/word", "new/base", "same ids"):
+    table = Table(title=title, caption="floor: tokens/char if every pre-tokenizer piece were one token")
+    for column in ("lang", "texts", "chars", "tokens/char", "floor", "tokens/word", "new/base", "same ids"):
         table.add_column(column, justify="left" if column == "lang" else "right")
     for row in rows:
         table.add_row(
@@ -129,6 +146,7 @@ def stats_table(rows: Sequence[LanguageStats], title: str = "tokens per characte
             f"{row.texts:,}",
             f"{row.chars:,}",
             f"{row.base_tokens_per_char:.3f} → {row.tokens_per_char:.3f}",
+            f"{row.floor_tokens_per_char:.3f}",
             f"{row.base_tokens_per_word:.2f} → {row.tokens_per_word:.2f}",
             f"{row.ratio:.2f}",
             f"{row.identical_share:.1%}",

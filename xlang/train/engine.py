@@ -10,6 +10,7 @@ API
 ---
     from xlang.train.engine import run_training, causal_lm_loss
     from xlang.train.config import TrainLoopConfig
+from xlang.train.progress import StepProgress
 
     result = run_training(
         model,            # nn.Module; loss_fn calls it, so DDP/FSDP see every forward
@@ -62,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from xlang.errors import XlangError
 from xlang.train.config import TrainLoopConfig
+from xlang.train.progress import StepProgress
 
 if TYPE_CHECKING:
     import torch
@@ -418,32 +420,6 @@ def _load_checkpoint(
 # ----------------------------------------------------------------------------------------- the loop
 
 
-def _progress(enabled: bool, name: str, total: int, start: int) -> tuple[Any, Any]:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[rate]} tok/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-    task = progress.add_task(name, total=total, completed=start, loss="-", rate="-")
-    return progress, task
-
-
 def _sync(device: Any) -> None:
     import torch
 
@@ -599,22 +575,25 @@ def run_training(
         torch.cuda.reset_peak_memory_stats(device)
     params = [p for _, p in named]
 
+    progress = StepProgress(name, config.steps, start_step, enabled=accelerator.is_main_process and config.progress)
+
     def evaluate(step: int) -> None:
         if eval_fn is None:
             return
+        began = time.perf_counter()
         values = _run_eval(eval_fn, accelerator, model, config)
         result.evals.append({"step": step, **values})
         metrics.log({"step": step, "kind": "eval", **values})
+        shown = ", ".join(f"{key} {value:.3f}" for key, value in sorted(values.items()))
+        progress.line(f"step {step} evaluated: {shown} ({time.perf_counter() - began:.0f} s)")
 
-    if eval_fn is not None and config.eval_every and eval_at_start and start_step == 0:
-        evaluate(0)
-
-    progress, task = _progress(accelerator.is_main_process and config.progress, name, config.steps, start_step)
     batches = make_batches(start_step, rank, world)
     model.train()
     window: list[StepRecord] = []
     last_loss: float | None = last_loss_at_resume
     with progress:
+        if eval_fn is not None and config.eval_every and eval_at_start and start_step == 0:
+            evaluate(0)
         for step in range(start_step, config.steps):
             _sync(device)
             started = time.perf_counter()
@@ -681,9 +660,10 @@ def run_training(
                         "tokens_per_s": tokens / seconds if seconds else None,
                     }
                 )
-                progress.update(task, loss=f"{loss_value:.3f}", rate=f"{tokens / max(seconds, 1e-9):,.0f}")
+                progress.step(done_steps, loss=loss_value, tokens_per_s=tokens / max(seconds, 1e-9))
                 window = []
-            progress.update(task, completed=done_steps)
+            else:
+                progress.step(done_steps)
             if config.eval_every and eval_fn is not None and done_steps % config.eval_every == 0:
                 evaluate(done_steps)
             elif eval_fn is not None and config.eval_every and done_steps == config.steps:

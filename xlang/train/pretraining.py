@@ -145,8 +145,17 @@ def make_bpc_eval(
 # ----------------------------------------------------------------------------------------- report
 
 
-def plot_curves(stage_metrics: Sequence[tuple[str, int, Path]], png: Path) -> Path | None:
-    """Training loss and validation BPC per language over the whole run, stages one after another."""
+def plot_curves(
+    stage_metrics: Sequence[tuple[str, int, Path]],
+    png: Path,
+    languages: Sequence[str] = (),
+    validation_chars: int | None = None,
+) -> Path | None:
+    """Training loss and training-time validation BPC per language over the whole run, stages one after
+    another. `languages` (the run's, target first) fixes each language's colour, the same as in the evaluate
+    stage's plot; `validation_chars` names the text the validation points were scored on. Few points get
+    markers and their values (a curve drawn through two measurements would suggest a trend nobody measured)."""
+    from xlang.eval.plots import language_colours, plot_series
     from xlang.train.engine import read_metrics
 
     train_x, train_y, evals, bounds = [], [], {}, []
@@ -168,18 +177,26 @@ def plot_curves(stage_metrics: Sequence[tuple[str, int, Path]], png: Path) -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = language_colours([*languages, *sorted(evals)])
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    top.plot(train_x, train_y, lw=1, color="tab:blue")
-    top.set_ylabel("training loss (nats/token)")
-    for language, points in sorted(evals.items()):
-        points = sorted(dict(points).items())
-        bottom.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=language)
-    bottom.set_ylabel("validation bits/char")
+    plot_series(top, train_x, train_y, colour="tab:gray")
+    top.set_ylabel("training loss\n(nats/token, per logging window)")
+    for language in colours:
+        if language not in evals:
+            continue
+        points = sorted(dict(evals[language]).items())
+        plot_series(bottom, [p[0] for p in points], [p[1] for p in points], colour=colours[language], label=language)
+    text = f"first {validation_chars:,} chars" if validation_chars else "validation text"
+    bottom.set_ylabel(f"validation bits/char\n({text}, lower is better)")
     bottom.set_xlabel("optimizer step")
     if evals:
         bottom.legend()
+    from matplotlib.ticker import MaxNLocator
+
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
+        axis.margins(x=0.08, y=0.15)
         for offset, _name in bounds[1:]:
             axis.axvline(offset, color="grey", ls="--", lw=0.8)
     if len(bounds) > 1:
@@ -514,6 +531,8 @@ def pretrain(
         curve = plot_curves(
             [(stage.name, offset, result.metrics_path) for stage, offset, result in stage_runs],
             out_dir / "report" / "curves.png",
+            languages=list(validation),
+            validation_chars=config.eval_max_chars if eval_fn is None else None,
         )
         summary = _summary(stage_runs, shares, stream, started, trainable.kind, dtype_name, mixed, compile_layers)
         _write_json_atomic(out_dir / "report" / "summary.json", summary)

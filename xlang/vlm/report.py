@@ -26,6 +26,17 @@ from xlang.spec import LanguageSpec
 from xlang.vlm.data import IMAGE_PLACEHOLDER, to_messages
 
 EMPTY_ANSWER = "(empty)"
+ANSWERS_CAVEAT = (
+    "What these answers mean: greedy answers of the model before and after stage 2 to questions it never "
+    "trained on. A small model after a short run is not expected to answer correctly: the answers show whether "
+    "a reply comes out in the language and about the image at all, not how good the method can be; the run's "
+    "bits per character (evaluate section) are its measured figures. `report.json` records, per answer, the "
+    "share of its non-space characters in the language's scripts (`before_share`, `after_share`): a check of "
+    "the script, not of quality (nonsense in the right script scores 1.0)."
+)
+ANSWERS_CAVEAT_SHORT = (
+    "Greedy answers to held-aside questions; a small model after a short run is not expected to be right."
+)
 REPORT_TASKS: tuple[str, ...] = ("object-centric", "location-centric", "atmosphere-centric", "conversation", "caption")
 """Which record supplies a report question, in order of preference."""
 
@@ -42,7 +53,8 @@ class ReportRow:
     after: str = ""
     before_share: float | None = None
     after_share: float | None = None
-    """Share of the answer's characters in the language's own script (when a scorer was given)."""
+    """Share of the answer's non-space characters in the language's scripts (when a scorer was given): says
+    whether a reply is in the script at all, not whether it is any good; kept in report.json, not shown."""
 
 
 @dataclass
@@ -186,14 +198,8 @@ def write_report(
             with tempfile.NamedTemporaryFile(dir=thumbs, suffix=".png", delete=False) as handle:
                 image.save(handle, format="PNG")
             os.replace(handle.name, target)
-    scored = any(row.after_share is not None for row in rows)
-    lines = [f"# {title}", "", "![contact sheet](report.png)", ""]
-    header = "| image | lang | question | before | after | reference |"
-    rule = "|---|---|---|---|---|---|"
-    if scored:
-        header = header[:-1] + "| script share before -> after |"
-        rule += "---|"
-    lines += [header, rule]
+    lines = [f"# {title}", "", ANSWERS_CAVEAT, "", "![contact sheet](report.png)", ""]
+    lines += ["| image | lang | question | before | after | reference |", "|---|---|---|---|---|---|"]
     for row in rows:
         cells = [
             f"![{row.image_key}](thumbnails/{row.image_key}.png)",
@@ -203,8 +209,6 @@ def write_report(
             _cell(row.after),
             _cell(row.reference),
         ]
-        if scored:
-            cells.append(f"{row.before_share} -> {row.after_share}")
         lines.append("| " + " | ".join(cells) + " |")
     markdown = out_dir / "report.md"
     _write_atomic(markdown, "\n".join(lines) + "\n")
@@ -347,15 +351,15 @@ def _contact_sheet(rows: Sequence[ReportRow], thumbs: Path, target: Path, *, tit
     wrapped = [{key: _wrap(getattr(row, key), width) for key, width in columns.items()} for row in rows]
     heights = [max(2.0, 0.2 * max(len(v) for v in cell.values()) + 0.4) for cell in wrapped]
     with plt.rc_context({"font.family": families, "font.size": 9}):
-        height = sum(heights) + 0.6
+        height = sum(heights) + 0.9
         figure = plt.figure(figsize=(16, height))
-        figure.suptitle(title, fontsize=12, x=0.05, ha="left")
+        figure.suptitle(f"{title}\n{ANSWERS_CAVEAT_SHORT}", fontsize=12, x=0.05, ha="left")
         grid = figure.add_gridspec(
             len(rows) + 1,
             4,
             height_ratios=[0.4, *heights],
             width_ratios=[2, 3.4, 4.3, 4.3],
-            top=1 - 0.5 / height,
+            top=1 - 0.8 / height,
             bottom=0.1 / height,
         )
         for column, label in enumerate(["image", "question", "before stage 2", "after stage 2"]):
@@ -371,9 +375,6 @@ def _contact_sheet(rows: Sequence[ReportRow], thumbs: Path, target: Path, *, tit
                 axis = figure.add_subplot(grid[index, column])
                 axis.axis("off")
                 text = "\n".join(cell[key])
-                share = getattr(row, f"{key}_share", None)
-                if share is not None:
-                    text += f"\n(script share {share})"
                 axis.text(0, 1, text, va="top", ha="left", wrap=False)
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".png", delete=False) as handle:

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from xlang.errors import XlangError
+from xlang_debian.options import FILE_FORM
+from xlang_debian.options import FILE_OPTIONS as FILE_OPTION_TABLE
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MIRROR_ENV = "XLANG_DEBIAN_MIRROR"
@@ -259,8 +261,8 @@ def deb_files(deb: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, b
         raise XlangError(f"{deb} has a damaged {data_name} ({error}); delete it so it is downloaded again") from error
 
 
-FILE_OPTIONS = ("deb", "sha256", "path")
-FILE_URI_FORM = "debian://file?deb=POOL_PATH&sha256=HEX&path=PATH/IN/DEB"
+FILE_OPTIONS = tuple(option.name for option in FILE_OPTION_TABLE)
+FILE_URI_FORM = FILE_FORM
 
 
 def parse_file_uri(uri: str) -> tuple[DebPin, str]:

@@ -14,7 +14,8 @@ URI form (the pin lives in the URI, so the core names no package and no language
   of those scripts is an untranslated fallback and dropped. Without it every script is kept.
 - Optional: `min_chars` (default 2), `validation_chars` (48000), `max_share` (0.05), `seed` (xlang).
 
-The full reference, with an example of each option, is the distribution's README.md.
+The options, their types and defaults are declared in `options.py`, which this parser reads and from
+which xlang's docs/plugin-reference.md is generated (with an example of each option).
 
 Output: `<cache_dir>/corpora/<name>/{train,validation}.jsonl` and `meta.json`, built in a temporary
 folder and moved into place with one rename, so an interrupted build leaves no partial corpus.
@@ -45,14 +46,16 @@ from xlang_debian.extract import (
     script_counts,
     script_words,
 )
+from xlang_debian.options import CORPUS_OPTIONS, option_default
+from xlang_debian.options import EXTRACTORS as EXTRACTOR_TABLE
 
 FORMAT_VERSION = 2
 """Bumped whenever extraction or splitting changes, so cached corpora are rebuilt."""
 
-EXTRACTORS: dict[str, int] = {"libreoffice-help": 1, "manpages": 1, "libreoffice-help-parallel": 2}
-"""Extractor name -> number of packages it reads."""
+EXTRACTORS: dict[str, int] = {extractor.name: extractor.packages for extractor in EXTRACTOR_TABLE}
+"""Extractor name -> number of packages it reads (declared in `options.EXTRACTORS`)."""
 
-_OPTIONS = frozenset({"deb", "sha256", "require", "manpath", "min_chars", "validation_chars", "max_share", "seed"})
+_OPTIONS = frozenset(option.name for option in CORPUS_OPTIONS)
 
 Record = dict[str, str]
 
@@ -105,12 +108,15 @@ def parse_debian_uri(uri: str) -> DebianRequest:
         except ValueError:
             raise XlangError(f"corpus URI {uri!r}: {key}={raw!r} is not a number") from None
 
+    def declared(name: str, kind: type) -> float:
+        return kind(option_default(CORPUS_OPTIONS, name))
+
     rule = SplitRule(
-        seed=(query.get("seed") or ["xlang"])[-1],
-        validation_chars=int(number("validation_chars", SplitRule.validation_chars, int)),
-        max_share=float(number("max_share", SplitRule.max_share, float)),
+        seed=(query.get("seed") or [option_default(CORPUS_OPTIONS, "seed")])[-1],
+        validation_chars=int(number("validation_chars", declared("validation_chars", int), int)),
+        max_share=float(number("max_share", declared("max_share", float), float)),
     )
-    min_chars = int(number("min_chars", 2, int))
+    min_chars = int(number("min_chars", declared("min_chars", int), int))
     if rule.validation_chars < 1 or not 0 < rule.max_share <= 1 or min_chars < 1:
         raise XlangError(
             f"corpus URI {uri!r}: validation_chars and min_chars must be at least 1 and max_share in (0, 1]"
