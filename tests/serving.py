@@ -27,14 +27,11 @@ def build_tiny_llava(root: Path, smollm2_dir: Path, cache_dir: Path) -> Path:
     and chat template, is the causal-LM folder `root/lm` (servable on its own; reused when there), its tower
     a 2-layer DINOv2 at 56 px (16 image tokens) in `root/tower`, through the built-in `hf` tower. The LLaVA
     is reused when already built."""
-    from tiny_models import save_tiny_chat_lm
+    from tiny_models import save_tiny_chat_lm, save_tiny_dinov2
 
     target = root / "llava"
     if (target / "config.json").is_file():
         return target
-    from transformers import Dinov2Config, Dinov2Model
-    from xlang_dinov2.convert import image_processor
-
     from xlang import plugins
     from xlang.vlm.assemble import build_llava
     from xlang.vlm.config import AssembleConfig
@@ -42,18 +39,7 @@ def build_tiny_llava(root: Path, smollm2_dir: Path, cache_dir: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "lm" / "config.json").is_file():
         save_tiny_chat_lm(root / "lm", smollm2_dir)
-    tower = Dinov2Model(
-        Dinov2Config(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            patch_size=14,
-            image_size=56,
-        )
-    )
-    tower.save_pretrained(root / "tower")
-    image_processor(56).save_pretrained(root / "tower")
+    save_tiny_dinov2(root / "tower")
     config = AssembleConfig(vision_tower="hf", vision_tower_options={"path": str(root / "tower")})
     strategy = plugins.get_strategy("vision_towers", config.vision_tower, plugins.make_plugin_manager())
     return build_llava(

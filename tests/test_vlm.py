@@ -54,24 +54,11 @@ def han_share(text: str) -> float:
 @pytest.fixture(scope="session")
 def tiny_parts(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> dict[str, Path]:
     """A tiny Llama with SmolLM2's tokenizer and a tiny DINOv2 tower at 56 px, as model folders."""
-    from tiny_models import save_tiny_chat_lm
-    from transformers import Dinov2Config, Dinov2Model
-    from xlang_dinov2.convert import image_processor
+    from tiny_models import save_tiny_chat_lm, save_tiny_dinov2
 
     root = tmp_path_factory.mktemp("tiny-vlm")
     save_tiny_chat_lm(root / "lm", smollm2_dir)
-    tower = Dinov2Model(
-        Dinov2Config(
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            patch_size=14,
-            image_size=56,
-        )
-    )
-    tower.save_pretrained(root / "tower")
-    image_processor(56).save_pretrained(root / "tower")
+    save_tiny_dinov2(root / "tower")
     return {"lm": root / "lm", "tower": root / "tower", "root": root}
 
 

@@ -53,3 +53,17 @@ def save_tiny_chat_lm(folder: Any, smollm2_dir: Any) -> Any:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_dinov2(folder: Any) -> Any:
+    """A 2-layer, 32-wide random DINOv2 at 56 px (16 image tokens) with its image processor, saved to
+    `folder`: the vision side of a tiny LLaVA, loaded through the built-in `hf` tower."""
+    from transformers import Dinov2Config, Dinov2Model
+    from xlang_dinov2.convert import image_processor
+
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14, image_size=56
+    )
+    Dinov2Model(config).save_pretrained(folder)
+    image_processor(56).save_pretrained(folder)
+    return folder

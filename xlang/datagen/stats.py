@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlang.datagen.store import iter_lines, rejects_path
+from xlang.datagen.store import iter_lines, reject_lines
 
 
 @dataclass
@@ -60,23 +60,12 @@ def data_stats(path: Path, png: Path | None = None, *, draw: bool = True) -> Dat
         if line_cost is not None:
             cost, priced = cost + line_cost, True
     reasons: Counter[str] = Counter()
-    side = rejects_path(path)
-    if side.is_file():
-        import json
-
-        with side.open("rb") as handle:
-            for raw in handle:
-                try:
-                    line = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue
-                if not isinstance(line, dict):
-                    continue
-                reasons[str(line.get("reason", "unknown"))] += 1
-                prompt, completion, line_cost = _usage(line)
-                prompt_tokens, completion_tokens = prompt_tokens + prompt, completion_tokens + completion
-                if line_cost is not None:
-                    cost, priced = cost + line_cost, True
+    for line in reject_lines(path):
+        reasons[str(line.get("reason", "unknown"))] += 1
+        prompt, completion, line_cost = _usage(line)
+        prompt_tokens, completion_tokens = prompt_tokens + prompt, completion_tokens + completion
+        if line_cost is not None:
+            cost, priced = cost + line_cost, True
     stats = DataStats(
         file=str(path),
         records=records,

@@ -82,17 +82,24 @@ def read_existing(out: Path, cost_of: Callable[[dict[str, Any]], float]) -> Exis
             found.keys.add(record["key"])
             found.records.append(record)
             found.spent_usd += cost_of(record)
-    rejects = rejects_path(out)
-    if rejects.is_file():
-        with rejects.open("rb") as handle:
-            for raw in handle:
-                try:
-                    line = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue  # the side file is a log: a bad line there costs nothing
-                if isinstance(line, dict):
-                    found.spent_usd += cost_of(line)
+    for line in reject_lines(out):
+        found.spent_usd += cost_of(line)
     return found
+
+
+def reject_lines(out: Path) -> Iterator[dict[str, Any]]:
+    """The rejects side file's entries; it is a log, so a line that does not parse is passed over."""
+    rejects = rejects_path(out)
+    if not rejects.is_file():
+        return
+    with rejects.open("rb") as handle:
+        for raw in handle:
+            try:
+                line = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(line, dict):
+                yield line
 
 
 class OutputLock:

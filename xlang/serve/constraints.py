@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
+from xlang.tokenizer.families import utf8_length
+
 CODE_POINTS = 0x110000
 _DISALLOWED_CATEGORIES = frozenset({"Cc", "Cn", "Co", "Cs"})
 _ALLOWED_CONTROLS = "\t\n\r"
@@ -164,19 +166,6 @@ def _category_classes() -> np.ndarray:
         return 0 if category in _DISALLOWED_CATEGORIES and char not in _ALLOWED_CONTROLS else 3
 
     return np.fromiter((classify(chr(point)) for point in range(CODE_POINTS)), dtype=np.uint8, count=CODE_POINTS)
-
-
-def _utf8_length(lead: int) -> int:
-    """How many bytes the character starting with `lead` has (0: not a lead byte)."""
-    if lead < 0x80:
-        return 1
-    if 0xC2 <= lead <= 0xDF:
-        return 2
-    if 0xE0 <= lead <= 0xEF:
-        return 3
-    if 0xF0 <= lead <= 0xF4:
-        return 4
-    return 0
 
 
 def _prefixes(points: np.ndarray) -> frozenset[bytes]:
@@ -318,7 +307,7 @@ class ByteConstraint:
                 allowed[list(self.eos_ids)] = True
             return allowed
         allowed = np.zeros(len(self.tokens.table), dtype=bool)
-        missing = _utf8_length(pending[0]) - len(pending)
+        missing = utf8_length(pending[0]) - len(pending)
         for count in range(1, missing + 1):
             for index in self.by_continuations[count]:
                 data = self.tokens.table[index]

@@ -120,7 +120,8 @@ def _without_surrogates(low: int, high: int) -> Iterator[tuple[int, int]]:
         yield 0xE000, high
 
 
-def _utf8_length(lead: int) -> int:
+def utf8_length(lead: int) -> int:
+    """How many bytes the character starting with `lead` has (0: not a lead byte)."""
     if lead < 0x80:
         return 1
     if 0xC2 <= lead <= 0xDF:
@@ -138,7 +139,7 @@ _LENGTH_RANGE = {1: (0, 0x7F), 2: (0x80, 0x7FF), 3: (0x800, 0xFFFF), 4: (0x10000
 def _prefix_interval(prefix: bytes) -> tuple[int, int] | None:
     """The code points whose UTF-8 encoding starts with `prefix` (a lead byte and fewer continuation bytes
     than its character needs), or None when no valid character starts that way."""
-    length = _utf8_length(prefix[0])
+    length = utf8_length(prefix[0])
     missing = length - len(prefix)
     lead_bits = prefix[0] & (0xFF >> (length + 1))
     value = lead_bits
@@ -166,7 +167,7 @@ def bytes_force_target(data: bytes, scripts: TargetScripts) -> bool:
     while index < len(data) and 0x80 <= data[index] <= 0xBF:
         index += 1
     while index < len(data):
-        length = _utf8_length(data[index])
+        length = utf8_length(data[index])
         if length == 0:
             return False
         chunk = data[index : index + length]
