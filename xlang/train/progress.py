@@ -63,6 +63,9 @@ class StepProgress:
         self._last_line: float | None = None
         self._loss: float | None = None
         self._rate: float | None = None
+        self._first: tuple[int, float] | None = None
+        """(step, time) of the first step seen: the ETA counts from there, so the evaluation and loading that
+        come before the first step do not inflate it."""
 
     def _out(self) -> TextIO:
         return self.stream if self.stream is not None else sys.stdout
@@ -95,6 +98,8 @@ class StepProgress:
             self._bar.update(self._task, completed=done, **fields)
             return
         now = self.clock()
+        if self._first is None:
+            self._first = (done, now)
         due = self._last_line is None or now - self._last_line >= self.every_s or done >= self.total
         if due:
             self._last_line = now
@@ -111,15 +116,15 @@ class StepProgress:
 
     def _status(self, done: int, now: float) -> str:
         elapsed = now - self._began
-        steps = done - self.start
         parts = [f"step {done}/{self.total}"]
         if self._loss is not None:
             parts.append(f"loss {self._loss:.3f}")
         if self._rate is not None:
             parts.append(f"{self._rate:,.0f} tokens/s")
         parts.append(f"elapsed {_clock(elapsed)}")
-        if 0 < steps and done < self.total:
-            parts.append(f"ETA {_clock(elapsed / steps * (self.total - done))}")
+        first_done, first_at = self._first or (done, now)
+        if done > first_done and done < self.total:
+            parts.append(f"ETA {_clock((now - first_at) / (done - first_done) * (self.total - done))}")
         return ", ".join(parts)
 
 
