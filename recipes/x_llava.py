@@ -477,6 +477,30 @@ def _plot_bpc(metrics: dict[str, Any], labels: list[str], codes: list[str], out_
 # --- helpers shared by the stages -----------------------------------------------------------------------
 
 
+def resolve_pretrain(config: PretrainConfig, language: LanguageSpec, resolver: Resolver) -> PretrainConfig:
+    """`--mix` checked before any stage runs, not after expansion and initialization: every name is a
+    language of the run (or `parallel`, when the language has parallel text) and every weight finite."""
+    import math
+
+    from xlang.errors import XlangError
+    from xlang.train.config import PARALLEL_KEY
+
+    codes = [language.code, *(spec.code for spec in resolver.companions(language))]
+    known = codes + ([PARALLEL_KEY] if any(source.parallel for source in language.corpora) else [])
+    unknown = [name for name in config.mix if name not in known]
+    if unknown:
+        raise XlangError(
+            f"--mix names {', '.join(repr(name) for name in unknown)}, not a language of this run; "
+            f"use {', '.join(known)} (e.g. {'=0.5,'.join(codes[:2])}=0.5)"
+        )
+    infinite = [f"{name}={weight}" for name, weight in config.mix.items() if not math.isfinite(weight)]
+    if infinite:
+        raise XlangError(
+            f"--mix weight {', '.join(infinite)} is not a finite number; give each language a weight like 0.5"
+        )
+    return config
+
+
 def _expanded_tokenizer(context: StageContext) -> str:
     if "expand" in context.manifest["stages"]:
         return str(context.stage_dir("expand") / "tokenizer")
@@ -495,7 +519,9 @@ def _new_token_ids(context: StageContext) -> list[int] | None:
 
 EXPAND = Stage("expand", "add target-language tokens as real BPE merges", ExpandConfig, expand, resolve_expand)
 INIT = Stage("init", "initialize the new embedding rows", InitConfig, init, resolve_init)
-PRETRAIN = Stage("pretrain", "continued bilingual pretraining (LoRA + new rows)", PretrainConfig, pretrain)
+PRETRAIN = Stage(
+    "pretrain", "continued bilingual pretraining (LoRA + new rows)", PretrainConfig, pretrain, resolve_pretrain
+)
 EVALUATE = Stage(
     "evaluate", "every evaluator on every model the run made, per language", EvaluateConfig, evaluate, resolve_evaluate
 )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +64,56 @@ def test_a_copy_another_process_installed_first_is_kept(tmp_path: Path, monkeypa
     atomic.move_into_place(staging, out)
     assert (out / "train.jsonl").read_text() == "theirs"
     assert not staging.exists()
+
+
+HOLD_IN_WRITE = """
+import sys
+from pathlib import Path
+from xlang import atomic
+
+def write(staging: Path) -> None:
+    (staging / "weights.bin").write_bytes(bytes(1024))
+    print(staging.name, flush=True)
+    sys.stdin.read()  # held until the test closes stdin or kills the process
+
+atomic.write_folder_atomically(Path(sys.argv[1]), write)
+"""
+
+
+def _writer(out: Path) -> tuple[subprocess.Popen[str], str]:
+    """A process inside `write_folder_atomically(out, ...)`, and its staging folder's name."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_IN_WRITE, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    return process, process.stdout.readline().strip()
+
+
+def test_a_killed_writers_staging_is_removed_by_the_next_build_and_a_live_ones_kept(tmp_path: Path) -> None:
+    killed, killed_staging = _writer(tmp_path / "model")
+    live, live_staging = _writer(tmp_path / "tower")
+    try:
+        assert killed_staging.startswith(f".model-stage-{killed.pid}-")
+        assert atomic.owner_pid(tmp_path / killed_staging) == killed.pid
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        assert (tmp_path / killed_staging / "weights.bin").is_file()  # SIGKILL: nothing could clean up
+
+        atomic.write_folder_atomically(tmp_path / "corpus", _write_files({"a.txt": "1"}))
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["corpus", live_staging])
+    finally:
+        live.stdin.close()
+        live.wait(timeout=60)
+        if killed.poll() is None:
+            killed.kill()
+    assert live.returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "tower"]
+
+
+def test_only_names_with_a_pid_of_this_host_count_as_owned(tmp_path: Path) -> None:
+    """Another machine's staging folder in a shared cache is never judged by this machine's processes."""
+    ours = atomic.owned_prefix("model") + "abc_1234"
+    assert atomic.owner_pid(tmp_path / ours) == os.getpid()
+    host = ours.split("-")[3]
+    other_host = ours.replace(f"-{host}-", f"-{'0' if host[0] != '0' else '1'}{host[1:]}-")
+    for name in ("model", ".model-abc12345", ".model-stage-12-zzzzzzzz-abc", other_host):
+        assert atomic.owner_pid(tmp_path / name) is None, name

@@ -151,3 +151,125 @@ def test_stage_lines_say_when_and_how_long(capsys):
     assert lines[2] == "↷ finished earlier init"
     print_stage_events()("pretrain", "failed")
     assert capsys.readouterr().out.startswith("✗ failed pretrain (")
+
+
+def test_a_redone_stage_redoes_every_later_stage_and_says_why(tmp_path: Path):
+    calls: list[str] = []
+    events: list[tuple[str, str]] = []
+    settings = load_settings(cache_dir=tmp_path / "cache")
+    run = tmp_path / "run"
+    first = run_recipe(_recipe(calls), SPEC, settings, run, "base")
+    assert first["stages"]["three"]["inputs"] == {name: first["stages"][name]["identity"] for name in ("one", "two")}
+
+    (run / "one").rename(tmp_path / "gone")  # deleted by hand, as the changed-settings error suggests
+
+    def record(name: str, event: str) -> None:
+        events.append((name, event))
+
+    run_recipe(_recipe(calls), SPEC, settings, run, "base", until="two", on_stage=record)
+    assert ("one", "redo: its folder one/ is gone") in events and ("two", "redo: one was redone") in events
+    assert calls == ["one", "two", "three", "one", "two"]
+
+    manifest = run_recipe(_recipe(calls), SPEC, settings, run, "base", on_stage=record)
+    assert events[-3:] == [("three", "redo: one, two were redone"), ("three", "start"), ("three", "done")]
+    assert calls[-1] == "three" and manifest["final_model"] == "three/model"
+    run_recipe(_recipe(calls), SPEC, settings, run, "base", on_stage=record)  # and now nothing is redone
+    assert calls.count("three") == 2 and events[-1] == ("three", "skip")
+
+
+def test_a_second_run_on_a_held_folder_is_refused_with_the_holders_pid(tmp_path: Path):
+    import os
+
+    from xlang.runner import run_lock
+
+    calls: list[str] = []
+    settings = load_settings(cache_dir=tmp_path / "cache")
+    run = tmp_path / "run"
+    run_recipe(_recipe(calls), SPEC, settings, run, "base", until="one")
+    manifest = (run / "manifest.json").read_text()
+    with run_lock(run):
+        with pytest.raises(XlangError, match=f"in use by another xlang run \\(pid {os.getpid()}"):
+            run_recipe(_recipe(calls), SPEC, settings, run, "base")
+    assert calls == ["one"] and (run / "manifest.json").read_text() == manifest
+    run_recipe(_recipe(calls), SPEC, settings, run, "base")  # released: the run goes on
+    assert calls == ["one", "two", "three"]
+
+
+def test_only_dead_runs_leftovers_are_removed(tmp_path: Path):
+    """Staging folders in the run folder and in a stage's work folder: a dead owner's go (also one from
+    before folders carried a pid), a live process's stay, checkpoints stay."""
+    import subprocess
+    import sys
+
+    from xlang import atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        run = tmp_path / "run"
+        host = atomic.owned_prefix("x").split("-")[3]
+        gone = [
+            run / f".two-stage-{dead_pid}-{host}-abcd1234",
+            run / ".two-k2j4h5g6",
+            run / ".two.work" / "checkpoints" / f".step-2-stage-{dead_pid}-{host}-zz",
+        ]
+        kept = [run / f".two-stage-{live.pid}-{host}-abcd1234", run / ".two.work" / "checkpoints" / "step-1"]
+        for folder in gone + kept:
+            folder.mkdir(parents=True)
+        calls: list[str] = []
+        run_recipe(_recipe(calls, fail_on="two"), SPEC, load_settings(cache_dir=tmp_path), run, "base", until="one")
+        assert [folder.exists() for folder in gone] == [False] * 3
+        assert all(folder.exists() for folder in kept)
+    finally:
+        live.stdin.close()
+        live.wait()
+
+
+def test_the_manifest_holds_only_paths_relative_to_the_run_folder(tmp_path: Path):
+    def absolute(context: StageContext) -> StageOutput:
+        (context.out_dir / "model").mkdir()
+        return StageOutput(model_dir=str(context.out_dir / "model"))
+
+    def outside(context: StageContext) -> StageOutput:
+        return StageOutput(model_dir=str(tmp_path))
+
+    recipe = Recipe(name="paths", description="", stages=(Stage("one", "", CountConfig, absolute),))
+    manifest = run_recipe(recipe, SPEC, load_settings(cache_dir=tmp_path), tmp_path / "run", "base")
+    assert manifest["stages"]["one"]["model_dir"] == "model" and manifest["final_model"] == "one/model"
+    recipe = Recipe(name="paths", description="", stages=(Stage("one", "", CountConfig, outside),))
+    with pytest.raises(XlangError, match="outside its output folder"):
+        run_recipe(recipe, SPEC, load_settings(cache_dir=tmp_path), tmp_path / "run2", "base")
+
+
+def test_checkpoints_of_an_attempt_on_other_inputs_are_not_resumed(tmp_path: Path):
+    """A stage interrupted after checkpointing resumes from its work folder, unless an earlier stage was
+    redone in between: then the checkpoints were made from other inputs and are dropped."""
+    from xlang.runner import RunInterrupted
+
+    seen: list[list[str]] = []
+
+    def checkpointing(context: StageContext) -> StageOutput:
+        seen.append(sorted(p.name for p in context.work_dir.iterdir()))
+        (context.work_dir / f"checkpoint-{len(seen)}").mkdir()
+        if len(seen) < 3:
+            raise KeyboardInterrupt
+        return StageOutput()
+
+    def plain(context: StageContext) -> StageOutput:
+        return StageOutput()
+
+    recipe = Recipe(
+        name="ckpt",
+        description="",
+        stages=(Stage("one", "", CountConfig, plain), Stage("two", "", CountConfig, checkpointing)),
+    )
+    settings = load_settings(cache_dir=tmp_path / "cache")
+    run = tmp_path / "run"
+    quiet = lambda name, event: None  # noqa: E731
+    for _ in range(2):  # interrupted twice; the second attempt resumes from the first one's checkpoint
+        with pytest.raises(RunInterrupted):
+            run_recipe(recipe, SPEC, settings, run, "base", on_stage=quiet)
+    (run / "one").rename(tmp_path / "one-gone")  # one is redone before the third attempt
+    run_recipe(recipe, SPEC, settings, run, "base", on_stage=quiet)
+    assert seen == [[], ["checkpoint-1"], []]

@@ -2,25 +2,90 @@
 
 Models, converted assets and stage outputs all use this, so a killed process never leaves a folder that
 a later run would mistake for a finished one.
+
+A staging folder is named `.NAME-stage-PID-HOST-RANDOM` (HOST: a short hash of the host name, so that a
+folder shared between machines is never judged by another machine's process table). A process killed
+with SIGKILL cannot clean up, so the next build in the same parent folder removes the staging folders
+of this host whose process is gone; a live process's folder is never touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+_OWNED = re.compile(r"^\..+?(?:-stage|-tmp|\.old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[A-Za-z0-9_]+(?:\.tmp)?$")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def owned_prefix(name: str, kind: str = "-stage") -> str:
+    """`.NAME-stage-PID-HOST-` (kind `-stage`, `-tmp` or `.old`): the start of a temporary entry's name
+    that says which process owns it."""
+    return f".{name}{kind}-{os.getpid()}-{_host_tag()}-"
+
+
+def make_staging(parent: Path, name: str) -> Path:
+    """A new, empty staging folder for `name` in `parent`, named with this process's pid."""
+    return Path(tempfile.mkdtemp(dir=parent, prefix=owned_prefix(name)))
+
+
+def owner_pid(entry: Path) -> int | None:
+    """The pid in a temporary entry's name, when it is one of ours made on this host; otherwise None."""
+    match = _OWNED.match(entry.name)
+    if match is None or match["host"] != _host_tag():
+        return None
+    return int(match["pid"])
+
+
+def is_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_staging(parent: Path) -> list[Path]:
+    """Remove the staging and retired entries in `parent` whose owning process is dead; return them."""
+    removed: list[Path] = []
+    try:
+        entries = list(Path(parent).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        pid = owner_pid(entry)
+        if pid is None or pid == os.getpid() or is_alive(pid):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def write_folder_atomically(out_dir: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(staging)`` on a temporary sibling folder, then move it to ``out_dir`` in one step.
 
-    A crash or an error leaves ``out_dir`` as it was (absent or the previous result), never half-written.
+    A crash or an error leaves ``out_dir`` as it was (absent or the previous result), never half-written;
+    what a killed process left in the same parent folder is removed first.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    remove_dead_staging(out_dir.parent)
+    staging = make_staging(out_dir.parent, out_dir.name)
     try:
         write(staging)
         move_into_place(staging, out_dir)
@@ -41,7 +106,7 @@ def move_into_place(staging: Path, out_dir: Path) -> None:
     if out_dir.exists():
         # named like the corpus build's other temporary folders, so its clean-up of killed builds
         # (`.{name}.*`) also removes one left behind by a kill between the two renames
-        retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+        retired = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=owned_prefix(out_dir.name, ".old")))
         os.replace(out_dir, retired / out_dir.name)
     try:
         os.replace(staging, out_dir)

@@ -6,9 +6,19 @@ section to. A stage writes into a hidden temporary folder that is renamed into p
 stage succeeds, so a killed run never leaves a half stage behind; starting the run again skips the
 finished stages (and a stage that checkpoints, such as pretraining, continues from its last checkpoint).
 
+One run at a time: a run holds an exclusive lock on the folder (`.xlang-run.lock`, with its pid and
+command) from before it reads the manifest until it returns; a second run on the same folder stops with
+the holder's pid. Under the lock, the staging folders of killed runs (`.NAME-stage-PID-...`, whose
+process is gone) are removed.
+
+A finished stage counts as finished only for the inputs it was made from: its record keeps the
+fingerprints (`output_id`) of every earlier stage's output it ran after (`inputs`). When an earlier stage
+is redone (for example after its folder was deleted), every later stage is redone too, and the event says
+why (`redo: expand was redone`). Changed settings of a finished stage itself are refused.
+
 A stage that raises is recorded as `failed` with the error; one stopped by Ctrl-C (SIGINT) or SIGTERM is
 recorded as `interrupted` with the signal, and `RunInterrupted` (a `KeyboardInterrupt`) says which stage.
-Stage events ("start", "skip", "done", "failed", "interrupted") go to `on_stage`; by default they are
+Stage events ("start", "skip", "redo: <why>", "done", "failed", "interrupted") go to `on_stage`; by default they are
 printed as one plain line each, for Python callers as for the command line.
 """
 
@@ -19,6 +29,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
+import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -29,8 +42,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from xlang.atomic import make_staging, owned_prefix, remove_dead_staging
 from xlang.contract import Recipe, Resolver, Stage, StageContext, StageOutput, validation_problems
 from xlang.errors import XlangError
+from xlang.locks import ExclusiveLock, Holder
 from xlang.settings import XlangSettings
 from xlang.spec import LanguageSpec
 
@@ -48,11 +63,13 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 REPORT = "report.md"
+LOCK = ".xlang-run.lock"
 TRACKED_PACKAGES = ("xlang", "torch", "transformers", "peft", "tokenizers", "accelerate", "datasets", "pluggy")
 
 
 StageEvents = Callable[[str, str], None]
-"""`on_stage(stage_name, event)`, event one of "start", "skip", "done", "failed", "interrupted"."""
+"""`on_stage(stage_name, event)`, event one of "start", "skip", "redo: <why>" (a finished stage done
+again, before its "start"), "done", "failed", "interrupted"."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -101,6 +118,8 @@ def print_stage_events(write: Callable[[str], None] | None = None) -> StageEvent
         took = f" after {_duration(time.monotonic() - started[name])}" if name in started else ""
         if event == "skip":
             emit(f"↷ finished earlier {name}")
+        elif event.startswith("redo: "):
+            emit(f"↻ redo {name}: {event.removeprefix('redo: ')}")
         elif event == "done":
             emit(f"✓ done {name}{took} ({clock})")
         elif event == "interrupted":
@@ -127,7 +146,9 @@ def _config_hash(config: BaseModel) -> str:
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as handle:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, delete=False, prefix=owned_prefix(path.name, "-tmp"), suffix=".tmp", encoding="utf-8"
+    ) as handle:
         json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
         temporary = handle.name
     os.replace(temporary, path)
@@ -237,7 +258,9 @@ def run_recipe(
 ) -> dict[str, Any]:
     """Run the recipe's stages in order (up to and including `until`), skipping finished ones.
 
-    `on_stage(name, event)` is told "start", "skip" or "done" for progress display. Returns the manifest.
+    Every config is resolved before the run folder is made; the folder's lock is held from before the
+    manifest is read until the last stage is recorded. `on_stage(name, event)` is told "start", "skip",
+    "redo: <why>", "done", "failed" or "interrupted" for progress display. Returns the manifest.
     """
     from xlang.resolve import Resolver
 
@@ -248,82 +271,206 @@ def run_recipe(
     companions = resolver.companions(language)
     configs = stage_configs(recipe, settings, language, resolver, until)
     run_dir.mkdir(parents=True, exist_ok=True)
-    identity = {
+    belongs_to = {
         "recipe": recipe.name,
         "language": language.code,
         "companions": [spec.code for spec in companions],
         "base_model": base_model,
     }
-    manifest = _load_manifest(run_dir, recipe, identity)
-    last = names.index(until) if until is not None else len(names) - 1
-    for stage in recipe.stages[: last + 1]:
-        config = configs[stage.name]
-        record = manifest["stages"].get(stage.name)
-        if record and record.get("status") == "done" and (run_dir / record["output"]).is_dir():
-            if record.get("config_hash") != _config_hash(config):
-                raise XlangError(
-                    f"stage {stage.name!r} in {run_dir} finished with other settings; choose another --out, "
-                    f"or delete {run_dir / stage.name} to redo it"
-                )
+    with run_lock(run_dir):
+        remove_leftovers(run_dir, recipe)
+        manifest = _load_manifest(run_dir, recipe, belongs_to)
+        last = names.index(until) if until is not None else len(names) - 1
+        for position, stage in enumerate(recipe.stages[: last + 1]):
+            inputs = {
+                earlier.name: manifest["stages"][earlier.name].get("identity") for earlier in recipe.stages[:position]
+            }
+            if _finished(run_dir, manifest, stage, configs[stage.name], inputs, on_stage):
+                continue
+            _run_stage(
+                run_dir,
+                manifest,
+                recipe,
+                stage,
+                configs[stage.name],
+                inputs,
+                on_stage,
+                language,
+                companions,
+                settings,
+                base_model,
+                resolver,
+            )
+        _write_report(run_dir, manifest, recipe)
+    return manifest
+
+
+def run_lock(run_dir: Path) -> ExclusiveLock:
+    """The run folder's lock, naming this process's command; a live holder is an error naming its pid."""
+
+    def busy(holder: Holder) -> str:
+        return (
+            f"run folder {run_dir} is in use by another xlang run ({holder.describe()}); wait for it to finish "
+            "or choose another --out"
+        )
+
+    command = shlex.join([Path(sys.argv[0]).name or "python", *sys.argv[1:]]) if sys.argv else ""
+    return ExclusiveLock(run_dir / LOCK, busy, command=command)
+
+
+def remove_leftovers(run_dir: Path, recipe: Recipe) -> list[Path]:
+    """Staging folders and temporary files of killed runs in the run folder and its stages' work folders
+    (only those whose owning process is gone); called under the run lock. Staging folders from before
+    they carried a pid (`.NAME-` and eight random letters) can only be a dead run's under the lock, and go too."""
+    removed = remove_dead_staging(run_dir)
+    for work in sorted(run_dir.glob(".*.work")):
+        for folder, _, _ in os.walk(work):
+            removed += remove_dead_staging(Path(folder))
+    for stage in recipe.stages:
+        for entry in run_dir.glob(f".{stage.name}-*"):
+            if re.fullmatch(rf"\.{re.escape(stage.name)}-[a-z0-9_]{{8}}", entry.name) and entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    for entry in run_dir.glob("tmp*.tmp"):  # the manifest's temporary file, before it carried a pid
+        if re.fullmatch(r"tmp[a-z0-9_]{8}\.tmp", entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _finished(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    stage: Stage,
+    config: BaseModel,
+    inputs: dict[str, str | None],
+    on_stage: StageEvents | None,
+) -> bool:
+    """Whether the stage's output can be kept: done, its folder there, its settings and its inputs (the
+    identities of the earlier stages' outputs) the same. Changed settings are refused; a stage whose folder
+    is gone or whose inputs were redone is reported as redone (`redo: ...`) and returns False."""
+    record = manifest["stages"].get(stage.name) or {}
+    if record.get("status") != "done":
+        if record.get("inputs", inputs) != inputs:  # checkpoints of an attempt on other inputs are stale
+            shutil.rmtree(run_dir / f".{stage.name}.work", ignore_errors=True)
+        return False
+    if not (run_dir / record["output"]).is_dir():
+        why = f"its folder {record['output']}/ is gone"
+    else:
+        if record.get("config_hash") != _config_hash(config):
+            raise XlangError(
+                f"stage {stage.name!r} in {run_dir} finished with other settings; choose another --out, "
+                f"or delete {run_dir / stage.name} to redo it"
+            )
+        recorded = record.get("inputs") or {}
+        redone = [name for name, identity in inputs.items() if recorded.get(name) != identity]
+        if not redone:
             if on_stage:
                 on_stage(stage.name, "skip")
-            continue
+            return True
+        why = f"{', '.join(redone)} {'was' if len(redone) == 1 else 'were'} redone"
+    if on_stage:
+        on_stage(stage.name, f"redo: {why}")
+    return False
+
+
+def _run_stage(
+    run_dir: Path,
+    manifest: dict[str, Any],
+    recipe: Recipe,
+    stage: Stage,
+    config: BaseModel,
+    inputs: dict[str, str | None],
+    on_stage: StageEvents | None,
+    language: LanguageSpec,
+    companions: tuple[LanguageSpec, ...],
+    settings: XlangSettings,
+    base_model: str,
+    resolver: Resolver,
+) -> None:
+    """Run one stage into a staging folder named with this process's pid, then swap it into place and
+    record it with its identity: a hash of its settings, its inputs and a fresh nonce."""
+    if on_stage:
+        on_stage(stage.name, "start")
+    staging = make_staging(run_dir, stage.name)
+    started = time.perf_counter()
+    work_dir = run_dir / f".{stage.name}.work"
+    work_dir.mkdir(exist_ok=True)
+    context = StageContext(
+        run_dir=run_dir,
+        out_dir=staging,
+        language=language,
+        companions=companions,
+        settings=settings,
+        config=config,
+        base_model=base_model,
+        manifest=manifest,
+        work_dir=work_dir,
+        resolver=resolver,
+    )
+    try:
+        output = stage.run(context)
+        model_dir = _relative_model_dir(stage, output, staging)
+    except KeyboardInterrupt as interrupt:
+        signal_name = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
+        _record_stop(run_dir, manifest, recipe, stage, config, inputs, started, staging, signal=signal_name)
         if on_stage:
-            on_stage(stage.name, "start")
-        staging = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{stage.name}-"))
-        started = time.perf_counter()
-        work_dir = run_dir / f".{stage.name}.work"
-        work_dir.mkdir(exist_ok=True)
-        context = StageContext(
-            run_dir=run_dir,
-            out_dir=staging,
-            language=language,
-            companions=companions,
-            settings=settings,
-            config=config,
-            base_model=base_model,
-            manifest=manifest,
-            work_dir=work_dir,
-            resolver=resolver,
-        )
-        try:
-            output = stage.run(context)
-        except KeyboardInterrupt as interrupt:
-            signal_name = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
-            _record_stop(run_dir, manifest, recipe, stage, config, started, staging, signal=signal_name)
-            if on_stage:
-                on_stage(stage.name, "interrupted")
-            raise RunInterrupted(stage.name, signal_name, run_dir) from interrupt
-        except BaseException as error:
-            reason = f"{type(error).__name__}: {error}"
-            _record_stop(run_dir, manifest, recipe, stage, config, started, staging, error=reason)
-            if on_stage:
-                on_stage(stage.name, "failed")
-            raise
-        if output.report:
-            (staging / "report.md").write_text(output.report.rstrip() + "\n", encoding="utf-8")
-        final = run_dir / stage.name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        manifest["config"][stage.name] = config.model_dump(mode="json")
-        manifest["stages"][stage.name] = {
-            "status": "done",
-            "output": stage.name,
-            "config_hash": _config_hash(config),
-            "seconds": round(time.perf_counter() - started, 2),
-            "metrics": output.metrics,
-            "model_dir": output.model_dir,
-        }
-        if output.model_dir:
-            manifest["final_model"] = f"{stage.name}/{output.model_dir}"
-        write_json_atomic(run_dir / MANIFEST, manifest)
-        _write_report(run_dir, manifest, recipe)
+            on_stage(stage.name, "interrupted")
+        raise RunInterrupted(stage.name, signal_name, run_dir) from interrupt
+    except BaseException as error:
+        reason = f"{type(error).__name__}: {error}"
+        _record_stop(run_dir, manifest, recipe, stage, config, inputs, started, staging, error=reason)
         if on_stage:
-            on_stage(stage.name, "done")
+            on_stage(stage.name, "failed")
+        raise
+    if output.report:
+        (staging / "report.md").write_text(output.report.rstrip() + "\n", encoding="utf-8")
+    final = run_dir / stage.name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    config_hash = _config_hash(config)
+    finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    nonce = secrets.token_hex(8)
+    identity = hashlib.sha256(json.dumps([config_hash, inputs, finished, nonce], sort_keys=True).encode()).hexdigest()
+    manifest["config"][stage.name] = config.model_dump(mode="json")
+    manifest["stages"][stage.name] = {
+        "status": "done",
+        "output": stage.name,
+        "config_hash": config_hash,
+        "inputs": inputs,
+        "identity": identity[:16],
+        "finished": finished,
+        "seconds": round(time.perf_counter() - started, 2),
+        "metrics": output.metrics,
+        "model_dir": model_dir,
+    }
+    if model_dir:
+        manifest["final_model"] = f"{stage.name}/{model_dir}"
+    write_json_atomic(run_dir / MANIFEST, manifest)
     _write_report(run_dir, manifest, recipe)
-    return manifest
+    if on_stage:
+        on_stage(stage.name, "done")
+
+
+def _relative_model_dir(stage: Stage, output: StageOutput, staging: Path) -> str | None:
+    """`StageOutput.model_dir` relative to the stage folder, so the manifest holds no absolute path (the
+    run folder may be moved); an absolute one inside the staging folder is made relative."""
+    if output.model_dir is None:
+        return None
+    model_dir = Path(output.model_dir)
+    if model_dir.is_absolute():
+        try:
+            model_dir = model_dir.resolve().relative_to(staging.resolve())
+        except ValueError:
+            raise XlangError(
+                f"stage {stage.name!r} returned model_dir {output.model_dir}, outside its output folder; "
+                "return a path relative to out_dir"
+            ) from None
+    if ".." in model_dir.parts:
+        raise XlangError(f"stage {stage.name!r} returned model_dir {output.model_dir}, outside its output folder")
+    return model_dir.as_posix()
 
 
 def _record_stop(
@@ -332,6 +479,7 @@ def _record_stop(
     recipe: Recipe,
     stage: Stage,
     config: BaseModel,
+    inputs: dict[str, str | None],
     started: float,
     staging: Path,
     **why: str,
@@ -343,6 +491,7 @@ def _record_stop(
         "status": "interrupted" if "signal" in why else "failed",
         **why,
         "config_hash": _config_hash(config),
+        "inputs": inputs,
         "seconds": round(time.perf_counter() - started, 2),
         "stopped": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from xlang.errors import XlangError
+from xlang.locks import ExclusiveLock, Holder
 
 
 def rejects_path(out: Path) -> Path:
@@ -102,56 +103,25 @@ def reject_lines(out: Path) -> Iterator[dict[str, Any]]:
                 yield line
 
 
-class OutputLock:
+class OutputLock(ExclusiveLock):
     """An exclusive `flock` on `DATA.jsonl.lock`, with the holder's pid written inside."""
 
     def __init__(self, out: Path) -> None:
-        self.path = lock_path(out)
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
-                os.close(fd)
-                out = self.path.with_name(self.path.name.removesuffix(".lock"))
-                raise XlangError(
-                    f"{out} is being written by another xlang data generate (pid {holder}); wait for it to "
-                    "finish or choose another --out"
-                ) from None
-            # the holder before us may have removed the file after we opened it: lock the file on disk
-            try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            os.close(fd)
+        super().__init__(lock_path(out), busy=_busy_message(out))
 
     def __enter__(self) -> OutputLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+
+def _busy_message(out: Path) -> Callable[[Holder], str]:
+    def busy(holder: Holder) -> str:
+        return (
+            f"{out} is being written by another xlang data generate (pid {holder.pid}); wait for it to "
+            "finish or choose another --out"
+        )
+
+    return busy
 
 
 class AppendOnlyFile:
