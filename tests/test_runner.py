@@ -273,3 +273,32 @@ def test_checkpoints_of_an_attempt_on_other_inputs_are_not_resumed(tmp_path: Pat
     (run / "one").rename(tmp_path / "one-gone")  # one is redone before the third attempt
     run_recipe(recipe, SPEC, settings, run, "base", on_stage=quiet)
     assert seen == [[], ["checkpoint-1"], []]
+
+
+def test_a_redone_stage_reads_the_model_before_it_never_a_stale_later_one(tmp_path: Path):
+    """When a middle stage is redone, its input is the model of the stage before it: the later stages'
+    records from the previous run (and its own) are stale until they are redone, and the manifest says so."""
+    seen: list[tuple[str, str]] = []
+
+    def make(name: str) -> Stage:
+        def run(context: StageContext) -> StageOutput:
+            seen.append((name, str(Path(context.latest_model()).relative_to(context.run_dir))))
+            (context.out_dir / "model").mkdir()
+            return StageOutput(model_dir="model")
+
+        return Stage(name=name, description=name, config=CountConfig, run=run)
+
+    recipe = Recipe(name="counting", description="test", stages=(make("base-model"), make("two"), make("three")))
+    settings = load_settings(cache_dir=tmp_path / "cache")
+    run = tmp_path / "run"
+    (run / "base").mkdir(parents=True)
+    run_recipe(recipe, SPEC, settings, run, str(run / "base"))
+    assert seen == [("base-model", "base"), ("two", "base-model/model"), ("three", "two/model")]
+
+    (run / "two").rename(tmp_path / "gone")
+    seen.clear()
+    run_recipe(recipe, SPEC, settings, run, str(run / "base"), until="two")
+    assert seen == [("two", "base-model/model")]  # not three/model, nor the deleted two/model
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["three"]["status"] == "stale"
+    assert manifest["stages"]["three"]["stale_because"] == "two is being redone"

@@ -36,7 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +287,7 @@ def run_recipe(
             }
             if _finished(run_dir, manifest, stage, configs[stage.name], inputs, on_stage):
                 continue
+            _mark_stale(manifest, recipe.stages[position:], because=stage.name)
             _run_stage(
                 run_dir,
                 manifest,
@@ -303,6 +304,17 @@ def run_recipe(
             )
         _write_report(run_dir, manifest, recipe)
     return manifest
+
+
+def _mark_stale(manifest: dict[str, Any], stages: Sequence[Stage], *, because: str) -> None:
+    """Records of the stage about to run and of every later one stop counting as done: their outputs were
+    made from what is being redone, so no stage may read them as its input (`StageContext.latest_model`)
+    until they are redone in turn."""
+    for stage in stages:
+        record = manifest["stages"].get(stage.name)
+        if record and record.get("status") == "done":
+            record["status"] = "stale"
+            record["stale_because"] = f"{because} is being redone"
 
 
 def run_lock(run_dir: Path) -> ExclusiveLock:
@@ -348,27 +360,32 @@ def _finished(
 ) -> bool:
     """Whether the stage's output can be kept: done, its folder there, its settings and its inputs (the
     identities of the earlier stages' outputs) the same. Changed settings are refused; a stage whose folder
-    is gone or whose inputs were redone is reported as redone (`redo: ...`) and returns False."""
+    is gone, whose inputs were redone or that a redo made stale is reported as redone (`redo: ...`) and
+    returns False."""
     record = manifest["stages"].get(stage.name) or {}
-    if record.get("status") != "done":
+    status = record.get("status")
+    if status not in ("done", "stale"):
         if record.get("inputs", inputs) != inputs:  # checkpoints of an attempt on other inputs are stale
             shutil.rmtree(run_dir / f".{stage.name}.work", ignore_errors=True)
         return False
     if not (run_dir / record["output"]).is_dir():
         why = f"its folder {record['output']}/ is gone"
     else:
-        if record.get("config_hash") != _config_hash(config):
+        if status == "done" and record.get("config_hash") != _config_hash(config):
             raise XlangError(
                 f"stage {stage.name!r} in {run_dir} finished with other settings; choose another --out, "
                 f"or delete {run_dir / stage.name} to redo it"
             )
         recorded = record.get("inputs") or {}
         redone = [name for name, identity in inputs.items() if recorded.get(name) != identity]
-        if not redone:
+        if not redone and status == "done":
             if on_stage:
                 on_stage(stage.name, "skip")
             return True
-        why = f"{', '.join(redone)} {'was' if len(redone) == 1 else 'were'} redone"
+        if redone:
+            why = f"{', '.join(redone)} {'was' if len(redone) == 1 else 'were'} redone"
+        else:
+            why = record.get("stale_because", "an earlier stage was redone")
     if on_stage:
         on_stage(stage.name, f"redo: {why}")
     return False
