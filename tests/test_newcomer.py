@@ -170,8 +170,8 @@ def test_extend_help_shows_the_out_default_and_config(tmp_path: Path) -> None:
 
 # --- runs: progress, Python, Ctrl-C --------------------------------------------------------------------
 
-# 24 steps: after the test reads "step 2" the run still has 22 to go, so SIGINT always lands mid-stage
-# however fast the machine (with 6, a quiet machine finished the stage before the signal arrived)
+# 24 steps: after the test reads "step 2" the run still has 22 to go, so SIGINT lands mid-stage however
+# fast the machine
 RUN_CONFIG = """
 progress_every_s = 0
 
@@ -266,8 +266,17 @@ def test_python_run_then_ctrl_c_then_resume_with_plain_progress_lines(
     assert "Loading weights" not in python.stderr + python.stdout and "it/s]" not in python.stderr, python.stderr
 
     extend = ["extend", "--lang", "qaa", "--base", str(testlang["base"]), "--out", str(run), "--until", "pretrain"]
+    # as a terminal's Ctrl-C reaches a foreground command: with SIGINT at its default, whatever this test
+    # inherited (a shell that starts a job in the background hands it SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler at all)
     process = subprocess.Popen(
-        [*XLANG_MAIN, *extend], env=run_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*XLANG_MAIN, *extend],
+        env=run_env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines = Lines(process)
     try:
