@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from xlang.train.progress import duration_text
+
 
 @dataclass
 class Counters:
@@ -39,21 +41,13 @@ class Counters:
 
     def line(self) -> str:
         eta = self.eta_s()
+        left = "?" if eta is None else duration_text(eta)
         cost = f"${self.spent_usd:.4f}" if self.priced else "n/a (no price)"
         return (
             f"{self.skipped + self.written}/{self.total} records ({self.written} new, {self.skipped} earlier), "
             f"{self.rejected} rejected, {self.retried} retried, {self.in_flight} in flight, "
-            f"{self.rate():.2f} records/s, cost {cost}, ETA {_duration(eta)}"
+            f"{self.rate():.2f} records/s, cost {cost}, ETA {left}"
         )
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 class Reporter(Protocol):

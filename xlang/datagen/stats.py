@@ -112,9 +112,12 @@ def write_length_histograms(lengths: dict[str, list[int]], target: Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from xlang.eval.plots import language_colours
+
+    colours = language_colours(lengths)
     figure, axes = plt.subplots(1, len(lengths), figsize=(4 * len(lengths), 3), squeeze=False)
     for axis, (lang, values) in zip(axes[0], lengths.items(), strict=True):
-        axis.hist(values, bins=min(30, max(5, len(set(values)))), color="#4477aa")
+        axis.hist(values, bins=min(30, max(5, len(set(values)))), color=colours[lang])
         axis.set_title(f"{lang}: {len(values)} answers")
         axis.set_xlabel("characters")
         axis.set_ylabel("answers")

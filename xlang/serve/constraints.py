@@ -30,24 +30,11 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor
 
-from xlang.tokenizer.families import utf8_length
+from xlang.tokenizer.families import byte_token_value, from_byte_symbols, utf8_length
 
 CODE_POINTS = 0x110000
 _DISALLOWED_CATEGORIES = frozenset({"Cc", "Cn", "Co", "Cs"})
 _ALLOWED_CONTROLS = "\t\n\r"
-
-
-def _gpt2_byte_decoder() -> dict[str, int]:
-    """The inverse of GPT-2's byte-to-unicode table: printable Latin-1 bytes stand for themselves, the others
-    (controls, space, soft hyphen...) are shifted to code points from U+0100 on, in byte order."""
-    printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    decoder = {chr(byte): byte for byte in printable}
-    shifted = 0
-    for byte in range(256):
-        if byte not in printable:
-            decoder[chr(0x100 + shifted)] = byte
-            shifted += 1
-    return decoder
 
 
 @dataclass(frozen=True)
@@ -132,7 +119,6 @@ def token_bytes(tokenizer: Any, vocab_size: int) -> TokenBytes | None:
     special = {int(i) for i, added in tokenizer.added_tokens_decoder.items() if added.special}
     special.update(int(i) for i in tokenizer.all_special_ids)
     added = {int(i): added.content for i, added in tokenizer.added_tokens_decoder.items()}
-    byte_decoder = _gpt2_byte_decoder()
     table: list[bytes | None] = [None] * vocab_size
     for piece, index in tokenizer.get_vocab().items():
         if index >= vocab_size or index in special:
@@ -141,11 +127,11 @@ def token_bytes(tokenizer: Any, vocab_size: int) -> TokenBytes | None:
             table[index] = added[index].encode("utf-8")
         elif kind == "byte-level":
             try:
-                table[index] = bytes(byte_decoder[char] for char in piece)
-            except KeyError:
+                table[index] = from_byte_symbols(piece)
+            except KeyError:  # a piece outside the byte alphabet: no bytes to constrain with
                 table[index] = None
-        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-            table[index] = bytes([int(piece[3:5], 16)])
+        elif (value := byte_token_value(piece)) is not None:
+            table[index] = bytes([value])
         else:
             table[index] = piece.replace("\u2581", " ").encode("utf-8")
     strip = kind == "sentencepiece" and "Strip" in step_types

@@ -26,7 +26,8 @@ def plain_every_s() -> float:
         return PLAIN_EVERY_S
 
 
-def _clock(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """`4m07s`, `1h02m03s`: how long, in progress lines."""
     seconds = int(round(max(seconds, 0)))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
@@ -121,10 +122,10 @@ class StepProgress:
             parts.append(f"loss {self._loss:.3f}")
         if self._rate is not None:
             parts.append(f"{self._rate:,.0f} tokens/s")
-        parts.append(f"elapsed {_clock(elapsed)}")
+        parts.append(f"elapsed {duration_text(elapsed)}")
         first_done, first_at = self._first or (done, now)
         if done > first_done and done < self.total:
-            parts.append(f"ETA {_clock((now - first_at) / (done - first_done) * (self.total - done))}")
+            parts.append(f"ETA {duration_text((now - first_at) / (done - first_done) * (self.total - done))}")
         return ", ".join(parts)
 
 
