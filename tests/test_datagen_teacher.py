@@ -258,3 +258,16 @@ def test_retry_after_takes_seconds_milliseconds_and_http_dates() -> None:
     assert retry_after_seconds({"retry-after": formatdate(now - 30, usegmt=True)}, now=now) == 0.0
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+def test_a_teacher_refuses_an_option_it_does_not_take() -> None:
+    """Teachers are strategies like any other: their options class validates `teacher_options` before a
+    teacher is built, naming the teacher and the option."""
+    from xlang.resolve import Resolver
+    from xlang.settings import XlangSettings
+
+    for name, option in (("openai", "device"), ("local", "timeout_s")):
+        settings = XlangSettings(teacher=name, teacher_url="http://127.0.0.1:9/v1", teacher_model="m")
+        settings = settings.model_copy(update={"teacher_options": {option: 1}})
+        with pytest.raises(XlangError, match=rf"teacher '{name}' has no option '{option}'"):
+            Resolver(settings).teacher()
