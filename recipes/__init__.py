@@ -17,8 +17,10 @@ def register_recipes(register: Any) -> None:
 def register_commands(cli: Any) -> None:
     from xlang_recipes.commands import add_commands
     from xlang_recipes.datagen_commands import add_data_commands
+    from xlang_recipes.eval_commands import add_eval_commands
     from xlang_recipes.serve_command import add_serve_command
 
     add_commands(cli)
     add_serve_command(cli)
     add_data_commands(cli)
+    add_eval_commands()

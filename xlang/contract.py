@@ -38,7 +38,7 @@ STRATEGY_INPUTS: dict[str, tuple[str, ...]] = {
     "tokenizer_expanders": ("tokenizer", "tokens", "language", "texts", "budget", "required_tokens", "min_frequency"),
     "embedding_initializers": ("model", "base_tokenizer", "tokenizer", "new_token_ids", "seed", "texts", "keep_texts"),
     "vision_towers": ("cache_dir", "image_size"),
-    "evaluators": ("model", "tokenizer", "texts", "language"),
+    "evaluators": ("model", "tokenizer", "texts", "language", "items", "answerer", "judge"),
     "teachers": ("url", "model", "api_key", "cache_dir"),
 }
 """The inputs the core offers each kind of strategy (besides `options`). A strategy names those it uses;

@@ -122,12 +122,20 @@ def chat_template(language: Any, base_template: Any) -> Any:
 
 @hookspec
 def register_evaluators(register: Any) -> None:
-    """Offer evaluators that the evaluate stage runs by name (``stages.evaluate.evaluators``).
+    """Offer evaluators that the evaluate stage and `xlang eval run` run by name.
 
-    Call ``register(name, evaluator, options=OptionsClass)``. ``evaluator`` is called with the inputs it
-    names among ``model=`` (a loaded causal LM), ``tokenizer=``, ``texts=`` (validation documents of
-    one language), ``language=`` (its LanguageSpec) and ``options=``, and returns a dict of metric name
-    to number.
+    Call ``register(name, evaluator, options=OptionsClass)``. An evaluator is called once per model and
+    language with the inputs it names, and returns a dict of metric name to number. Two kinds:
+
+    - a **text** evaluator names ``texts=`` (validation documents of the language) and reads ``model=`` (a
+      loaded causal LM) and ``tokenizer=`` (``stages.evaluate.evaluators``: ``bpc``, ``tokens-per-char``);
+    - a **benchmark** evaluator names ``items=``: the items of every evaluation set of the suite that names
+      it (:class:`xlang.spec.EvaluationSet`; items from :mod:`xlang.eval.benchmarks`). It asks the model
+      through ``answerer=`` (:class:`xlang.eval.answers.Answerer`: cached, timed, resumable) and grades
+      through ``judge=`` (:class:`xlang.eval.judge.Judge`, or None when no judge is set). Built in:
+      ``open-ended``, ``multiple-choice``, ``short-answer``.
+
+    Both get ``language=`` (its LanguageSpec) and ``options=``.
     """
 
 

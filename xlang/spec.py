@@ -133,6 +133,70 @@ class TeacherPrompts(_Frozen):
         return value
 
 
+EVALUATION_FORMATS: tuple[str, ...] = ("llava-bench", "mmbench-tsv", "short-answer")
+"""Benchmark file formats xlang reads (`xlang.eval.benchmarks`)."""
+
+FORMAT_EVALUATORS: dict[str, str] = {
+    "llava-bench": "open-ended",
+    "mmbench-tsv": "multiple-choice",
+    "short-answer": "short-answer",
+}
+"""The evaluator that scores each format unless an evaluation set names another."""
+
+
+class EvaluationSet(_Frozen):
+    """A benchmark in this language, in a published format, that `xlang eval run --suite NAME` scores.
+
+    A suite is every set of the run's language with that `suite` name; a new language brings its own sets
+    (xlang ships the `smoke` suite: a few questions about the seed photos in each language)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """Names the set in metrics (`NAME/relative_score`) and reports; unique within the language."""
+    suite: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    """The suite the set belongs to (`smoke`, `full`, ...)."""
+    format: Literal["llava-bench", "mmbench-tsv", "short-answer"]
+    """`llava-bench`: LLaVA-Bench (in-the-wild) questions with reference answers (also K-LLaVA-W);
+    `mmbench-tsv`: MMBench's TSV (also MMBench-CN, K-MMBench, CCBench); `short-answer`: JSONL of questions
+    with accepted answers (VQAv2-style)."""
+    uri: str
+    """The file or folder: `file://PATH` (a folder for `llava-bench`'s published layout) or `hf://NAME?...`."""
+    evaluator: str | None = None
+    """The evaluator that scores it (`register_evaluators`); unset: the format's (`open-ended`,
+    `multiple-choice`, `short-answer`)."""
+    license: str = ""
+    """The benchmark's license, shown in reports."""
+
+    def scored_by(self) -> str:
+        return self.evaluator or FORMAT_EVALUATORS[self.format]
+
+
+class JudgePrompts(_Frozen):
+    """How a judge model is asked to grade answers in this language (`xlang eval`); unset fields keep
+    xlang's English prompts, which tell the judge the language the answer must be in."""
+
+    system: str = ""
+    """The judge's system prompt."""
+    score: str = ""
+    """Grades one answer against the reference, LLaVA-Bench style: holds `{question}`, `{reference}` and
+    `{answer}` (and may hold `{context}`, `{language}`); the reply must start with two scores from 1 to 10,
+    the reference's and the answer's."""
+    compare: str = ""
+    """Picks the better of two answers: holds `{question}`, `{first}` and `{second}` (and may hold
+    `{language}`); the reply holds `[[A]]`, `[[B]]` or `[[C]]` for a tie."""
+
+    @model_validator(mode="after")
+    def _has_slots(self) -> JudgePrompts:
+        for field, slots in (
+            ("score", ("{question}", "{reference}", "{answer}")),
+            ("compare", ("{question}", "{first}", "{second}")),
+        ):
+            text = getattr(self, field)
+            missing = [slot for slot in slots if text and slot not in text]
+            if missing:
+                raise ValueError(f"the judge's {field} prompt must contain {', '.join(missing)}")
+        return self
+
+
 class Strategies(_Frozen):
     """Default strategy names; config overrides them by name, never by registration order."""
 
@@ -182,6 +246,10 @@ class LanguageSpec(_Frozen):
     min_reply_share: float = Field(default=0.6, gt=0, le=1)
     """A reply counts as written in this language when at least this share of its letters belong to
     `reply_scripts` (or `scripts`): generated data below it is rejected."""
+    evaluation_sets: tuple[EvaluationSet, ...] = ()
+    """Benchmarks in this language, grouped into suites (`xlang eval run --suite smoke`)."""
+    judge: JudgePrompts = JudgePrompts()
+    """How a judge grades answers in this language; the defaults are English prompts naming the language."""
     font: str | None = None
     """A font file that draws this language's scripts (a URI `fetch_file` resolves), used for the
     report's images when no installed font covers the scripts."""
@@ -194,9 +262,17 @@ class LanguageSpec(_Frozen):
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
             raise ValueError(f"corpus source name(s) used twice: {', '.join(duplicated)}")
+        sets = [item.name for item in self.evaluation_sets]
+        duplicated_sets = sorted({name for name in sets if sets.count(name) > 1})
+        if duplicated_sets:
+            raise ValueError(f"evaluation set name(s) used twice: {', '.join(duplicated_sets)}")
         if self.code in self.companions:
             raise ValueError(f"language {self.code!r} lists itself among its companions")
         return self
+
+    def suite(self, name: str) -> tuple[EvaluationSet, ...]:
+        """The evaluation sets of suite `name` (empty when the language has none)."""
+        return tuple(item for item in self.evaluation_sets if item.suite == name)
 
     def sample_chars(self) -> str:
         """One letter of each script (the first assigned letter of its range); the first script is the main one,

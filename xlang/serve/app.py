@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP API of `xlang serve` (Starlette): `GET /v1/models`, `POST /v1/chat/completions`
 (plain and streamed), and `GET /v1/xlang/stats`, the server's own counts.
 
-Two request fields go beyond OpenAI's: `reply_language` (a language code: letters only from that language's
-scripts, see `constraints.py`) and `valid_utf8` (never emit bytes that are not UTF-8). Errors have OpenAI's
+Three request fields go beyond OpenAI's: `reply_language` (a language code: letters only from that language's
+scripts, see `constraints.py`), `valid_utf8` (never emit bytes that are not UTF-8) and `guided_choice` (as vLLM:
+the reply is the likeliest of the listed strings). Errors have OpenAI's
 shape, `{"error": {"message", "type", "param", "code"}}`, so clients report them as they would OpenAI's.
 """
 
@@ -31,6 +32,8 @@ from xlang.serve.faults import LATIN_SENTENCE, FaultPlan, wrong_language_text
 from xlang.spec import LanguageSpec
 
 DEFAULT_MAX_TOKENS = 256
+MAX_CHOICES = 256
+"""`guided_choice` lists at most this many strings (each is scored in one batch)."""
 _ERROR_TYPES = {
     400: ("invalid_request_error", "invalid_request"),
     404: ("invalid_request_error", "not_found"),
@@ -99,6 +102,7 @@ class ChatRequest:
     include_usage: bool
     reply_language: LanguageSpec | None
     valid_utf8: bool
+    choices: tuple[str, ...] = ()
 
 
 def _number(body: dict[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -187,6 +191,17 @@ def parse_chat_request(
             language = language_lookup(code)
         except XlangError as error:
             raise ApiError(400, f"reply_language: {error.message}", param="reply_language") from error
+    choices = body.get("guided_choice")
+    if choices is not None and (
+        not isinstance(choices, list)
+        or not 0 < len(choices) <= MAX_CHOICES
+        or not all(isinstance(choice, str) and choice for choice in choices)
+    ):
+        raise ApiError(
+            400, f"guided_choice must be a list of 1 to {MAX_CHOICES} non-empty strings", param="guided_choice"
+        )
+    if choices and _flag(body, "stream", False):
+        raise ApiError(400, "guided_choice cannot be streamed; send stream: false", param="guided_choice")
     return ChatRequest(
         messages=messages,
         max_tokens=max_tokens,
@@ -198,6 +213,7 @@ def parse_chat_request(
         include_usage=_flag(options, "include_usage", False),
         reply_language=language,
         valid_utf8=_flag(body, "valid_utf8", valid_utf8_default),
+        choices=tuple(choices or ()),
     )
 
 
@@ -292,7 +308,10 @@ class ChatServer:
 
     async def _complete(self, chat: ChatRequest, prepared: Any) -> Response:
         try:
-            generation = await asyncio.to_thread(self.model.run, prepared, cancelled=self.stopping.is_set)
+            if chat.choices:
+                generation = await asyncio.to_thread(self.model.choose, chat.messages, chat.choices)
+            else:
+                generation = await asyncio.to_thread(self.model.run, prepared, cancelled=self.stopping.is_set)
         except Exception as error:  # the model failed: the client gets a 500, the server keeps serving
             raise ApiError(500, f"generation failed: {type(error).__name__}: {error}") from error
         self.stats.count_reply(generation.prompt_tokens, generation.completion_tokens)

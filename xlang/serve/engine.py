@@ -398,6 +398,53 @@ class ChatModel:
         )
         return self.run(prepared, on_text=on_text, cancelled=cancelled)
 
+    def choose(self, messages: Any, choices: Sequence[str]) -> Generation:
+        """The reply among `choices` that the model finds most likely after the prompt (summed log-probability
+        of its tokens, then the end of the turn): a judge that is asked for a verdict always gives one, and a
+        small model can be held to a format (vLLM's `guided_choice`)."""
+        import torch
+
+        choices = [choice for choice in choices if choice]
+        if not choices:
+            raise RequestError("guided_choice must list at least one non-empty string")
+        inputs = self.encode(messages)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        end = self.eos_ids[:1]
+        encoded = [self.tokenizer(choice, add_special_tokens=False)["input_ids"] + list(end) for choice in choices]
+        longest = max(len(ids) for ids in encoded)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        continuation = torch.tensor([ids + [pad] * (longest - len(ids)) for ids in encoded], device=self.device)
+        real = torch.tensor([[1] * len(ids) + [0] * (longest - len(ids)) for ids in encoded], device=self.device)
+        with self._lock, torch.inference_mode():
+            output = self.model(**inputs, use_cache=True)
+            cache = output.get("cache", None)
+            if cache is None:
+                cache = output.get("past_key_values", None)
+            cache.batch_repeat_interleave(len(choices))
+            first = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
+            attention = torch.cat(
+                [torch.ones(len(choices), prompt_tokens, dtype=real.dtype, device=self.device), real], dim=1
+            )
+            positions = torch.arange(prompt_tokens, prompt_tokens + longest, device=self.device).expand(
+                len(choices), -1
+            )
+            later = self.model(
+                input_ids=continuation,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=True,
+                **{self._cache_argument: cache},
+            )
+            logits = torch.log_softmax(later.logits.float(), dim=-1)
+        scores = []
+        for row, ids in enumerate(encoded):
+            total = float(first[ids[0]])
+            for position in range(1, len(ids)):
+                total += float(logits[row, position - 1, ids[position]])
+            scores.append(total)
+        best = max(range(len(choices)), key=scores.__getitem__)
+        return Generation(choices[best], prompt_tokens, len(encoded[best]), "stop")
+
     def _decode(
         self,
         request: PreparedRequest,

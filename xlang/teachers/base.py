@@ -24,6 +24,10 @@ class TeacherRequest:
     (other endpoints are sent it only when the teacher's options say so)."""
     language: LanguageSpec | None = None
     """That language's spec, for a teacher that decodes in process and can hold the reply to its scripts."""
+    choices: tuple[str, ...] | None = None
+    """The reply must be one of these strings (a judge's verdicts): a teacher that decodes in process picks
+    the likeliest; an endpoint is sent them as `guided_choice` (xlang serve, vLLM) when its options say so,
+    and otherwise the reply is parsed as it comes."""
 
 
 @dataclass(frozen=True)

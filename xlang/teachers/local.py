@@ -52,6 +52,8 @@ class LocalTeacher:
 
     def _generate(self, request: TeacherRequest) -> Any:
         with self._lock:
+            if request.choices:
+                return self.model.choose(request.messages, request.choices)
             return self.model.generate(
                 request.messages,
                 max_tokens=request.max_tokens,

@@ -39,6 +39,9 @@ class OpenAITeacherOptions(Options):
     send_reply_language: bool = False
     """Send xlang's request extensions `reply_language` and `valid_utf8`: `xlang serve` then constrains
     decoding to the language's scripts. Off by default, because hosted endpoints reject unknown fields."""
+    send_choices: bool = False
+    """Send a request's fixed set of allowed replies (a judge's verdicts) as `guided_choice`, which `xlang
+    serve` and vLLM honour; off by default, because hosted endpoints reject unknown fields."""
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     """The body field that carries the reply's token limit (newer hosted models take `max_completion_tokens`)."""
     image_detail: Literal["auto", "low", "high"] | None = None
@@ -138,6 +141,8 @@ class OpenAICompatibleTeacher:
         if self.options.send_reply_language and request.reply_language:
             body["reply_language"] = request.reply_language
             body["valid_utf8"] = True
+        if self.options.send_choices and request.choices:
+            body["guided_choice"] = list(request.choices)
         return body
 
     def _http(self) -> Any:

@@ -6,7 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from xlang.hookspecs import hookimpl
-from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange, Strategies, TaskPrompts, TeacherPrompts
+from xlang.spec import (
+    ChatBits,
+    CorpusSource,
+    EvaluationSet,
+    LanguageSpec,
+    ScriptRange,
+    Strategies,
+    TaskPrompts,
+    TeacherPrompts,
+)
 
 _HELP_EN = "pool/main/libr/libreoffice/libreoffice-help-en-us_7.4.7-1%2Bdeb12u14_all.deb"
 _HELP_EN_SHA256 = "8faa840285734d6cfe1ed25537b48f07e74bd6412e3917bf8e5f8a653f7b3712"
@@ -69,6 +78,33 @@ PROMPTS = TeacherPrompts(
     ),
 )
 
+_EVAL = Path(__file__).resolve().parent / "eval"
+EVALUATION_SETS = (
+    # written for the seed photos held out of training (coffee, chelsea, flower); the `smoke` suite
+    EvaluationSet(
+        name="smoke-open", suite="smoke", format="llava-bench", uri=f"file://{_EVAL / 'smoke' / 'open_ended.jsonl'}"
+    ),
+    EvaluationSet(
+        name="smoke-choice",
+        suite="smoke",
+        format="mmbench-tsv",
+        uri=f"file://{_EVAL / 'smoke' / 'multiple_choice.tsv'}",
+    ),
+    EvaluationSet(
+        name="smoke-short", suite="smoke", format="short-answer", uri=f"file://{_EVAL / 'smoke' / 'short_answer.jsonl'}"
+    ),
+    # needs the hub; MMBench (OpenCompass), English
+    EvaluationSet(name="mmbench-en", suite="full", format="mmbench-tsv", uri="hf://lmms-lab/MMBench_EN?split=dev"),
+    # needs the hub; LLaVA-Bench (in-the-wild)
+    EvaluationSet(
+        name="llava-bench-wild",
+        suite="full",
+        format="llava-bench",
+        uri="hf://lmms-lab/llava-bench-in-the-wild?split=train",
+    ),
+)
+
+
 SPEC = LanguageSpec(
     code="en",
     name="English",
@@ -98,6 +134,7 @@ SPEC = LanguageSpec(
     companions=(),
     vit_data=(f"file://{Path(__file__).resolve().parent / 'vit_seed.jsonl'}",),
     prompts=PROMPTS,
+    evaluation_sets=EVALUATION_SETS,
     # English shares the base model's script, so `scripts` is empty; a reply in English is told apart from
     # one in another language by its Latin letters.
     reply_scripts=(

@@ -9,6 +9,7 @@ from xlang.hookspecs import hookimpl
 from xlang.spec import (
     ChatBits,
     CorpusSource,
+    EvaluationSet,
     LanguageSpec,
     ScriptRange,
     Strategies,
@@ -87,6 +88,28 @@ PROMPTS = TeacherPrompts(
     translate="다음 글을 자연스러운 한국어로 옮기세요. 뜻은 그대로 두고, 번역한 글만 쓰세요.\n\n{text}",
 )
 
+_EVAL = Path(__file__).resolve().parent / "eval"
+EVALUATION_SETS = (
+    # written for the seed photos held out of training (coffee, chelsea, flower); the `smoke` suite
+    EvaluationSet(
+        name="smoke-open", suite="smoke", format="llava-bench", uri=f"file://{_EVAL / 'smoke' / 'open_ended.jsonl'}"
+    ),
+    EvaluationSet(
+        name="smoke-choice",
+        suite="smoke",
+        format="mmbench-tsv",
+        uri=f"file://{_EVAL / 'smoke' / 'multiple_choice.tsv'}",
+    ),
+    EvaluationSet(
+        name="smoke-short", suite="smoke", format="short-answer", uri=f"file://{_EVAL / 'smoke' / 'short_answer.jsonl'}"
+    ),
+    # needs the hub; K-MMBench (NCSOFT), MMBench translated and reviewed in Korean
+    EvaluationSet(name="k-mmbench", suite="full", format="mmbench-tsv", uri="hf://NCSOFT/K-MMBench?split=dev"),
+    # needs the hub; K-LLaVA-W (NCSOFT), LLaVA-Bench (in-the-wild) in Korean
+    EvaluationSet(name="k-llava-w", suite="full", format="llava-bench", uri="hf://NCSOFT/K-LLaVA-W?split=test"),
+)
+
+
 SPEC = LanguageSpec(
     code="ko",
     name="Korean",
@@ -145,6 +168,7 @@ SPEC = LanguageSpec(
     companions=("en",),
     vit_data=(f"file://{Path(__file__).resolve().parent / 'vit_seed.jsonl'}",),
     prompts=PROMPTS,
+    evaluation_sets=EVALUATION_SETS,
     font=_FONT,
     defaults=Strategies(),
 )

@@ -9,6 +9,7 @@ from xlang.hookspecs import hookimpl
 from xlang.spec import (
     ChatBits,
     CorpusSource,
+    EvaluationSet,
     LanguageSpec,
     ScriptRange,
     Strategies,
@@ -83,6 +84,28 @@ PROMPTS = TeacherPrompts(
     translate="请把下面的文字翻译成自然的中文，保持原意，只写译文。\n\n{text}",
 )
 
+_EVAL = Path(__file__).resolve().parent / "eval"
+EVALUATION_SETS = (
+    # written for the seed photos held out of training (coffee, chelsea, flower); the `smoke` suite
+    EvaluationSet(
+        name="smoke-open", suite="smoke", format="llava-bench", uri=f"file://{_EVAL / 'smoke' / 'open_ended.jsonl'}"
+    ),
+    EvaluationSet(
+        name="smoke-choice",
+        suite="smoke",
+        format="mmbench-tsv",
+        uri=f"file://{_EVAL / 'smoke' / 'multiple_choice.tsv'}",
+    ),
+    EvaluationSet(
+        name="smoke-short", suite="smoke", format="short-answer", uri=f"file://{_EVAL / 'smoke' / 'short_answer.jsonl'}"
+    ),
+    # needs the hub; MMBench-CN (OpenCompass)
+    EvaluationSet(
+        name="mmbench-cn", suite="full", format="mmbench-tsv", uri="hf://lmms-lab/MMBench_CN?config=default&split=dev"
+    ),
+)
+
+
 SPEC = LanguageSpec(
     code="zh",
     name="Chinese",
@@ -149,6 +172,7 @@ SPEC = LanguageSpec(
     companions=("en",),
     vit_data=(f"file://{Path(__file__).resolve().parent / 'vit_seed.jsonl'}",),
     prompts=PROMPTS,
+    evaluation_sets=EVALUATION_SETS,
     font=_FONT,
     defaults=Strategies(),
 )

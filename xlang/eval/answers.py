@@ -1,0 +1,189 @@
+"""Asking a model the questions of a benchmark: one place that generates, times and remembers answers.
+
+Every answer is appended to a JSONL book as soon as it exists (one `write` per line, so a kill leaves whole
+lines), keyed by the question and a fingerprint of the model folder and generation settings. A rerun of the
+same evaluation reads the book and asks only what is missing, so a run stopped by a bad benchmark row or a
+judge that gave no score resumes where it stopped; a changed model or setting asks again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from xlang.datagen.store import AppendOnlyFile
+from xlang.errors import XlangError
+from xlang.spec import LanguageSpec
+
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One reply and what it cost to make: the seconds of generation (for characters per second) and tokens."""
+
+    key: str
+    text: str
+    seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+    saw_image: bool
+    language_bearing: bool
+    """Whether the reply is free text that should be in the language (not a letter picked among options)."""
+
+
+def model_fingerprint(folder: Path) -> str:
+    """Changes when the folder's weights or config change (names, sizes and modification times)."""
+    parts = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and (path.suffix in (".safetensors", ".json") or path.name.endswith(".jinja")):
+            stat = path.stat()
+            parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class Answerer:
+    """Asks one loaded model (`xlang.serve.engine.ChatModel`) questions in one language, greedily.
+
+    A model that reads images gets the image; a text-only model (the base a LLaVA was built from) gets the
+    question alone, and its answers are marked `saw_image=False` so reports show it answered blind.
+    """
+
+    def __init__(
+        self,
+        chat: Any,
+        language: LanguageSpec,
+        book: Path | None,
+        *,
+        max_tokens: int = 128,
+        valid_utf8: bool = False,
+    ) -> None:
+        self.chat = chat
+        self.language = language
+        self.max_tokens = max_tokens
+        self.valid_utf8 = valid_utf8
+        self.reads_images = bool(chat.is_vision)
+        settings = f"{max_tokens}:{valid_utf8}:{language.code}:{language.chat.system_prompt}"
+        self.fingerprint = f"{model_fingerprint(chat.folder)}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+        self.book = book
+        self.asked: dict[str, Answer] = {}
+        self.on_answer: Any | None = None
+        """Called with each new answer (progress display)."""
+        self.scope = ""
+        """Prefixed to every key (the evaluation set's name), so that two sets may reuse question ids."""
+        self._known: dict[str, Answer] = _read_book(book, self.fingerprint) if book is not None else {}
+        self._file = AppendOnlyFile(book, fsync_every=8) if book is not None else None
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.chat.folder)
+
+    def ask(
+        self,
+        key: str,
+        question: str,
+        image: Any | None = None,
+        *,
+        max_tokens: int | None = None,
+        language_bearing: bool = True,
+        choices: tuple[str, ...] | None = None,
+    ) -> Answer:
+        """The model's answer to `question` (about `image`, a PIL image, when the model reads images): greedy
+        text, or with `choices` the likeliest of them (a multiple-choice letter, as lm-eval-harness scores)."""
+        key = f"{self.scope}/{key}" if self.scope else key
+        known = self._known.get(key)
+        if known is not None:
+            self.asked[key] = known
+            return known
+        messages = self._messages(question, image)
+        began = time.perf_counter()
+        if choices:
+            generation = self.chat.choose(messages, choices)
+        else:
+            generation = self.chat.generate(
+                messages,
+                max_tokens=max_tokens or self.max_tokens,
+                temperature=0.0,
+                seed=0,
+                valid_utf8=self.valid_utf8,
+            )
+        answer = Answer(
+            key=key,
+            text=generation.text,
+            seconds=time.perf_counter() - began,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            saw_image=image is not None and self.reads_images,
+            language_bearing=language_bearing,
+        )
+        if self._file is not None:
+            self._file.append({"fingerprint": self.fingerprint, **asdict(answer)})
+        self._known[key] = self.asked[key] = answer
+        if self.on_answer is not None:
+            self.on_answer(answer)
+        return answer
+
+    def _messages(self, question: str, image: Any | None) -> list[dict[str, Any]]:
+        from xlang.teachers.base import image_data_url
+
+        content: Any = question
+        if image is not None and self.reads_images:
+            import io
+
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            content = [
+                {"type": "image_url", "image_url": {"url": image_data_url(buffer.getvalue())}},
+                {"type": "text", "text": question},
+            ]
+        return [
+            {"role": "system", "content": self.language.chat.system_prompt},
+            {"role": "user", "content": content},
+        ]
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _read_book(book: Path, fingerprint: str) -> dict[str, Answer]:
+    """Answers an earlier run wrote with the same fingerprint; a cut-off last line (a kill) is passed over."""
+    found: dict[str, Answer] = {}
+    if not book.exists():
+        return found
+    if not book.is_file():
+        raise XlangError(f"{book} is not a file; remove it or choose another --out")
+    fields = set(Answer.__dataclass_fields__)
+    with book.open("rb") as handle:
+        for raw in handle:
+            try:
+                line = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(line, dict) and line.get("fingerprint") == fingerprint and fields <= set(line):
+                found[line["key"]] = Answer(**{name: line[name] for name in fields})
+    return found
+
+
+def reply_metrics(answers: list[Answer], language: LanguageSpec) -> dict[str, float]:
+    """What every answer says regardless of whether it is right: in the language asked or not, broken
+    characters, and how fast text comes out (characters per second: the user-side payoff of a shorter
+    tokenization)."""
+    metrics: dict[str, float] = {}
+    bearing = [answer for answer in answers if answer.language_bearing]
+    if bearing:
+        metrics["reply_language_rate"] = sum(language.is_reply_in_language(a.text) for a in bearing) / len(bearing)
+    if answers:
+        metrics["replacement_char_share"] = sum(REPLACEMENT_CHARACTER in a.text for a in answers) / len(answers)
+    seconds = sum(answer.seconds for answer in bearing)
+    if bearing and seconds > 0:
+        metrics["chars_per_s"] = sum(len(answer.text) for answer in bearing) / seconds
+        metrics["tokens_per_s"] = sum(answer.completion_tokens for answer in bearing) / seconds
+        metrics["chars_per_token"] = sum(len(a.text) for a in bearing) / max(
+            1, sum(a.completion_tokens for a in bearing)
+        )
+    return metrics
