@@ -29,6 +29,8 @@ from pydantic_core import PydanticUndefined
 from xlang.spec import (
     ChatBits,
     CorpusSource,
+    EvaluationSet,
+    JudgePrompts,
     LanguageSpec,
     ScriptRange,
     Strategies,
@@ -47,6 +49,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     Strategies,
     TeacherPrompts,
     TaskPrompts,
+    EvaluationSet,
+    JudgePrompts,
 )
 
 PENDING_DOCSTRINGS: dict[tuple[str, str], str] = {}
@@ -109,6 +113,14 @@ EXAMPLES: dict[str, str] = {
             questions=("What is happening here?", "What could happen next?", "Why?"),
             turns=3,
             guidance="A conversation about the scene.",
+        )
+    """,
+    "EvaluationSet": """
+        EvaluationSet(name="smoke-open", suite="smoke", format="llava-bench", uri="file:///data/hi/open_ended.jsonl")
+    """,
+    "JudgePrompts": """
+        JudgePrompts(
+            compare="Question: {question}\\nA: {first}\\nB: {second}\\nBoth must be in Hindi. Reply [[A]], [[B]] or [[C]].",
         )
     """,
 }

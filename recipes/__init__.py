@@ -8,9 +8,11 @@ from xlang import hookimpl
 
 @hookimpl
 def register_recipes(register: Any) -> None:
+    from xlang_recipes.ab import X_LLAVA_AB
     from xlang_recipes.x_llava import X_LLAVA
 
     register(X_LLAVA)
+    register(X_LLAVA_AB)
 
 
 @hookimpl

@@ -318,20 +318,32 @@ class EvaluateConfig(StageConfig):
     """Options per evaluator name, validated by that evaluator."""
     max_chars: int = Field(default=20_000, gt=0)
     """Validation characters per language (a prefix of the split, whole documents), as `xlang eval bpc`."""
+    suites: tuple[str, ...] = ("smoke",)
+    """Benchmark suites (the languages' `evaluation_sets`) run on the base and the final model, per language,
+    as `xlang eval run` does; a language without sets in a suite is passed over with a note."""
+    judge: str | None = None
+    """The teacher that grades open-ended answers (`teacher_url`/`teacher_model` settings); unset: no judge
+    (chrF against the reference still scores them)."""
+    max_tokens: int = Field(default=64, gt=0)
+    """The longest open-ended answer in the suites, in tokens."""
 
 
 def resolve_evaluate(config: EvaluateConfig, language: LanguageSpec, resolver: Resolver) -> EvaluateConfig:
-    unused = sorted(set(config.evaluator_options) - set(config.evaluators))
+    suite_evaluators = {entry.scored_by() for suite in config.suites for entry in language.suite(suite)}
+    unused = sorted(set(config.evaluator_options) - set(config.evaluators) - suite_evaluators)
     if unused:
         from xlang.errors import XlangError
 
         raise XlangError(f"evaluate: evaluator_options name {', '.join(unused)}, which is not among the evaluators")
+    scored_by = {entry.scored_by() for suite in config.suites for entry in language.suite(suite)}
     options = {
         name: resolver.strategy("evaluators", name)
         .configure(config.evaluator_options.get(name))
         .model_dump(mode="json")
-        for name in config.evaluators
+        for name in (*config.evaluators, *sorted(scored_by - set(config.evaluators)))
     }
+    if config.judge is not None:
+        resolver.strategy("teachers", config.judge)  # an unknown judge fails before any stage runs
     return config.model_copy(update={"evaluator_options": options})
 
 
@@ -372,6 +384,7 @@ def evaluate(context: StageContext) -> StageOutput:
             )
             print(f"  evaluate: {label} {spec.code}: {shown} ({time.perf_counter() - began:.0f} s)", flush=True)
         del model
+    suite_lines = _run_suites(context, models) if config.suites else []
     names = sorted({key.split("/", 2)[2] for key in metrics})
     header = " | ".join(_METRIC_LABELS.get(name, name) for name in names)
     lines = ["## evaluate", "", f"| model | language | {header} |", "|---|---|" + "---|" * len(names)]
@@ -394,7 +407,136 @@ def evaluate(context: StageContext) -> StageOutput:
     if any(key.endswith("/bpc") for key in metrics):
         plot = _plot_bpc(metrics, [label for label, _ in models], [s.code for s in context.languages], context.out_dir)
         lines += ["", f"![bits per character](evaluate/{plot.name})"]
+    lines += suite_lines
+    metrics.update(_suite_metrics(context.out_dir))
     return StageOutput(metrics=metrics, report="\n".join(lines))
+
+
+SUITES_FOLDER = "suites"
+
+
+def _run_suites(context: StageContext, models: list[tuple[str, str]]) -> list[str]:
+    """Every suite on the base and the final model, per language (`suites/LABEL/CODE/`, each an `xlang eval
+    run` folder); returns the report lines: a side-by-side table and `suites.png`."""
+    from xlang_recipes.suites import evaluate_model, make_judge, suite_sets
+
+    from xlang.eval.report import metrics_table, plot_rows
+
+    config: EvaluateConfig = context.config
+    chosen = [models[0], models[-1]] if len(models) > 1 else models
+    lines: list[str] = []
+    for suite in config.suites:
+        rows = []
+        passed_over = []
+        for label, folder in chosen:
+            for spec in context.languages:
+                if not spec.suite(suite):
+                    passed_over.append(spec.code)
+                    continue
+                out_dir = context.out_dir / SUITES_FOLDER / suite / label / spec.code
+                judge = make_judge(context.resolver, config.judge, out_dir)
+                began = time.perf_counter()
+                try:
+                    results = evaluate_model(
+                        context.resolver,
+                        model_dir=folder,
+                        language=spec,
+                        suite=suite,
+                        out_dir=out_dir,
+                        sets=suite_sets(spec, suite),
+                        judge=judge,
+                        max_tokens=config.max_tokens,
+                    )
+                finally:
+                    if judge is not None:
+                        judge.close()
+                shown = "image" if results["saw_images"] else "no image"
+                print(
+                    f"  evaluate: {suite} suite, {label} {spec.code} ({shown}): {time.perf_counter() - began:.0f} s",
+                    flush=True,
+                )
+                rows.append((label, spec.code, results["metrics"]))
+        if not rows:
+            lines += ["", f"### {suite} suite", "", f"No language of this run has sets in the {suite} suite."]
+            continue
+        plot = plot_rows(rows, context.out_dir / f"{suite}-suite.png", title=f"{suite} suite: base and final model")
+        base_blind = rows[0][0] == "base"
+        lines += [
+            "",
+            f"### {suite} suite",
+            "",
+            *metrics_table(rows),
+            "",
+            "The base is a text model, so it answered without the images: its row is what the language side "
+            "knows with no vision at all."
+            if base_blind
+            else "",
+            _judge_note(config),
+            f"Each model's answers, results.json and report: `evaluate/{SUITES_FOLDER}/{suite}/MODEL/LANG/`; "
+            "`xlang eval run --model FOLDER --suite NAME --lang CODE` measures the same for any model.",
+        ]
+        if sorted(set(passed_over)):
+            lines.append(f"No {suite} sets in: {', '.join(sorted(set(passed_over)))}.")
+        if plot is not None:
+            lines += ["", f"![{suite} suite](evaluate/{plot.name})"]
+    return lines
+
+
+def _judge_note(config: EvaluateConfig) -> str:
+    if config.judge:
+        return f"Open-ended answers graded by the `{config.judge}` judge against the references (relative score)."
+    return (
+        "No judge was set (`stages.evaluate.judge`), so open-ended answers are scored by chrF against the "
+        "reference only; an answer in another language scores zero."
+    )
+
+
+def _suite_metrics(out_dir: Path) -> dict[str, float]:
+    """`SUITE/LABEL/CODE/METRIC` from every results.json the suites wrote, for the manifest."""
+    import json
+
+    found: dict[str, float] = {}
+    for results in sorted((out_dir / SUITES_FOLDER).glob("*/*/*/results.json")):
+        suite, label, code = results.parent.relative_to(out_dir / SUITES_FOLDER).parts
+        for name, value in json.loads(results.read_text(encoding="utf-8"))["metrics"].items():
+            found[f"{suite}/{label}/{code}/{name}"] = value
+    return found
+
+
+def redraw_run_report(run_dir: Path, resolver: Resolver) -> Path:
+    """`xlang eval report RUN_DIR`: the evaluate stage's plots drawn again from what it recorded, and the
+    run's report.md rebuilt from every stage's section."""
+    import json
+
+    from xlang.errors import XlangError
+    from xlang.eval.report import plot_rows
+    from xlang.runner import REPORT, _write_report
+
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+        recipe = resolver.recipe(manifest["recipe"])
+        record = manifest["stages"].get("evaluate") or {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise XlangError(
+            f"{run_dir / 'manifest.json'} is not an xlang run manifest ({error}); pass a run folder"
+        ) from None
+    evaluate_dir = run_dir / str(record.get("output", "evaluate"))
+    metrics = record.get("metrics") or {}
+    if record.get("status") == "done" and evaluate_dir.is_dir():
+        labels = list(dict.fromkeys(key.split("/")[0] for key in metrics if key.endswith("/bpc")))
+        codes = list(dict.fromkeys(key.split("/")[1] for key in metrics if key.endswith("/bpc")))
+        if labels:
+            _plot_bpc(metrics, labels, codes, evaluate_dir)
+        for results in sorted((evaluate_dir / SUITES_FOLDER).glob("*")):
+            rows = []
+            for found in sorted(results.glob("*/*/results.json")):
+                label, code = found.parent.parts[-2:]
+                rows.append((label, code, json.loads(found.read_text(encoding="utf-8"))["metrics"]))
+            rows.sort(key=lambda row: row[0] != "base")
+            if rows:
+                plot_rows(rows, evaluate_dir / f"{results.name}-suite.png", title=f"{results.name} suite")
+    _write_report(run_dir, manifest, recipe)
+    return run_dir / REPORT
 
 
 _METRIC_LABELS = {"bpc": "bits/char", "tokens_per_char": "tokens/char"}

@@ -199,7 +199,7 @@ def test_a_third_party_recipe_gets_its_flags_and_runs_through_extend(tmp_path, t
     assert manifest["stages"]["scale"]["metrics"] == {"factor": 7, "languages": "ko,en"}
     assert (run / "scale" / "factor.txt").read_text() == "7"
     wrong = xlang("extend", "--recipe", "toy", "--lang", "ko", "--base", base, "--budget", "5", "--out", str(run))
-    assert wrong.returncode == 2 and "--budget is a flag of recipe(s) x-llava, not of 'toy'" in wrong.stderr
+    assert wrong.returncode == 2 and "--budget is a flag of recipe(s) x-llava, x-llava-ab, not of 'toy'" in wrong.stderr
 
 
 def test_a_recipe_composed_in_python_runs_without_registration(tmp_path, test_cache_dir, fresh_plugins):

@@ -1,0 +1,186 @@
+"""The A/B recipe (`xlang extend --recipe x-llava-ab`): did vocabulary expansion pay off for this language?
+
+The same base, data and compute twice: the expanded arm is the X-LLaVA recipe (expand → init → pretrain →
+align → vit, the same stages and settings), and the `base-vocab` stage runs pretrain → align → vit again
+on the base tokenizer, in `arms/base-vocab/` (a run folder of its own, resumable like any). Both arms take
+the same steps, batch size and block length, so they see the same number of tokens; the expanded arm's
+tokens hold more text. The evaluate stage then measures both final models on the same text and suites
+(bits per character, tokens per character, judged and reference scores, replies in the language, characters
+per second of generation) and draws them side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import Field
+from xlang_recipes.llava_stages import ALIGN, VIT
+from xlang_recipes.x_llava import EXPAND, INIT, PRETRAIN, X_LLAVA, EvaluateConfig, resolve_evaluate
+
+from xlang.contract import Recipe, Resolver, Stage, StageConfig, StageContext, StageOutput
+from xlang.spec import LanguageSpec
+
+ARMS_FOLDER = "arms"
+BASE_VOCAB = "base-vocab"
+EXPANDED = "expanded"
+ARM_STAGES = (PRETRAIN, ALIGN, VIT)
+"""What the base-vocabulary arm runs: the expanded arm's training stages, with no expand or init."""
+
+
+class BaseVocabConfig(StageConfig):
+    stages: dict[str, Any] = Field(default_factory=dict)
+    """Filled from the pretrain, align and vit settings, so that changing them redoes this arm too."""
+
+
+def resolve_base_vocab(config: BaseVocabConfig, language: LanguageSpec, resolver: Resolver) -> BaseVocabConfig:
+    settings = resolver.settings
+    return config.model_copy(update={"stages": {stage.name: settings.stage(stage.name) for stage in ARM_STAGES}})
+
+
+def base_vocab(context: StageContext) -> StageOutput:
+    """pretrain → align → vit on the base tokenizer, in a run folder of its own under `arms/`."""
+    from xlang.runner import run_recipe
+
+    arm_dir = context.run_dir / ARMS_FOLDER / BASE_VOCAB
+    recipe = Recipe(name="x-llava-base-vocab", description="the A/B recipe's base-vocabulary arm", stages=ARM_STAGES)
+    settings = context.settings.model_copy(
+        update={"stages": {stage.name: context.settings.stage(stage.name) for stage in ARM_STAGES}}
+    )
+
+    def on_stage(name: str, event: str) -> None:
+        print(f"  {BASE_VOCAB}: {name} {event}", flush=True)
+
+    began = time.perf_counter()
+    manifest = run_recipe(recipe, context.language, settings, arm_dir, context.base_model, None, on_stage)
+    final = manifest.get("final_model")
+    if not final:
+        from xlang.errors import XlangError
+
+        raise XlangError(f"the base-vocabulary arm in {arm_dir} made no model; see {arm_dir / 'report.md'}")
+    steps = {name: (record.get("metrics") or {}).get("steps") for name, record in manifest["stages"].items()}
+    (context.out_dir / "arm.json").write_text(
+        json.dumps({"run": f"{ARMS_FOLDER}/{BASE_VOCAB}", "final_model": final}, indent=2), encoding="utf-8"
+    )
+    report = [
+        f"## {BASE_VOCAB}",
+        "",
+        f"The same pretrain, align and vit settings on the base tokenizer (no expand, no init), in "
+        f"`{ARMS_FOLDER}/{BASE_VOCAB}/` (its own report.md has every stage's figures); "
+        f"{time.perf_counter() - began:.0f} s. Final model: `{ARMS_FOLDER}/{BASE_VOCAB}/{final}`.",
+    ]
+    return StageOutput(
+        metrics={"final_model": f"{ARMS_FOLDER}/{BASE_VOCAB}/{final}", **{f"steps/{k}": v for k, v in steps.items()}},
+        report="\n".join(report),
+    )
+
+
+def evaluate_ab(context: StageContext) -> StageOutput:
+    """Both arms' final models, side by side, on the same text and suites; base too, for scale."""
+    from xlang_recipes.suites import evaluate_model, make_judge, suite_sets
+    from xlang_recipes.x_llava import measured_texts
+
+    from xlang.eval.report import metrics_table, plot_rows
+
+    config: EvaluateConfig = context.config
+    resolver = context.resolver
+    arms = {
+        EXPANDED: context.model_of("vit"),
+        BASE_VOCAB: context.run_dir / context.manifest["stages"][BASE_VOCAB]["metrics"]["final_model"],
+    }
+    texts = measured_texts(resolver, context.languages)
+    bpc = resolver.strategy("evaluators", "bpc")
+    bpc_options = config.evaluator_options.get("bpc")
+    rows: list[tuple[str, str, dict[str, float]]] = []
+    metrics: dict[str, Any] = {}
+    for arm, folder in arms.items():
+        from xlang.eval import load_for_text
+
+        model, tokenizer = load_for_text(str(folder))
+        text_metrics = {
+            spec.code: dict(bpc(bpc_options, model=model, tokenizer=tokenizer, texts=texts[spec.code], language=spec))
+            for spec in context.languages
+        }
+        del model
+        for spec in context.languages:
+            found = dict(text_metrics[spec.code])
+            for suite in config.suites:
+                if not spec.suite(suite):
+                    continue
+                out_dir = context.out_dir / arm / suite / spec.code
+                judge = make_judge(resolver, config.judge, out_dir)
+                try:
+                    results = evaluate_model(
+                        resolver,
+                        model_dir=folder,
+                        language=spec,
+                        suite=suite,
+                        out_dir=out_dir,
+                        sets=suite_sets(spec, suite),
+                        judge=judge,
+                        max_tokens=config.max_tokens,
+                    )
+                finally:
+                    if judge is not None:
+                        judge.close()
+                found.update(results["metrics"])
+            print(f"  evaluate: {arm} {spec.code} done", flush=True)
+            rows.append((arm, spec.code, found))
+            for name, value in found.items():
+                metrics[f"{arm}/{spec.code}/{name}"] = round(float(value), 4)
+    ratios = _speed_ratios(metrics, context.languages)
+    metrics.update(ratios)
+    plot = plot_rows(rows, context.out_dir / "ab.png", title="expanded vs base vocabulary: same base, data and steps")
+    lines = [
+        "## evaluate",
+        "",
+        "Expanded (X-LLaVA) against the same recipe on the base tokenizer: the same base, data, steps, batch size "
+        "and block length, so the same number of training tokens.",
+        "",
+        *metrics_table(rows),
+        "",
+    ]
+    for spec in context.languages:
+        ratio = ratios.get(f"chars_per_s_ratio/{spec.code}")
+        if ratio is not None:
+            lines.append(
+                f"- {spec.name}: the expanded model generates {ratio:.2f}× the characters per second of the "
+                "base-vocabulary model."
+            )
+    lines += [
+        "",
+        f"Bits and tokens per character on the first {config.max_chars:,} characters of each language's "
+        "validation split (the evaluate stage's text); suites as `xlang eval run` measures them, with answers "
+        f"in `evaluate/ARM/SUITE/LANG/`. Judge: {config.judge or 'none (chrF against the reference only)'}.",
+    ]
+    if plot is not None:
+        lines += ["", f"![A/B](evaluate/{plot.name})"]
+    return StageOutput(metrics=metrics, report="\n".join(lines))
+
+
+def _speed_ratios(metrics: dict[str, Any], languages: tuple[LanguageSpec, ...]) -> dict[str, float]:
+    ratios = {}
+    for spec in languages:
+        expanded = metrics.get(f"{EXPANDED}/{spec.code}/chars_per_s")
+        base = metrics.get(f"{BASE_VOCAB}/{spec.code}/chars_per_s")
+        if expanded and base:
+            ratios[f"chars_per_s_ratio/{spec.code}"] = round(expanded / base, 3)
+    return ratios
+
+
+BASE_VOCAB_STAGE = Stage(
+    BASE_VOCAB,
+    "pretrain, align and vit again on the base tokenizer (the A/B recipe's other arm)",
+    BaseVocabConfig,
+    base_vocab,
+    resolve_base_vocab,
+)
+EVALUATE_AB = Stage("evaluate", "both arms' final models side by side", EvaluateConfig, evaluate_ab, resolve_evaluate)
+
+X_LLAVA_AB = Recipe(
+    name="x-llava-ab",
+    description="X-LLaVA with and without vocabulary expansion, same base, data and compute, compared.",
+    stages=(EXPAND, INIT, PRETRAIN, ALIGN, VIT, BASE_VOCAB_STAGE, EVALUATE_AB),
+    flags=X_LLAVA.flags,
+)
