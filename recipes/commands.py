@@ -142,6 +142,42 @@ def assets_fetch(ctx: click.Context, codes: tuple[str, ...], models: bool) -> No
         console.print(f"[green]✓[/] {resolver.settings.base_model} → {path}")
 
 
+@assets_group.command("verify")
+@click.option("--repair", is_flag=True, help="Remove damaged entries so their next use rebuilds them.")
+@format_option
+@click.pass_context
+def assets_verify(ctx: click.Context, repair: bool, output_format: str) -> None:
+    """Hash every cache entry against the sizes and sha256 it recorded; exit status 2 when one is damaged."""
+    from xlang.assets.integrity import verify_cache
+    from xlang.errors import XlangError
+
+    cache = Path(resolver_from(ctx).settings.cache_dir).expanduser()
+    with console.status(f"hashing the entries in {cache}"):
+        states = verify_cache(cache, repair=repair)
+    if output_format == "json":
+        print_json(
+            [
+                {"entry": str(s.path), "kind": s.kind, "bytes": s.size, "state": s.state, "problem": s.problem}
+                for s in states
+            ]
+        )
+    else:
+        table = Table(title=f"Cache entries in {cache}")
+        for column in ("entry", "kind", "size", "state"):
+            table.add_column(column, justify="right" if column == "size" else "left")
+        for s in states:
+            state = "[green]ok[/]" if s.problem is None else f"[red]{s.state}[/]: {s.problem}"
+            table.add_row(str(s.path.relative_to(cache)), s.kind, f"{s.size / 1e6:,.1f} MB", state)
+        console.print(table)
+    damaged = [str(s.path.relative_to(cache)) for s in states if s.problem is not None and not s.repaired]
+    if damaged:
+        raise XlangError(
+            f"{len(damaged)} damaged cache entr{'y' if len(damaged) == 1 else 'ies'} in {cache}: "
+            f"{', '.join(damaged)}; run `xlang assets verify --repair` to remove them (the next use rebuilds "
+            "them), or delete them by hand"
+        )
+
+
 @click.group("corpus", cls=XlangGroup)
 def corpus_group() -> None:
     """Inspect a language's corpora."""

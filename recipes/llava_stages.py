@@ -155,6 +155,8 @@ def resolve_align(config: AlignStageConfig, language: LanguageSpec, resolver: Re
     """The vision tower's options validated and completed with its defaults, and the target's own data
     required, before any stage runs (a run `--until` an earlier stage is not asked)."""
     require_own_data(language, config.data, "stages.align.data")
+    for path_or_uri in config.extra_data:
+        vit_data_uri(path_or_uri)  # a missing --vit-data file fails before any stage runs
     strategy = resolver.strategy("vision_towers", config.assemble.vision_tower)
     options = strategy.configure(config.assemble.vision_tower_options).model_dump(mode="json")
     return config.model_copy(update={"assemble": config.assemble.model_copy(update={"vision_tower_options": options})})
@@ -275,6 +277,8 @@ def _keep_stage_files(train_dir: Path, out_dir: Path) -> None:
 
 def resolve_vit(config: VitConfig, language: LanguageSpec, resolver: Resolver) -> VitConfig:
     require_own_data(language, config.data, "stages.vit.data")
+    for path_or_uri in config.extra_data:
+        vit_data_uri(path_or_uri)
     return config
 
 

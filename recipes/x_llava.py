@@ -26,7 +26,7 @@ from xlang.train.config import PretrainConfig, parse_mix
 
 
 class ExpandConfig(StageConfig):
-    budget: int = Field(default=8000, gt=0)
+    budget: int = Field(default=8000, gt=0, le=1_000_000)
     """New vocabulary entries (the intermediate entries a merge path needs count too)."""
     candidate_sources: tuple[str, ...] | None = None
     """Names of candidate sources; unset: the language's defaults."""

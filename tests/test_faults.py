@@ -19,6 +19,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,66 @@ def test_bad_inputs_stop_the_run_before_any_work(site: Path, env: dict[str, str]
         assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert message in result.stderr, result.stderr
         assert not run.exists(), flags
+
+
+@contextmanager
+def _small_tmpfs(where: Path, *options: str) -> Iterator[bool]:
+    """A 512 KiB tmpfs mounted at `where` (with `options`, e.g. `ro`), when this process may mount one;
+    yields whether it did, and unmounts it afterwards."""
+    where.mkdir()
+    mount = shutil.which("mount")
+    mounted = (
+        mount is not None
+        and subprocess.run(
+            [mount, "-t", "tmpfs", "-o", ",".join(("size=512k", *options)), "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(where)], check=True)
+
+
+def _limit_file_size() -> None:
+    """In the child: no file may grow past 512 KiB (EFBIG), and the signal that would kill it is ignored."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, 512 * 1024))
+
+
+def _assert_one_line_and_nothing_half_written(result: subprocess.CompletedProcess[str], run: Path, says: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert says in lines[0], lines[0]
+    if run.exists():
+        # a stage's `.NAME.work` folder is kept on purpose (checkpoints to resume from); staging is not
+        leftovers = [entry.name for entry in run.rglob(".*") if not entry.name.endswith(".work")]
+        assert not leftovers, f"temporary entries were left behind: {leftovers}"
+        assert not (run / "init").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(site: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """A 512 KiB tmpfs where mounting is allowed (ENOSPC); otherwise a 512 KiB file-size limit in the child
+    (EFBIG, SIGXFSZ ignored). Either way `init` writes 1 MiB and cannot."""
+    with _small_tmpfs(tmp_path / "small") as mounted:
+        run = tmp_path / "small" / "run"
+        command = _extend(site, run, "--until", "init")
+        limit = None if mounted else _limit_file_size
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, preexec_fn=limit)
+        says = "the disk is full" if mounted else "the file grew past the size"
+        _assert_one_line_and_nothing_half_written(result, run, says)
+        assert str(run) in result.stderr
+
+
+def test_a_read_only_out_folder_is_one_line_naming_it(site: Path, env: dict[str, str], tmp_path: Path) -> None:
+    """A read-only tmpfs where mounting is allowed (EROFS); otherwise a path under /sys, which no process
+    may create folders in (EPERM, or EACCES for a user)."""
+    with _small_tmpfs(tmp_path / "readonly", "ro") as mounted:
+        run = (tmp_path / "readonly" / "run") if mounted else Path("/sys/xlang-run")
+        result = _xlang(_extend(site, run, "--until", "init"), env)
+        _assert_one_line_and_nothing_half_written(result, run, str(run))
+        assert not run.exists()

@@ -45,6 +45,7 @@ report_images = 1
 
 [stages.evaluate]
 max_chars = 1500
+max_tokens = 8
 """
 
 
@@ -91,6 +92,14 @@ def testlang(tmp_path_factory: pytest.TempPathFactory, test_cache_dir: Path) -> 
         (data / f"{code}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         seed = plugins.get_language(shipped, plugins.make_plugin_manager()).vit_data[0].removeprefix("file://")
         (data / f"{code}_vit.jsonl").write_text("\n".join(_vit_records(code, seed, 8)) + "\n")
+        smoke = Path(seed).parent / "eval" / "smoke"
+        for name, suffix in (
+            ("open_ended", "open.jsonl"),
+            ("multiple_choice", "choice.tsv"),
+            ("short_answer", "short.jsonl"),
+        ):
+            source = next(smoke.glob(f"{name}.*"))
+            (data / f"{code}_{suffix}").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
 
     tokenizer = AutoTokenizer.from_pretrained(str(ensure_smollm2(test_cache_dir)))
     model = tiny_llama(len(tokenizer), tied=True)
@@ -181,6 +190,16 @@ def test_all_six_stages_run_resume_after_a_kill_and_load_in_plain_transformers(
         for code in ("qaa", "qab"):
             assert metrics[f"{model}/{code}/bpc"] > 0
     assert (run / "evaluate" / "bpc.png").is_file()
+    # the smoke suite on the base (text only: no image) and the final model, per language, side by side
+    for model in ("base", "vit"):
+        for code in ("qaa", "qab"):
+            assert 0 <= metrics[f"smoke/{model}/{code}/reply_language_rate"] <= 1
+            assert 0 <= metrics[f"smoke/{model}/{code}/choice/circular_accuracy"] <= 1
+            assert metrics[f"smoke/{model}/{code}/chars_per_s"] > 0
+            results = json.loads((run / "evaluate" / "suites" / "smoke" / model / code / "results.json").read_text())
+            assert results["saw_images"] is (model == "vit")
+    assert (run / "evaluate" / "smoke-suite.png").is_file()
+    assert "### smoke suite" in report and "replies in the language" in report
 
     # 4. `xlang eval bpc` gives the report's number for the same model
     scored = _xlang("eval", "bpc", "--model", str(run / "init" / "model"), "--lang", "qaa", env=env, cwd=tmp_path)
@@ -225,3 +244,31 @@ def test_a_language_without_vit_data_stops_before_any_work(testlang: dict[str, P
         env=env, cwd=tmp_path,
     )  # fmt: skip
     assert early.returncode == 0, early.stdout + early.stderr
+
+
+def test_the_ab_recipe_trains_both_arms_on_the_same_steps_and_compares_them(
+    testlang: dict[str, Path], env: dict[str, str], tmp_path: Path
+) -> None:
+    """x-llava-ab: the expanded arm and the base-vocabulary arm, same steps; side-by-side figures and plot."""
+    run = tmp_path / "ab"
+    extend = ["extend", "--lang", "qaa", "--recipe", "x-llava-ab", "--base", str(testlang["base"]), "--out", str(run)]
+    done = _xlang(*extend, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    arm = json.loads((run / "arms" / "base-vocab" / "manifest.json").read_text())
+    assert list(arm["stages"]) == ["pretrain", "align", "vit"]
+    assert arm["stages"]["pretrain"]["metrics"]["stages"][0]["steps"] == 2  # the same steps as the expanded arm
+    assert manifest["stages"]["pretrain"]["metrics"]["stages"][0]["steps"] == 2
+    metrics = manifest["stages"]["evaluate"]["metrics"]
+    # the expanded tokenizer cuts the target language into fewer tokens; the companion's stays the same
+    assert metrics["expanded/qaa/tokens_per_char"] < metrics["base-vocab/qaa/tokens_per_char"]
+    assert metrics["expanded/qab/tokens_per_char"] == pytest.approx(metrics["base-vocab/qab/tokens_per_char"])
+    for arm_name in ("expanded", "base-vocab"):
+        assert 0 <= metrics[f"{arm_name}/qaa/reply_language_rate"] <= 1
+    assert metrics["chars_per_s_ratio/qaa"] > 0
+    assert (run / "evaluate" / "ab.png").is_file()
+    report = (run / "report.md").read_text()
+    assert "base-vocab" in report and "characters per second" in report
+    # a rerun finds everything finished, the inner arm included
+    again = _xlang(*extend, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "running" not in again.stdout, again.stdout

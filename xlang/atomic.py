@@ -119,3 +119,23 @@ def move_into_place(staging: Path, out_dir: Path) -> None:
     finally:
         if retired is not None:
             shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_file_atomically(path: Path, data: str | bytes) -> Path:
+    """Write `data` (text is UTF-8) to a temporary sibling of `path`, then rename it over `path`.
+
+    A full disk or any other error removes the temporary file and leaves `path` as it was; a killed
+    process's temporary file carries its pid, so `remove_dead_staging` sweeps it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=owned_prefix(path.name, "-tmp"), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

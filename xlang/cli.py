@@ -13,7 +13,9 @@ Ctrl-C during `xlang extend` exits with status 130 (SIGTERM: 143), the stage rec
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import shlex
 import signal
 import sys
@@ -23,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
+from pydantic_settings import SettingsError
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.table import Table
@@ -63,14 +66,160 @@ EXIT_SIGTERM = 143
 
 
 class XlangGroup(click.Group):
-    """Turns XlangError into one red line and exit status 2, wherever it is raised."""
+    """Turns a user's fault into one red line and exit status 2, wherever it is raised: an XlangError, a
+    usage error, a filesystem fault (read-only, full, not a folder: the path named) or an exception out of a
+    third-party plugin's hook (the plugin and hook named). A programming error in xlang keeps its traceback.
+    """
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as error:
+            if isinstance(error, OneLineError):
+                raise
+            raise OneLineError(usage_message(error)) from error
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except XlangError as error:
-            err_console.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
-            ctx.exit(error.exit_code)
+        except (click.exceptions.Exit, click.Abort, OneLineError):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("[bold yellow]interrupted.[/]", highlight=False, soft_wrap=True)
+            ctx.exit(EXIT_SIGINT)
+        except Exception as error:
+            message = fault_message(error)
+            if message is None:
+                raise
+            raise OneLineError(message, getattr(error, "exit_code", 2)) from error
+
+
+class OneLineError(click.ClickException):
+    """What click shows for a fault: `error: MESSAGE` on one line of stderr, then exit status 2."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(one_line(message))
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        err_console.print(f"[bold red]error:[/] {escape(self.message)}", highlight=False, soft_wrap=True)
+
+
+def one_line(text: str) -> str:
+    """`text` with its lines joined by "; " (a message is printed as one line)."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()) or "(no message)"
+
+
+def usage_message(error: click.ClickException) -> str:
+    """A click usage error as one line, with where to read the usage."""
+    message = error.format_message()
+    ctx = getattr(error, "ctx", None)
+    if isinstance(error, click.UsageError) and ctx is not None:
+        return f"{message} (see `{ctx.command_path} --help`)"
+    return message
+
+
+def fault_message(error: Exception) -> str | None:
+    """The one-line message for an error a user can act on, or None for a bug that should show its traceback."""
+    if isinstance(error, XlangError):
+        return error.message
+    if isinstance(error, click.ClickException):
+        return usage_message(error)
+    if isinstance(error, OSError):
+        return os_error_message(error)
+    if isinstance(error, SettingsError):
+        return settings_source_message(error)
+    if isinstance(error, RecursionError | MemoryError):
+        return None
+    return plugin_fault_message(error)
+
+
+def settings_source_message(error: SettingsError) -> str:
+    """A setting pydantic-settings could not parse from the environment (a nested one must be JSON)."""
+    found = re.search(r'field "(\w+)"', str(error))
+    variable = f"XLANG_{found[1].upper()}" if found else "an XLANG_* variable"
+    return (
+        f"invalid settings: {one_line(str(error))}; {variable} must hold JSON for this setting, e.g. "
+        f"""XLANG_STAGES='{{"expand": {{"budget": 4000}}}}', or set one key: XLANG_STAGES__EXPAND__BUDGET=4000"""
+    )
+
+
+_OS_FAULT_HINTS: dict[int, str] = {
+    errno.ENOSPC: "the disk is full; free some space or choose a folder on another disk",
+    errno.EDQUOT: "the disk quota is used up; free some space or choose a folder on another disk",
+    errno.EFBIG: "the file grew past the size this process may write (ulimit -f) or the filesystem allows",
+    errno.EROFS: "the filesystem is read-only; choose a writable folder",
+    errno.EACCES: "permission denied; choose a folder you may write, or fix its permissions",
+    errno.EPERM: "operation not permitted; choose a folder you may write",
+    errno.ENOTDIR: "a part of this path is a file, not a folder; move the file or choose another path",
+    errno.EISDIR: "this is a folder where a file was expected; choose a file",
+    errno.ENOENT: "no such file or folder; check the path",
+    errno.EEXIST: "it already exists; remove it or choose another path",
+    errno.EIO: "the device reported an input/output error; check the disk",
+    errno.ENAMETOOLONG: "the name is too long for the filesystem; choose a shorter path",
+}
+
+
+def os_error_message(error: OSError) -> str:
+    """`PATH: what went wrong; what to do`, for an OSError out of the filesystem or a model loader."""
+    paths = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    hint = _OS_FAULT_HINTS.get(error.errno or -1)
+    if hint is None:
+        detail = error.strerror or one_line(str(error))
+        hint = detail if error.errno is None else f"{detail} (errno {error.errno})"
+    if paths:
+        return f"{' -> '.join(paths)}: {hint}"
+    if error.errno is None:  # raised by a library (e.g. a model loader) with its own message
+        return one_line(str(error))
+    return f"{error.strerror or type(error).__name__}: {hint}"
+
+
+_HOOK_CALLERS = {
+    ("_multicall", "pluggy._callers"),
+    ("_multicall", "pluggy._execution"),
+    ("_collect", "xlang.plugins"),
+}
+"""Where hook implementations are called from: pluggy's loop, and the manager's register-callback loop."""
+
+
+def plugin_fault_message(error: BaseException) -> str | None:
+    """`plugin P's hook H raised ...` when `error` came out of a hook implementation of a plugin installed
+    from outside xlang; None otherwise (xlang's own code: a bug, shown with its traceback). With
+    XLANG_TRACE_HOOKS=1 the traceback is kept."""
+    if plugins.tracing():
+        return None
+    traceback = error.__traceback__
+    frames = []
+    while traceback is not None:
+        frames.append(traceback.tb_frame)
+        traceback = traceback.tb_next
+    for caller, callee in zip(frames, frames[1:], strict=False):
+        if (caller.f_code.co_name, caller.f_globals.get("__name__")) not in _HOOK_CALLERS:
+            continue
+        module = callee.f_globals.get("__name__", "")
+        hook = callee.f_code.co_name
+        plugin = _plugin_defined_in(module)
+        if plugin is None or plugin.builtin:
+            return None
+        return (
+            f"plugin {plugin.name!r} ({plugin.distribution}) failed in its hook {hook}: "
+            f"{type(error).__name__}: {one_line(str(error))}; update or uninstall it, or set "
+            f"XLANG_DISABLE_PLUGIN_AUTOLOAD=1 (XLANG_TRACE_HOOKS=1 shows the traceback)"
+        )
+    return None
+
+
+def _plugin_defined_in(module: str) -> plugins.PluginInfo | None:
+    """The loaded plugin whose hook implementations live in `module` (a plugin module or a class in it)."""
+    pm = plugins.get_plugin_manager()
+    names = {
+        name
+        for name, plugin in pm.list_name_plugin()
+        if module in (getattr(plugin, "__name__", None), getattr(plugin, "__module__", None))
+    }
+    return next((info for info in plugins.plugin_infos(pm) if info.name in names), None)
 
 
 def settings_from(ctx: click.Context, config: str | None = None, **overrides: Any) -> XlangSettings:
@@ -333,6 +482,10 @@ def extend(ctx: click.Context, until: str | None, config_file: str | None, **val
             manifest = runner.extend(settings=settings, until=until, on_stage=runner.print_stage_events(_stage_line))
         except KeyboardInterrupt as interrupt:
             ctx.exit(_report_interrupt(interrupt))
+        except OSError as error:
+            if error.filename is None:  # a failed write names no file: the run folder is where it went
+                error.filename = str(runner.run_folder(settings, settings.recipe, settings.language or ""))
+            raise
     run_dir = runner.run_folder(settings, manifest["recipe"], manifest["language"])
     console.print(
         f"run folder: {run_dir}  report: {run_dir / 'report.md'}", markup=False, highlight=False, soft_wrap=True
@@ -444,9 +597,12 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         group = build_cli()
-    except XlangError as error:
-        err_console.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
-        sys.exit(error.exit_code)
+    except Exception as error:
+        message = fault_message(error)
+        if message is None:
+            raise
+        OneLineError(message).show()
+        sys.exit(getattr(error, "exit_code", 2))
     group.main(args=argv, prog_name="xlang")
 
 

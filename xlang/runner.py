@@ -34,7 +34,6 @@ import secrets
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from xlang.atomic import make_staging, owned_prefix, remove_dead_staging
+from xlang.atomic import make_staging, remove_dead_staging, write_file_atomically
 from xlang.contract import Recipe, Resolver, Stage, StageContext, StageOutput, validation_problems
 from xlang.errors import XlangError
 from xlang.locks import ExclusiveLock, Holder
@@ -145,13 +144,7 @@ def _config_hash(config: BaseModel) -> str:
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, delete=False, prefix=owned_prefix(path.name, "-tmp"), suffix=".tmp", encoding="utf-8"
-    ) as handle:
-        json.dump(payload, handle, indent=2, ensure_ascii=False, default=str)
-        temporary = handle.name
-    os.replace(temporary, path)
+    write_file_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
 
 
 def stage_configs(
@@ -196,15 +189,20 @@ def stage_configs(
 
 def _load_manifest(run_dir: Path, recipe: Recipe, identity: dict[str, Any]) -> dict[str, Any]:
     path = run_dir / MANIFEST
+    if path.exists() and not path.is_file():
+        raise XlangError(f"{path} is not a file; remove it or choose another --out")
     if path.is_file():
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise XlangError(
                 f"{path} is not valid JSON ({error}); remove the run folder or choose another --out"
             ) from error
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), dict):
-            raise XlangError(f"{path} is not an xlang manifest; remove the run folder or choose another --out")
+        problem = _manifest_shape_problem(manifest)
+        if problem:
+            raise XlangError(
+                f"{path} is not an xlang manifest ({problem}); remove the run folder or choose another --out"
+            )
         for key, value in identity.items():
             if manifest.get(key) != value:
                 raise XlangError(
@@ -220,6 +218,23 @@ def _load_manifest(run_dir: Path, recipe: Recipe, identity: dict[str, Any]) -> d
         "stages": {},
         "final_model": None,
     }
+
+
+def _manifest_shape_problem(manifest: Any) -> str:
+    """What is wrong with the shape of a manifest read from disk ("" when nothing is)."""
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    if not isinstance(manifest.get("stages"), dict):
+        return "no `stages` object"
+    for name, record in manifest["stages"].items():
+        if not isinstance(record, dict):
+            return f"the record of stage {name!r} is not an object"
+    for key in ("config", "versions"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            return f"`{key}` is not an object"
+    if manifest.get("final_model") is not None and not isinstance(manifest["final_model"], str):
+        return "`final_model` is not a path"
+    return ""
 
 
 def _write_report(run_dir: Path, manifest: dict[str, Any], recipe: Recipe) -> None:
@@ -241,9 +256,7 @@ def _write_report(run_dir: Path, manifest: dict[str, Any], recipe: Recipe) -> No
         section = run_dir / stage.name / "report.md"
         if section.is_file():
             lines += ["", section.read_text(encoding="utf-8").rstrip()]
-    temporary = run_dir / (REPORT + ".tmp")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, run_dir / REPORT)
+    write_file_atomically(run_dir / REPORT, "\n".join(lines) + "\n")
 
 
 def run_recipe(

@@ -27,6 +27,8 @@ from xlang.errors import XlangError
 DEFAULT_CONFIG_FILE = "xlang.toml"
 PROGRESS_EVERY_VARIABLE = "XLANG_PROGRESS_EVERY_S"
 """The `progress_every_s` setting as the training loop reads it (stage code takes no settings object)."""
+TRUST_REMOTE_CODE_VARIABLE = "XLANG_TRUST_REMOTE_CODE"
+"""The `trust_remote_code` setting as the model loaders read it (`xlang.assets.loading.trust_remote_code`)."""
 
 
 def default_cache_dir() -> Path:
@@ -60,6 +62,9 @@ class XlangSettings(BaseSettings):
     corpus_kind: Literal["offline", "hub"] = "offline"
     """Which of a language's corpus sources a run reads: those that work offline, or the hub-scale ones."""
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    trust_remote_code: bool = False
+    """Let a model folder run the Python code it ships (`auto_map`) when it is loaded. Off: such a folder is
+    refused, as `transformers` does by default; turn it on only for folders whose code you trust."""
     progress_every_s: float = Field(default=30.0, ge=0)
     """Seconds between the plain progress lines a training loop prints when output is not a terminal (a log
     file, a pipe); a line also follows the first and the last step; 0: a line after every step."""
@@ -117,6 +122,7 @@ class XlangSettings(BaseSettings):
         one of them before calling `xlang.runner.extend` gets its bars switched off here too."""
         os.environ.setdefault("HF_HOME", str(self.hf_cache))
         os.environ[PROGRESS_EVERY_VARIABLE] = str(self.progress_every_s)  # the setting already read the variable
+        os.environ[TRUST_REMOTE_CODE_VARIABLE] = "1" if self.trust_remote_code else "0"
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         chosen = {name: name in os.environ for name in _PROGRESS_BAR_VARIABLES}
         for variable in _PROGRESS_BAR_VARIABLES:

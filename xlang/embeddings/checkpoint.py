@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xlang.assets.loading import load_pretrained
 from xlang.errors import XlangError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -44,12 +45,7 @@ def load_causal_lm(model_dir: str | Path, dtype: str = "float32", device: str | 
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype, None)
     if torch_dtype != "auto" and not isinstance(torch_dtype, torch.dtype):
         raise XlangError(f"unknown dtype {dtype!r}; use auto (the checkpoint's), float32, bfloat16 or float16")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), dtype=torch_dtype, use_safetensors=True, trust_remote_code=False
-        )
-    except (OSError, ValueError) as error:
-        raise XlangError(f"cannot load a causal LM from {model_dir}: {error}") from error
+    model = load_pretrained(AutoModelForCausalLM, model_dir, dtype=torch_dtype)
     if device is not None:
         model.to(device)
     model.eval()
@@ -60,7 +56,4 @@ def load_tokenizer(tokenizer_dir: str | Path) -> Any:
     """A fast tokenizer from a folder or hub id, without remote code."""
     from transformers import AutoTokenizer
 
-    try:
-        return AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
-    except (OSError, ValueError) as error:
-        raise XlangError(f"cannot load a tokenizer from {tokenizer_dir}: {error}") from error
+    return load_pretrained(AutoTokenizer, tokenizer_dir, weights=False)

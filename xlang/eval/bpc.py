@@ -332,6 +332,8 @@ def load_for_text(folder: str | Path) -> tuple[Any, Any]:
     if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == "llava":
         from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
-        model = LlavaForConditionalGeneration.from_pretrained(str(folder), use_safetensors=True).eval()
-        return model, AutoTokenizer.from_pretrained(str(folder))
+        from xlang.assets.loading import load_pretrained
+
+        model = load_pretrained(LlavaForConditionalGeneration, folder).eval()
+        return model, load_pretrained(AutoTokenizer, folder, weights=False)
     return load_causal_lm(folder), load_tokenizer(folder)

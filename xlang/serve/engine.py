@@ -165,6 +165,8 @@ class ChatModel:
             raise XlangError(f"{str(folder / 'config.json')!r} cannot be read: {error}") from error
         import torch
 
+        from xlang.assets.loading import load_pretrained
+
         options: dict[str, Any] = {"use_safetensors": True}
         if dtype is not None:
             options["dtype"] = getattr(torch, dtype)
@@ -172,15 +174,15 @@ class ChatModel:
             if config.get("model_type") == "llava":
                 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-                processor = AutoProcessor.from_pretrained(folder)
-                model = LlavaForConditionalGeneration.from_pretrained(folder, **options)
+                processor = load_pretrained(AutoProcessor, folder, weights=False)
+                model = load_pretrained(LlavaForConditionalGeneration, folder, **options)
                 tokenizer = processor.tokenizer
             else:
                 from transformers import AutoModelForCausalLM, AutoTokenizer
 
                 processor = None
-                tokenizer = AutoTokenizer.from_pretrained(folder)
-                model = AutoModelForCausalLM.from_pretrained(folder, **options)
+                tokenizer = load_pretrained(AutoTokenizer, folder, weights=False)
+                model = load_pretrained(AutoModelForCausalLM, folder, **options)
         except (OSError, ValueError, KeyError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise XlangError(f"{str(folder)!r} does not load as a LLaVA or causal LM: {first_line}") from error

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from xlang.assets.loading import load_pretrained
 from xlang.errors import XlangError
 from xlang.vlm.config import AssembleConfig
 from xlang.vlm.data import IMAGE_PLACEHOLDER
@@ -110,7 +111,7 @@ def base_chat_template(language_model_path: str) -> str | None:
     """The chat template of the language model a LLaVA is built from (its tokenizer's), or None without one."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(_tokenizer_source(language_model_path)).chat_template or None
+    return load_pretrained(AutoTokenizer, _tokenizer_source(language_model_path), weights=False).chat_template or None
 
 
 def load_language_model(path: str, *, merge_adapter: bool = True, dtype: Any = None) -> tuple[Any, Any]:
@@ -128,10 +129,10 @@ def load_language_model(path: str, *, merge_adapter: bool = True, dtype: Any = N
             )
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(folder), dtype=dtype).merge_and_unload()
+        model = load_pretrained(AutoPeftModelForCausalLM, folder, dtype=dtype).merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_source(path))
+        model = load_pretrained(AutoModelForCausalLM, path, dtype=dtype)
+    tokenizer = load_pretrained(AutoTokenizer, _tokenizer_source(path), weights=False)
     return model, tokenizer
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from xlang.assets.loading import load_pretrained
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
 from xlang.vlm.data import IMAGE_PLACEHOLDER, to_messages
@@ -107,9 +108,9 @@ def generate_answers(
 
     from xlang.vlm.images import load_image
 
-    processor = AutoProcessor.from_pretrained(model_dir)
+    processor = load_pretrained(AutoProcessor, model_dir, weights=False)
     processor.tokenizer.padding_side = "left"
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir)
+    model = load_pretrained(LlavaForConditionalGeneration, model_dir)
     model.eval()
     image_token = getattr(processor, "image_token", None) or IMAGE_PLACEHOLDER
     answers: list[str] = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xlang.assets.loading import load_pretrained
 from xlang.errors import XlangError
 
 TowerLoader = Callable[..., tuple[Any, Any]]
@@ -142,8 +143,8 @@ def load_hf_tower(path: str, *, dtype: Any = None) -> tuple[Any, Any]:
             f"vision tower path {path!r} is neither an existing folder nor a hub id (owner/name); fix `path`"
         )
     try:
-        vision_config = vision_config_of(AutoConfig.from_pretrained(where))
-        image_processor = AutoImageProcessor.from_pretrained(where)
+        vision_config = vision_config_of(load_pretrained(AutoConfig, where, weights=False))
+        image_processor = load_pretrained(AutoImageProcessor, where, weights=False)
     except (OSError, ValueError) as error:
         raise XlangError(f"cannot load vision tower {path!r}: {error}") from error
     model_class = MODEL_MAPPING.get(type(vision_config), None)
@@ -158,13 +159,6 @@ def load_hf_tower(path: str, *, dtype: Any = None) -> tuple[Any, Any]:
     )
     if folder.exists() and not any(folder.glob("*.safetensors")):
         raise XlangError(f"vision tower folder {folder} has no safetensors weights; {refusal}")
-    try:
-        model = model_class.from_pretrained(
-            where, config=vision_config, dtype=dtype or torch.float32, use_safetensors=True
-        )
-    except OSError as error:
-        raise XlangError(
-            f"cannot load the safetensors weights of vision tower {path!r} ({error}); {refusal}"
-        ) from error
+    model = load_pretrained(model_class, where, config=vision_config, dtype=dtype or torch.float32)
     model.eval()
     return model, image_processor

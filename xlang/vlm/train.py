@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xlang.assets.loading import load_pretrained
 from xlang.errors import XlangError
 from xlang.vlm.config import AlignConfig, InstructConfig, VitStageConfig
 from xlang.vlm.data import IMAGE_PLACEHOLDER, SkippedSample, check_record, to_messages, write_skipped
@@ -496,8 +497,8 @@ def train_vit_stage(
         wanted = _device_defaults(config, probe)[1]
         accelerator = Accelerator(mixed_precision="fp16") if wanted == "fp16" else Accelerator()
     dtype, mixed = _device_defaults(config, accelerator.device.type)
-    processor = AutoProcessor.from_pretrained(model_dir)
-    llava = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=dtype)
+    processor = load_pretrained(AutoProcessor, model_dir, weights=False)
+    llava = load_pretrained(LlavaForConditionalGeneration, model_dir, dtype=dtype)
     image_token_id = int(llava.config.image_token_index)
     num_image_tokens = int(llava.config.image_seq_length)
 

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from xlang.assets.integrity import record_entry, reuse_entry
+from xlang.atomic import owned_prefix, remove_dead_staging
 from xlang.errors import XlangError
 from xlang_debian.options import FILE_FORM
 from xlang_debian.options import FILE_OPTIONS as FILE_OPTION_TABLE
@@ -134,7 +136,8 @@ def _download(url: str, target: Path, sha256: str) -> None:
     """Stream `url` into `target` atomically; raises HTTPError as is (the caller handles 404)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    fd, part = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    remove_dead_staging(target.parent)
+    fd, part = tempfile.mkstemp(prefix=owned_prefix(target.name, "-tmp"), suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
             while chunk := response.read(_CHUNK):
@@ -298,13 +301,15 @@ def fetch_debian_file(
     reused from there without touching the network.
     """
     pin, wanted = parse_file_uri(uri)
-    target = Path(cache_dir) / "debian-files" / pin.filename.removesuffix(".deb") / wanted
-    if target.is_file():
+    entry = Path(cache_dir) / "debian-files" / pin.filename.removesuffix(".deb")
+    target = entry / wanted
+    if target.is_file() and reuse_entry(entry):
         return target
     deb = fetch_deb(pin, Path(cache_dir) / "downloads", mirror=mirror, resolve=resolve)
     for _, content in deb_files(deb.path, lambda path: path == wanted):
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, part = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        remove_dead_staging(target.parent)
+        fd, part = tempfile.mkstemp(prefix=owned_prefix(target.name, "-tmp"), suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(content)
@@ -312,5 +317,6 @@ def fetch_debian_file(
         finally:
             if os.path.exists(part):
                 os.unlink(part)
+        record_entry(entry)
         return target
     raise XlangError(f"{pin.filename} has no regular file {wanted}; check path= in {uri}")

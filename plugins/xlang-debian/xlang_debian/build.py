@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -33,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlang.atomic import move_into_place
+from xlang.assets.integrity import record_entry, reuse_entry
+from xlang.atomic import make_staging, move_into_place, remove_dead_staging
 from xlang.data.splits import SPLITS, SplitRule, validation_documents
 from xlang.errors import XlangError
 from xlang_debian.archive import DebPin, FetchedDeb, PackageLookup, apt_resolve, deb_files, fetch_deb, query_values
@@ -264,8 +264,10 @@ def _current(folder: Path, uri: str, fields: Sequence[str]) -> bool:
 
 
 def _clean_abandoned(corpora: Path, name: str, older_than_s: float = 3600) -> None:
-    """Remove temporary folders of builds that were killed (old enough not to be another live build)."""
-    for leftover in corpora.glob(f".{name}.*"):
+    """Remove temporary folders that builds of earlier versions (named `.NAME.build.*`, without their pid)
+    left when killed, once old enough not to be a live build; current builds' folders name their pid and
+    are swept by `remove_dead_staging`."""
+    for leftover in corpora.glob(f".{name}.build.*"):
         try:
             if time.time() - leftover.stat().st_mtime > older_than_s:
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -294,7 +296,7 @@ def build_debian_corpus(
     cache_dir = Path(cache_dir)
     corpora = cache_dir / "corpora"
     folder = corpora / name
-    if _current(folder, uri, record_fields):
+    if _current(folder, uri, record_fields) and reuse_entry(folder):
         return folder
 
     debs = [fetch_deb(pin, cache_dir / "downloads", mirror=mirror, resolve=resolve) for pin in request.pins]
@@ -335,7 +337,8 @@ def build_debian_corpus(
 
     corpora.mkdir(parents=True, exist_ok=True)
     _clean_abandoned(corpora, name)
-    building = Path(tempfile.mkdtemp(prefix=f".{name}.build.", dir=corpora))
+    remove_dead_staging(corpora)
+    building = make_staging(corpora, name)
     building.chmod(0o755)  # mkdtemp makes it private; a corpus cache is shared like any download
     try:
         for split in SPLITS:
@@ -355,6 +358,7 @@ def build_debian_corpus(
             "build_seconds": round(time.perf_counter() - started, 2),
         }
         (building / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        record_entry(building)
         if _current(folder, uri, record_fields):  # another process finished the same build meanwhile
             shutil.rmtree(building, ignore_errors=True)
             return folder

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from xlang.assets.integrity import record_entry, reuse_entry
 from xlang.assets.wheels import WheelFile, wheel_member
 from xlang.atomic import write_folder_atomically
 from xlang.errors import XlangError
@@ -161,6 +162,7 @@ def convert_dinov2_onnx(onnx_path: Path, target: Path, image_size: int = DEFAULT
                 indent=2,
             )
         )
+        record_entry(staging)
 
     return write_folder_atomically(target, write)
 
@@ -169,7 +171,11 @@ def ensure_dinov2_small(cache_dir: Path) -> Path:
     """The converted DINOv2-small folder `<cache_dir>/models/dinov2-small`, built once (a few seconds)."""
     target = Path(cache_dir) / "models" / DINOV2_SMALL_NAME
     marker = target / "xlang-conversion.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("version") == _CONVERSION_VERSION:
+    if (
+        reuse_entry(target)
+        and marker.is_file()
+        and json.loads(marker.read_text()).get("version") == _CONVERSION_VERSION
+    ):
         return target
     return convert_dinov2_onnx(wheel_member(DINOV2_SMALL_ONNX, Path(cache_dir)), target)
 
