@@ -115,7 +115,9 @@ class Judge:
         expected: str,
     ) -> Any:
         system = language.judge.system or DEFAULT_SYSTEM
-        key = hashlib.sha256(json.dumps([self.description, system, prompt]).encode()).hexdigest()[:24]
+        # the endpoint's address is left out: a judge served again on another port is the same judge
+        judge = {name: value for name, value in self.description.items() if name != "url"}
+        key = hashlib.sha256(json.dumps([judge, system, prompt], sort_keys=True).encode()).hexdigest()[:24]
         if key in self._known:
             found = parse(self._known[key])
             if found is not None:
