@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,33 @@ def cli_env(test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     env.pop("XLANG_DISABLE_PLUGIN_AUTOLOAD", None)
     monkeypatch.chdir(tmp_path)
     return env
+
+
+@pytest.fixture
+def xlang_cli(test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run `xlang ARGS` in this process (click's CliRunner) from an empty folder against the shared cache:
+    `xlang_cli(*args, env=None) -> (status, stdout, stderr)`. An exception other than the command's own exit
+    fails the test with its traceback: a bad input must end in one line, never in a traceback."""
+    import os
+
+    from click.testing import CliRunner
+
+    from xlang.cli import build_cli
+
+    monkeypatch.chdir(tmp_path)
+    for variable in [name for name in os.environ if name.startswith("XLANG_") or name == "OPENAI_API_KEY"]:
+        monkeypatch.delenv(variable)
+    monkeypatch.setenv("XLANG_CACHE_DIR", str(test_cache_dir))
+    monkeypatch.setenv("COLUMNS", "200")
+    group = build_cli()
+
+    def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        result = CliRunner().invoke(group, list(args), env=env, catch_exceptions=True)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            import traceback
+
+            trace = "".join(traceback.format_exception(result.exception))
+            pytest.fail(f"xlang {' '.join(args)} raised instead of ending in one line:\n{trace}")
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from xlang import hookimpl, plugins
-from xlang.cli import build_cli
 
 SHA = "0" * 64
 
@@ -308,27 +306,6 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def xlang_cli(test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Run `xlang ARGS` in this process from an empty folder against the shared cache; (status, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-    for variable in [name for name in os.environ if name.startswith("XLANG_")]:
-        monkeypatch.delenv(variable)
-    monkeypatch.setenv("XLANG_CACHE_DIR", str(test_cache_dir))
-    group = build_cli()
-
-    def invoke(args: list[str], env: dict[str, str] | None = None):
-        result = CliRunner().invoke(group, args, env=env, catch_exceptions=True)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            import traceback
-
-            trace = "".join(traceback.format_exception(result.exception))
-            pytest.fail(f"xlang {' '.join(args)} raised instead of one line:\n{trace}")
-        return result.exit_code, result.stdout, result.stderr
-
-    return invoke
-
-
 def _tree(root: Path) -> set[str]:
     return {str(path.relative_to(root)) for path in root.rglob("*")}
 
@@ -349,7 +326,7 @@ def test_a_bad_input_is_one_line_and_exit_2(case: Case, xlang_cli, tmp_path: Pat
         case.setup(tmp_path)
     before = _tree(tmp_path)
     status, _, stderr = xlang_cli(
-        [arg.format(**fill) for arg in case.args], {key: value.format(**fill) for key, value in case.env.items()}
+        *[arg.format(**fill) for arg in case.args], env={key: value.format(**fill) for key, value in case.env.items()}
     )
     assert_one_error_line(status, stderr, case.says.format(**fill))
     assert _tree(tmp_path) == before, "a failed command left files behind"
@@ -369,7 +346,7 @@ class RaisingPlugin:
 
 def test_a_plugin_hook_that_raises_names_the_plugin_and_the_hook(fresh_plugins, xlang_cli) -> None:
     plugins.register_plugin(RaisingPlugin(), "xlang-broken")
-    status, _, stderr = xlang_cli(["languages"])
+    status, _, stderr = xlang_cli("languages")
     line = assert_one_error_line(status, stderr, "xlang-broken")
     assert "register_languages" in line and "the language table is missing" in line
 
@@ -383,6 +360,6 @@ def test_an_unreadable_config_file_is_one_line(xlang_cli, tmp_path: Path) -> Non
         config.chmod(stat.S_IRUSR | stat.S_IWUSR)
         config.unlink()
         config.mkdir()
-    status, _, stderr = xlang_cli(["--config", str(config), "extend", "--out", str(tmp_path / "run")])
+    status, _, stderr = xlang_cli("--config", str(config), "extend", "--out", str(tmp_path / "run"))
     assert_one_error_line(status, stderr, "x.toml")
     assert not (tmp_path / "run").exists()

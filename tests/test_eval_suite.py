@@ -19,10 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 from serving import Launch, ServedModel, build_tiny_llava, stop
 
-from xlang.cli import build_cli
 from xlang.eval.judge import PREFERENCE_CHOICES, SCORE_CHOICES
 
 GUIDED = json.dumps({"send_choices": True})
@@ -131,29 +129,6 @@ def llava_chat(llava_dir: Path) -> Any:
     from xlang.serve.engine import ChatModel
 
     return ChatModel.load(llava_dir)
-
-
-@pytest.fixture
-def xlang_cli(test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    """Run `xlang ARGS` in this process from an empty folder against the shared cache: (status, stdout, stderr).
-    An exception other than the CLI's own exit fails the test with its traceback."""
-    monkeypatch.chdir(tmp_path)
-    for variable in [name for name in os.environ if name.startswith("XLANG_") or name == "OPENAI_API_KEY"]:
-        monkeypatch.delenv(variable)
-    monkeypatch.setenv("XLANG_CACHE_DIR", str(test_cache_dir))
-    monkeypatch.setenv("COLUMNS", "200")
-    group = build_cli()
-
-    def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        result = CliRunner().invoke(group, list(args), env=env, catch_exceptions=True)
-        if result.exception is not None and not isinstance(result.exception, SystemExit):
-            import traceback
-
-            trace = "".join(traceback.format_exception(result.exception))
-            pytest.fail(f"xlang {' '.join(args)} raised:\n{trace}")
-        return result.exit_code, result.stdout, result.stderr
-
-    return invoke
 
 
 # ------------------------------------------------------------------------------------------- xlang eval run
