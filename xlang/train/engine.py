@@ -4,7 +4,7 @@ It exists so that corpus pretraining and the LLaVA stages (projector alignment, 
 tuning) get the same checkpoints, resume, progress, metrics and multi-process behaviour without a
 Trainer subclass. Distribution is accelerate's alone: the same code runs on one CPU, one GPU, DDP
 (`accelerate launch --multi_gpu`, or `--cpu --num_processes 2` with gloo), FSDP and DeepSpeed through
-an accelerate config file.
+an accelerate config file, or FSDP2 applied by the engine itself (`fsdp=True`, see below).
 
 API
 ---
@@ -31,6 +31,8 @@ from xlang.train.progress import StepProgress
         fingerprint=None, # JSON-able dict folded into the config hash: model, data, anything that
                           #   makes two runs different
         name="train",     # label for progress and TensorBoard
+        fsdp=False,       # shard parameters, gradients and optimizer state (FULL_SHARD, FSDP2) across
+                          #   the processes: see "Sharded training" below
     ) -> TrainResult      # steps, final_loss, history (this session), metrics_path, checkpoint, ...
 
 Loss is token-weighted across micro-batches and processes: each step divides the summed loss by the
@@ -45,6 +47,20 @@ hash differs from the caller's is refused with an XlangError and left untouched.
 `weights_only=True`; nothing is unpickled. Under FSDP or DeepSpeed, parameters and optimizer state are
 sharded: the checkpoint then holds `accelerator.save_state`'s folder instead (not exercised by the
 CPU tests).
+
+Sharded training (`fsdp=True`)
+------------------------------
+accelerate 1.x picks FSDP only for GPU-family devices (`AcceleratorState` leaves a CPU run as
+`MULTI_CPU` and drops the FSDP plugin silently), so the engine applies torch's own FSDP2
+(`torch.distributed.fsdp.fully_shard`) itself, on every device: each module class the model names in
+`_no_split_modules` (its decoder layers) becomes a shard unit, then the whole model; every parameter is
+split along its first dimension across the processes (a vocabulary that is not a multiple of the world
+size gets an uneven last shard, which FSDP2 handles), so the frozen base, the trainable parameters,
+their gradients and AdamW's state all live 1/world per process. Checkpoints are written by
+`torch.distributed.checkpoint` (`dcp/`: one file per process plus metadata, trainable parameters and
+optimizer state only) and loaded back into the shards, so a restart needs the same world size; the last
+checkpoint also holds the gathered `trainable.safetensors`, which is what a stage exports from (a plain
+peft adapter, loadable in one process). The CPU tests run this path on gloo with two processes.
 """
 
 from __future__ import annotations
@@ -304,6 +320,66 @@ def _is_sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def _is_fsdp2(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _fsdp_units(model: Any) -> list[Any]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [module for module in model.modules() if isinstance(module, FSDPModule)]
+
+
+def shard_model(model: Any, device_type: str) -> Any:
+    """FULL_SHARD the model in place with FSDP2: its `_no_split_modules` classes (decoder layers) as
+    units, then the root. A model sharded already (an earlier stage of the same run) is left as it is."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if _is_fsdp2(model):
+        return model
+    unit_names = {name for module in model.modules() for name in (getattr(module, "_no_split_modules", None) or [])}
+    import torch.distributed as dist
+
+    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    units = [module for module in model.modules() if type(module).__name__ in unit_names]
+    if not units:
+        raise XlangError(
+            f"fsdp: {type(model).__name__} names no layer class to shard (_no_split_modules); train it without fsdp"
+        )
+    for module in units:
+        fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    # FSDP2 names its root at the first forward; an eval_fn that calls a submodule first (the decoder)
+    # would make a layer the root. Fixing the root now is what that first forward would do.
+    model._get_fsdp_state()._lazy_init()
+    return model
+
+
+def _gathered_trainable_state(model: Any) -> dict[str, torch.Tensor]:
+    """Full trainable tensors of a sharded model on every process (a collective: all must call it)."""
+    from torch.distributed.tensor import DTensor
+
+    state = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            tensor = param.detach()
+            if isinstance(tensor, DTensor):
+                tensor = tensor.full_tensor()
+            state[name] = tensor.to("cpu").contiguous().clone()
+    return state
+
+
+def _dcp_state(model: Any, optimizer: Any) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(ignore_frozen_params=True)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    return {"model": model_state, "optimizer": optimizer_state}
+
+
 def _trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return {
         name: param.detach().to("cpu").contiguous().clone()
@@ -358,7 +434,17 @@ def _save_checkpoint(
     accelerator.wait_for_everyone()
     rank = accelerator.process_index
     _write_json_atomic(staging / f"rng-rank{rank}.json", _rng_state())
-    if _is_sharded(accelerator):
+    fsdp = _is_fsdp2(model)
+    if fsdp:
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(_dcp_state(model, optimizer), checkpoint_id=str(staging / "dcp"))
+        full = _gathered_trainable_state(model) if step == config.steps else None
+        if accelerator.is_main_process:
+            _write_json_atomic(staging / "scheduler.json", scheduler.state_dict())
+            if full is not None:
+                save_file(full, str(staging / "trainable.safetensors"))
+    elif _is_sharded(accelerator):
         accelerator.save_state(str(staging / "accelerate"))
     elif accelerator.is_main_process:
         save_file(_trainable_state(accelerator.unwrap_model(model)), str(staging / "trainable.safetensors"))
@@ -372,7 +458,7 @@ def _save_checkpoint(
             "world_size": accelerator.num_processes,
             "data_position": {"step": step, "micro_batches_per_process": step * config.grad_accum},
             "loss": loss,
-            "sharded": _is_sharded(accelerator),
+            "sharded": "fsdp2" if fsdp else _is_sharded(accelerator),
             "time": time.time(),
         }
         _write_json_atomic(staging / "meta.json", meta)
@@ -404,7 +490,21 @@ def _load_checkpoint(
             f"checkpoint {checkpoint} was written by {meta.get('world_size')} process(es), this run has "
             f"{accelerator.num_processes}; resume with the same number of processes (the data order depends on it)"
         )
-    if meta.get("sharded"):
+    if meta.get("sharded") == "fsdp2":
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        state = _dcp_state(model, optimizer)
+        dcp.load(state, checkpoint_id=str(checkpoint / "dcp"))
+        set_state_dict(
+            model,
+            optimizer,
+            model_state_dict=state["model"],
+            optim_state_dict=state["optimizer"],
+            options=StateDictOptions(ignore_frozen_params=True, strict=False),
+        )
+        scheduler.load_state_dict(json.loads((checkpoint / "scheduler.json").read_text()))
+    elif meta.get("sharded"):
         accelerator.load_state(str(checkpoint / "accelerate"))
     else:
         load_trainable(accelerator.unwrap_model(model), checkpoint / "trainable.safetensors")
@@ -418,6 +518,12 @@ def _load_checkpoint(
 
 
 # ----------------------------------------------------------------------------------------- the loop
+
+
+def _as_float(value: Any) -> float:
+    """A scalar tensor's value; a sharded (DTensor) norm is reduced to its full value first."""
+    full = getattr(value, "full_tensor", None)
+    return float(full() if full is not None else value)
 
 
 def _sync(device: Any) -> None:
@@ -443,10 +549,20 @@ def _run_eval(eval_fn: EvalFn, accelerator: Accelerator, model: Any, config: Tra
     inner = accelerator.unwrap_model(model)
     was_training = inner.training
     inner.eval()
+    # Sharded: every unit is gathered here, outside the eval's inference mode, and stays whole until the
+    # end. An eval_fn may call submodules directly (the root's own weights must be whole), and buffers
+    # first gathered under inference mode could not be written by the training steps after it.
+    units = _fsdp_units(inner)
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
     try:
         with torch.no_grad(), accelerator.autocast(), _autocast(accelerator, config):
             metrics = {key: float(value) for key, value in dict(eval_fn(inner)).items()}
     finally:
+        for unit in units:
+            unit.reshard()
+            unit.set_reshard_after_forward(True, recurse=False)
         inner.train(was_training)
     return metrics
 
@@ -466,6 +582,7 @@ def run_training(
     fingerprint: Mapping[str, Any] | None = None,
     name: str = "train",
     eval_at_start: bool = True,
+    fsdp: bool = False,
 ) -> TrainResult:
     """Train `model` for `config.steps` optimizer steps, resuming from `out_dir`'s last checkpoint.
 
@@ -480,7 +597,10 @@ def run_training(
         # fp16 needs accelerate's gradient scaler; bf16 is plain autocast (see `_autocast`)
         accelerator = Accelerator(mixed_precision="fp16") if config.mixed_precision == "fp16" else Accelerator()
     world, rank = accelerator.num_processes, accelerator.process_index
-    config_hash = config.config_hash({**dict(fingerprint or {}), "world_size": world})
+    fsdp = fsdp and world > 1 and not _is_sharded(accelerator)
+    config_hash = config.config_hash(
+        {**dict(fingerprint or {}), "world_size": world, **({"sharding": "fsdp2"} if fsdp else {})}
+    )
     metrics_path = out_dir / METRICS_FILE
     _check_folder(out_dir, config_hash)
     loss_fn = loss_fn or causal_lm_loss
@@ -497,7 +617,7 @@ def run_training(
     if done_file.is_file():
         done = json.loads(done_file.read_text())
         final = out_dir / done["checkpoint"]
-        if not done.get("sharded"):
+        if (final / "trainable.safetensors").is_file():
             load_trainable(model, final / "trainable.safetensors")
         return TrainResult(
             steps=config.steps,
@@ -529,6 +649,9 @@ def run_training(
     random.seed(config.seed + rank)
     if not _is_sharded(accelerator):
         model.to(accelerator.device)  # before the optimizer exists, so it can be the fused CUDA one
+    if fsdp:  # sharding replaces every parameter with its shard: the optimizer must see the shards
+        shard_model(model, accelerator.device.type)
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if param_groups is not None:
         groups = param_groups(named)
     else:
@@ -548,7 +671,10 @@ def run_training(
             raise XlangError("under DeepSpeed set grad_accum=1 (DeepSpeed would step inside the accumulation)")
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro_batch
         plugin.deepspeed_config["gradient_accumulation_steps"] = 1
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if fsdp:  # already sharded: accelerate would wrap it again in DDP
+        optimizer = accelerator.prepare(optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
 
     start_step = 0
     checkpoints = list_checkpoints(out_dir)
@@ -640,7 +766,7 @@ def run_training(
                 lr=lr,
                 tokens=input_count,
                 seconds=time.perf_counter() - started,
-                grad_norm=float(grad_norm) if grad_norm is not None else None,
+                grad_norm=_as_float(grad_norm) if grad_norm is not None else None,
             )
             result.history.append(record)
             window.append(record)
@@ -692,7 +818,7 @@ def run_training(
                 "steps": config.steps,
                 "final_loss": last_loss,
                 "checkpoint": str(result.checkpoint.relative_to(out_dir)),
-                "sharded": _is_sharded(accelerator),
+                "sharded": "fsdp2" if fsdp else _is_sharded(accelerator),
             },
         )
     accelerator.wait_for_everyone()

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xlang.assets.loading import load_pretrained
 from xlang.data.views import take_chars
 from xlang.errors import XlangError
 from xlang.train.config import NON_TRAJECTORY_FIELDS, PARALLEL_KEY, PretrainConfig
@@ -353,6 +354,7 @@ def pretrain(
     validation_by_language: Mapping[str, Sequence[str]] | None = None,
     eval_fn: Callable[[Any], Mapping[str, float]] | None = None,
     accelerator: Any = None,
+    distributed: str = "ddp",
 ) -> PretrainResult:
     """Continue causal-LM training of the expanded model on a bilingual mix; see the module docstring.
 
@@ -366,7 +368,12 @@ def pretrain(
         scored); None holds out documents of each local corpus.
     eval_fn: replaces the default validation (called with the training wrapper; `.model` is the peft
         model) and returns `{"bpc/<code>": value, ...}`.
+    distributed: `ddp` (every process holds the whole model; also one process) or `fsdp` (FULL_SHARD
+        with FSDP2 across the launched processes: see `xlang.train.engine`); the exported folders are
+        the same plain ones either way.
     """
+    if distributed not in ("ddp", "fsdp"):
+        raise XlangError(f"distributed={distributed!r} is not known; choose ddp or fsdp")
     out_dir = Path(out_dir)
     model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
     languages = [code for code in texts_by_language if code != PARALLEL_KEY]
@@ -387,6 +394,7 @@ def pretrain(
         "data": {name: _digest_texts(texts_by_language[name]) for name in shares if name != PARALLEL_KEY},
         "parallel": _digest_texts([json.dumps(r, sort_keys=True) for r in parallel]) if parallel else None,
         "validation": {k: _digest_texts(list(v)) for k, v in (validation_by_language or {}).items()},
+        **({"distributed": distributed} if distributed != "ddp" else {}),
     }
     run_hash = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
     existing = out_dir / RUN_FILE
@@ -415,7 +423,7 @@ def pretrain(
     dtype_name, mixed, compile_layers = choose_runtime(config, cuda)
     if accelerator is None:
         accelerator = Accelerator(mixed_precision="fp16" if mixed == "fp16" else None, cpu=not cuda)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = load_pretrained(AutoTokenizer, tokenizer_dir, weights=False)
 
     # data: tokenized sources, validation split, mixing weights, packing
     sources: dict[str, Any] = {}
@@ -460,7 +468,7 @@ def pretrain(
     load_kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype_name)}
     if config.attn_implementation:
         load_kwargs["attn_implementation"] = config.attn_implementation
-    base = AutoModelForCausalLM.from_pretrained(str(model_dir), **load_kwargs)
+    base = load_pretrained(AutoModelForCausalLM, model_dir, **load_kwargs)
     rows = base.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         raise XlangError(
@@ -469,6 +477,14 @@ def pretrain(
         )
     prepared = prepare_model(base, new_token_ids or [], config, mixed=mixed, compile_layers=compile_layers)
     trainable, wrapper, selections = prepared.trainable, prepared.wrapper, prepared.selections
+    fsdp = distributed == "fsdp" and accelerator.num_processes > 1
+    if fsdp and any(masked for _, masked in selections):
+        raise XlangError(
+            "fsdp cannot train part of a whole vocabulary matrix (a stage with 'new-rows' and 'output' or "
+            "'embeddings'): its row mask would be lost when the matrix is sharded; use distributed=ddp"
+        )
+    # by name: sharding replaces the parameter objects, names stay
+    stage_names = [{n for n, p in wrapper.named_parameters() if predicate(n, p)} for predicate, _ in selections]
     evaluate = eval_fn or (
         make_bpc_eval(tokenizer, validation, window=config.eval_window, stride=config.eval_window // 2)
         if validation
@@ -479,7 +495,7 @@ def pretrain(
     stage_runs = []
     block_offset = 0
     step_offset = 0
-    for index, (stage, (predicate, masked)) in enumerate(zip(stages, selections, strict=True)):
+    for index, (stage, (_, masked)) in enumerate(zip(stages, selections, strict=True)):
         handles = add_row_masks(masked, trainable.new_token_ids)
         try:
             result = run_training(
@@ -487,7 +503,7 @@ def pretrain(
                 stream.make_batches(block_offset),
                 config.loop_config(stage, mixed_precision=mixed),
                 out_dir / "stages" / stage.name,
-                trainable=lambda name, param, predicate=predicate: predicate(name, param),
+                trainable=lambda name, param, names=stage_names[index]: name in names,
                 param_groups=new_rows_groups(stage.lr * config.new_rows_lr_scale)
                 if config.new_rows_lr_scale != 1.0
                 else None,
@@ -497,6 +513,7 @@ def pretrain(
                 fingerprint={"run": run_hash, "stage": index, "parts": list(stage.train)},
                 name=f"pretrain:{stage.name}",
                 eval_at_start=index == 0,
+                fsdp=fsdp,
             )
         finally:
             for handle in handles:
@@ -511,6 +528,8 @@ def pretrain(
     curve = None
     summary: dict[str, Any] = {}
     if accelerator.is_main_process:
+        if fsdp:  # the trained model is in shards: export from a whole copy with the gathered weights
+            trainable = _whole_copy(model_dir, load_kwargs, new_token_ids or [], config, mixed, stage_runs)
         trainable.model.to("cpu")
         if adapter_dir is not None:
             staging = out_dir / ".adapter.tmp"
@@ -540,6 +559,26 @@ def pretrain(
         _write_json_atomic(out_dir / RESULT_FILE, result_obj.to_json())
     accelerator.wait_for_everyone()
     return PretrainResult(out_dir, model_out, adapter_dir, curve, summary)
+
+
+def _whole_copy(
+    model_dir: Path,
+    load_kwargs: Mapping[str, Any],
+    new_token_ids: Sequence[int],
+    config: PretrainConfig,
+    mixed: str,
+    stage_runs: Sequence[tuple[Any, int, Any]],
+) -> Any:
+    """An unsharded model with every stage's final trainable weights, loaded in stage order."""
+    from transformers import AutoModelForCausalLM
+
+    from xlang.train.engine import load_trainable
+
+    base = load_pretrained(AutoModelForCausalLM, model_dir, **load_kwargs)
+    prepared = prepare_model(base, new_token_ids, config, mixed=mixed, compile_layers=False)
+    for _, _, result in stage_runs:
+        load_trainable(prepared.wrapper, result.checkpoint / "trainable.safetensors")
+    return prepared.trainable
 
 
 def _summary(

@@ -1,0 +1,201 @@
+"""Sharded pretraining (FSDP2, FULL_SHARD) on two CPU processes over gloo, against one process.
+
+Real components at toy size: a byte-level BPE grown by a few Korean tokens (305 tokens: not a multiple
+of the world size, so the vocabulary shards unevenly), a random Llama from `tiny_models`, `torchrun`.
+One rank is killed with SIGKILL after the first sharded checkpoint; the restart must land on the
+one-process curve, and the exported folders must be the plain ones a single process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+KO_WORDS = "고양이 는 작은 빨간 집 근처 강 에서 사람들 이 걸어가는 동안 매트 위에 앉아 있었다".split()
+EN_WORDS = "the cat sat on a mat and looked at the small red house near the river while people walked by".split()
+NEW_TOKENS = ["고양이", "빨간", "사람들", "근처", "작은"]
+STEPS = 24
+LOSS_TOLERANCE = 1e-4
+"""Relative, per step: the sharded run sums the same tokens in another order (reduce-scatter, all-reduce)."""
+
+RUN_SCRIPT = """
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from xlang.train import PretrainConfig, pretrain
+spec = json.loads(open(sys.argv[1]).read())
+rank = int(os.environ.get("RANK", "0"))
+open(os.path.join(spec["out_root"], f"pid-{spec['name']}-rank{rank}"), "w").write(str(os.getpid()))
+pretrain(spec["model"], spec["tokenizer"], spec["texts"], None, PretrainConfig(**spec["config"]), spec["out"],
+         new_token_ids=spec["new_ids"], distributed=spec["distributed"])
+"""
+
+
+def _texts(words: list[str], count: int, seed: str) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 40))) + "." for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def tiny_expanded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[int]]:
+    """(model_dir, tokenizer_dir, new ids): an untied tiny Llama whose 305 rows match the grown tokenizer."""
+    from tiny_models import tiny_llama
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-fsdp")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(_texts(EN_WORDS, 200, "bpe"), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>")
+    base_size = len(tokenizer)
+    tokenizer.add_tokens(NEW_TOKENS)
+    assert len(tokenizer) % 2 == 1, "the vocabulary must not split evenly across two processes"
+    tokenizer.save_pretrained(root / "tokenizer")
+    model = tiny_llama(len(tokenizer), tied=False)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(root / "model")
+    return root / "model", root / "tokenizer", list(range(base_size, len(tokenizer)))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONHASHSEED": "0",
+        "ACCELERATE_USE_CPU": "true",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "MASTER_ADDR": "127.0.0.1",
+    }
+
+
+def _command(tmp_path: Path, tiny: tuple[Path, Path, list[int]], name: str, processes: int) -> list[str]:
+    model_dir, tokenizer_dir, new_ids = tiny
+    config = {
+        "steps": STEPS,
+        "seq_len": 64,
+        "micro_batch": 2,
+        "grad_accum": 2 // processes,  # the same global batch: 4 blocks per step
+        "save_every": 2,
+        "eval_every": 8,
+        "log_every": 1,
+        "mix": {"ko": 0.5, "en": 0.5},
+        "progress": False,
+        "tensorboard": False,
+        "warmup_steps": 1,
+        "lr": 5e-3,
+        "keep_checkpoints": 3,
+    }
+    spec = {
+        "model": str(model_dir),
+        "tokenizer": str(tokenizer_dir),
+        "texts": {"ko": _texts(KO_WORDS, 120, "ko"), "en": _texts(EN_WORDS, 120, "en")},
+        "new_ids": new_ids,
+        "out": str(tmp_path / name),
+        "out_root": str(tmp_path),
+        "name": name,
+        "config": config,
+        "distributed": "fsdp" if processes > 1 else "ddp",
+    }
+    (tmp_path / f"{name}.json").write_text(json.dumps(spec))
+    (tmp_path / "run.py").write_text(RUN_SCRIPT)
+    script = [str(tmp_path / "run.py"), str(tmp_path / f"{name}.json")]
+    if processes == 1:
+        return [sys.executable, *script]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    return [sys.executable, *launcher, "--master_port", str(_free_port()), *script]
+
+
+def _records(out: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (out / "stages" / "lora" / "metrics.jsonl").open()]
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_match_one_survive_kill_9_and_export_plain_folders(
+    tiny_expanded: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    model_dir, _, new_ids = tiny_expanded
+    single = subprocess.run(
+        _command(tmp_path, tiny_expanded, "single", 1), env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    sharded = tmp_path / "sharded"
+    command = _command(tmp_path, tiny_expanded, "sharded", 2)
+    launcher = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = sharded / "stages" / "lora" / "checkpoints"
+    victim = tmp_path / "pid-sharded-rank1"
+    deadline = time.monotonic() + 300
+    while not (victim.is_file() and any(checkpoints.glob("step-*/meta.json"))):
+        assert launcher.poll() is None, "the sharded run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no sharded checkpoint appeared"
+        time.sleep(0.005)
+    os.kill(int(victim.read_text()), signal.SIGKILL)
+    assert launcher.wait(timeout=120) != 0, "torchrun reported success after a rank was killed"
+    assert not (sharded / "pretrain.json").exists(), "the run finished before the kill"
+    resumed_from = max(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*") if (p / "meta.json").is_file())
+    assert resumed_from < STEPS
+    first = sorted(checkpoints.glob("step-*"))[0]
+    assert json.loads((first / "meta.json").read_text())["sharded"] == "fsdp2"
+    assert {p.name for p in (first / "dcp").glob("*.distcp")} == {"__0_0.distcp", "__1_0.distcp"}
+
+    restarted = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+
+    # the same loss curve and validation BPC as one process on the same global batch
+    expected, got = _records(tmp_path / "single"), _records(sharded)
+    train = {r["step"]: r["loss"] for r in expected if r["kind"] == "train"}
+    train_sharded = {r["step"]: r["loss"] for r in got if r["kind"] == "train"}
+    assert sorted(train_sharded) == list(range(1, STEPS + 1))
+    assert [train_sharded[s] for s in sorted(train)] == pytest.approx(
+        [train[s] for s in sorted(train)], rel=LOSS_TOLERANCE
+    )
+    evals = [{k: v for k, v in r.items() if k.startswith("bpc/")} for r in expected if r["kind"] == "eval"]
+    evals_sharded = [{k: v for k, v in r.items() if k.startswith("bpc/")} for r in got if r["kind"] == "eval"]
+    assert evals and len(evals) == len(evals_sharded)
+    for one, two in zip(evals, evals_sharded, strict=True):
+        assert two == pytest.approx(one, rel=LOSS_TOLERANCE)
+
+    # the exported folders are plain: the merged model and base + adapter load in this one process
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    merged = AutoModelForCausalLM.from_pretrained(sharded / "model")
+    old = torch.ones(merged.config.vocab_size, dtype=torch.bool)
+    old[new_ids] = False
+    for layer in ("get_input_embeddings", "get_output_embeddings"):
+        before, after = getattr(base, layer)().weight, getattr(merged, layer)().weight
+        assert torch.equal(after[old], before[old]), f"{layer}: a frozen row changed"
+        assert not torch.equal(after[~old], before[~old]), f"{layer}: the new rows did not train"
+    adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), sharded / "adapter").eval()
+    ids = torch.tensor([[1, 5, 9, *new_ids, 40]])
+    with torch.no_grad():
+        torch.testing.assert_close(adapted(ids).logits, merged.eval()(ids).logits, atol=1e-5, rtol=1e-4)
+    single_adapter = load_file(str(tmp_path / "single" / "adapter" / "adapter_model.safetensors"))
+    sharded_adapter = load_file(str(sharded / "adapter" / "adapter_model.safetensors"))
+    assert single_adapter.keys() == sharded_adapter.keys()
+    for name, tensor in single_adapter.items():
+        torch.testing.assert_close(sharded_adapter[name], tensor, atol=1e-4, rtol=1e-3, msg=name)
