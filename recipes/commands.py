@@ -20,6 +20,7 @@ CACHE_FOLDERS: dict[str, str] = {
     "downloads": "verified package downloads",
     "debian-files": "files taken out of Debian packages (word lists, fonts)",
     "wheels": "pinned wheels from PyPI",
+    "sdists": "pinned source distributions from PyPI (read, never built)",
     "wheel-files": "files taken out of wheels",
     "hf": "Hugging Face cache (datasets' Arrow files, hub downloads)",
 }
@@ -307,17 +308,22 @@ def tokenizer_stats_command(ctx: click.Context, code: str, tokenizer_dir: str, b
     floor: tokens per character if every piece the pre-tokenizer cuts the text into were one token.
 
     Measured on the text a run's figures use (the first `stages.evaluate.max_chars` characters of each
-    validation split, as whole documents), so the numbers match a run's report.
+    validation split, as whole documents: `in-domain`), so the numbers match a run's report; first, the same
+    budget of each language's `heldout_corpora` (`out-of-domain`: text of another kind, never trained on).
     """
-    from xlang_recipes.x_llava import measured_texts
+    from xlang_recipes.x_llava import heldout_texts, measured_texts
 
+    from xlang.data.heldout import IN_DOMAIN, OUT_OF_DOMAIN
     from xlang.tokenizer import stats_table, tokenizer_stats
 
     resolver = resolver_from(ctx)
     spec = resolver.language(code)
     base_path = resolver.base_model(base) if base else None
     languages = (spec, *resolver.companions(spec))
-    console.print(stats_table(tokenizer_stats(tokenizer_dir, measured_texts(resolver, languages), base=base_path)))
+    texts = {f"{code} {OUT_OF_DOMAIN}": values for code, values in heldout_texts(resolver, languages).items()}
+    texts |= measured_texts(resolver, languages)
+    title = f"tokens per character and per word: CODE {OUT_OF_DOMAIN} rows first, then CODE alone ({IN_DOMAIN})"
+    console.print(stats_table(tokenizer_stats(tokenizer_dir, texts, base=base_path), title=title))
 
 
 @click.group("eval", cls=XlangGroup)
@@ -328,16 +334,20 @@ def eval_group() -> None:
 @eval_group.command("bpc")
 @click.option("--model", "model_dir", required=True, help="Model folder (its own tokenizer is used).")
 @click.option("--lang", "codes", multiple=True, required=True, help="Language code (repeatable).")
-@click.option("--max-chars", type=int, default=None, help="Validation characters per language (default: the stage's).")
+@click.option(
+    "--max-chars", type=int, default=None, help="Characters per language and text (default: the evaluate stage's)."
+)
 @click.pass_context
 def eval_bpc(ctx: click.Context, model_dir: str, codes: tuple[str, ...], max_chars: int | None) -> None:
-    """Bits per character on each language's validation documents (lower is better).
+    """Bits per character on each language's out-of-domain text (its `heldout_corpora`, never trained on) and
+    validation documents (in-domain), lower is better.
 
-    The same evaluator, options and text as a run's evaluate stage (`[stages.evaluate]` settings
-    included), so the figure for a run's model matches its report.
+    The same evaluator, options and texts as a run's evaluate stage (`[stages.evaluate]` settings
+    included), so the figures for a run's model match its report.
     """
-    from xlang_recipes.x_llava import EvaluateConfig
+    from xlang_recipes.x_llava import EvaluateConfig, heldout_texts
 
+    from xlang.data.heldout import IN_DOMAIN, OUT_OF_DOMAIN
     from xlang.data.views import documents
     from xlang.eval import load_for_text
 
@@ -352,12 +362,20 @@ def eval_bpc(ctx: click.Context, model_dir: str, codes: tuple[str, ...], max_cha
     folder = resolver.base_model(model_dir)
     model, tokenizer = load_for_text(folder)
     table = Table(title=f"Bits per character: {model_dir}")
-    for column in ("language", "characters", "tokens/char", "bits/char"):
-        table.add_column(column, justify="left" if column == "language" else "right")
+    for column in ("language", "characters", "tokens/char", "bits/char", "text"):
+        table.add_column(column, justify="left" if column in ("language", "text") else "right")
+    heldout = heldout_texts(resolver, tuple(specs), config.max_chars)
+    undeclared = [spec.code for spec in specs if spec.code not in heldout]
+    if undeclared:
+        table.caption = f"no {OUT_OF_DOMAIN} text declared (heldout_corpora) for {', '.join(undeclared)}"
     for spec in specs:
-        texts = documents(resolver.dataset(spec, "validation"), spec, config.max_chars)
-        with console.status(f"scoring {spec.name}"):
-            found: dict[str, Any] = evaluator(options, model=model, tokenizer=tokenizer, texts=texts, language=spec)
-        characters = sum(len(text) for text in texts)
-        table.add_row(spec.code, f"{characters:,}", f"{found['tokens_per_char']:.4f}", f"{found['bpc']:.4f}")
+        texts_by_domain = {OUT_OF_DOMAIN: heldout[spec.code]} if spec.code in heldout else {}
+        texts_by_domain[IN_DOMAIN] = documents(resolver.dataset(spec, "validation"), spec, config.max_chars)
+        for domain, texts in texts_by_domain.items():
+            with console.status(f"scoring {spec.name} ({domain})"):
+                found: dict[str, Any] = evaluator(options, model=model, tokenizer=tokenizer, texts=texts, language=spec)
+            characters = sum(len(text) for text in texts)
+            table.add_row(
+                spec.code, f"{characters:,}", f"{found['tokens_per_char']:.4f}", f"{found['bpc']:.4f}", domain
+            )
     console.print(table)

@@ -50,7 +50,9 @@ def _unique(name: str, sets: Sequence[EvaluationSet]) -> str:
 def local_path(resolver: Resolver, uri: str) -> str:
     """A set's URI as `load_benchmark` takes it: a path for `file://`, `hf://` as it is, others fetched."""
     if uri.startswith("file://"):
-        return uri.removeprefix("file://")
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(uri).path)
     if uri.startswith("hf://"):
         return uri
     return str(resolver.fetch_file(uri))
@@ -116,3 +118,13 @@ def evaluate_model(
         write_json(out_dir / RESULTS, payload)
         write_run_report(out_dir, payload)
     return payload
+
+
+def evaluate_judged(resolver: Resolver, judge_name: str | None, *, out_dir: Path, **arguments: Any) -> dict[str, Any]:
+    """`evaluate_model` with the judge the name calls for, built for this output folder and closed after."""
+    judge = make_judge(resolver, judge_name, out_dir)
+    try:
+        return evaluate_model(resolver, out_dir=out_dir, judge=judge, **arguments)
+    finally:
+        if judge is not None:
+            judge.close()

@@ -102,6 +102,25 @@ def measured_texts(resolver: Resolver, languages: tuple[LanguageSpec, ...]) -> d
     return {spec.code: documents(resolver.dataset(spec, "validation"), spec, max_chars) for spec in languages}
 
 
+def heldout_texts(
+    resolver: Resolver, languages: tuple[LanguageSpec, ...], max_chars: int | None = None
+) -> dict[str, list[str]]:
+    """The out-of-domain text of each language that declares `heldout_corpora` (the others are left out): whole
+    documents of their validation splits, `max_chars` (default `stages.evaluate.max_chars`) shared evenly
+    between the sources. Never a training split: these sources are not among the language's `corpora`."""
+    from xlang.data.heldout import heldout_documents
+
+    if max_chars is None:
+        max_chars = EvaluateConfig(**resolver.settings.stage("evaluate")).max_chars
+    return {
+        spec.code: heldout_documents(
+            spec, [resolver.load(source, "validation") for source in spec.heldout_corpora], max_chars
+        )
+        for spec in languages
+        if spec.heldout_corpora
+    }
+
+
 def expand(context: StageContext) -> StageOutput:
     config: ExpandConfig = context.config
     language = context.language
@@ -347,6 +366,18 @@ def resolve_evaluate(config: EvaluateConfig, language: LanguageSpec, resolver: R
     return config.model_copy(update={"evaluator_options": options})
 
 
+OOD_SUFFIX = "_ood"
+"""Ends the name of a figure measured on the out-of-domain text (`base/ko/bpc_ood`)."""
+
+
+def _domain_label(name: str) -> str:
+    """The report heading of a metric: its label, and which text it was measured on."""
+    if name.endswith(OOD_SUFFIX):
+        plain = name[: -len(OOD_SUFFIX)]
+        return f"{_METRIC_LABELS.get(plain, plain)} out-of-domain"
+    return f"{_METRIC_LABELS.get(name, name)} in-domain"
+
+
 def evaluate(context: StageContext) -> StageOutput:
     """Every evaluator on the base and every model the run made, per language, on the same documents."""
     from xlang.eval import load_for_text
@@ -356,6 +387,8 @@ def evaluate(context: StageContext) -> StageOutput:
     texts = {
         spec.code: documents(resolver.dataset(spec, "validation"), spec, config.max_chars) for spec in context.languages
     }
+    # out-of-domain first: metrics `MODEL/CODE/NAME_ood`, beside the in-domain `MODEL/CODE/NAME`
+    texts_by_suffix = {OOD_SUFFIX: heldout_texts(resolver, context.languages, config.max_chars), "": texts}
     evaluators = [(name, resolver.strategy("evaluators", name)) for name in config.evaluators]
     models = [("base", context.base_model)] + [
         (name, str(path)) for name in context.manifest["stages"] if (path := context.model_of(name)) is not None
@@ -367,26 +400,29 @@ def evaluate(context: StageContext) -> StageOutput:
         parameters[label] = sum(parameter.numel() for parameter in model.parameters())
         for spec in context.languages:
             began = time.perf_counter()
-            for name, evaluator in evaluators:
-                found = evaluator(
-                    context.config.evaluator_options.get(name),
-                    model=model,
-                    tokenizer=tokenizer,
-                    texts=texts[spec.code],
-                    language=spec,
-                )
-                for metric, value in found.items():
-                    metrics[f"{label}/{spec.code}/{metric}"] = round(float(value), 4)
+            for suffix, measured in texts_by_suffix.items():
+                if spec.code not in measured:
+                    continue
+                for name, evaluator in evaluators:
+                    found = evaluator(
+                        context.config.evaluator_options.get(name),
+                        model=model,
+                        tokenizer=tokenizer,
+                        texts=measured[spec.code],
+                        language=spec,
+                    )
+                    for metric, value in found.items():
+                        metrics[f"{label}/{spec.code}/{metric}{suffix}"] = round(float(value), 4)
             shown = ", ".join(
-                f"{_METRIC_LABELS.get(key.split('/')[2], key.split('/')[2])} {value:.3f}"
+                f"{_domain_label(key.split('/')[2])} {value:.3f}"
                 for key, value in metrics.items()
                 if key.startswith(f"{label}/{spec.code}/")
             )
             print(f"  evaluate: {label} {spec.code}: {shown} ({time.perf_counter() - began:.0f} s)", flush=True)
         del model
     suite_lines = _run_suites(context, models) if config.suites else []
-    names = sorted({key.split("/", 2)[2] for key in metrics})
-    header = " | ".join(_METRIC_LABELS.get(name, name) for name in names)
+    names = sorted({key.split("/", 2)[2] for key in metrics}, key=lambda name: (not name.endswith(OOD_SUFFIX), name))
+    header = " | ".join(_domain_label(name) for name in names)
     lines = ["## evaluate", "", f"| model | language | {header} |", "|---|---|" + "---|" * len(names)]
     for label, _ in models:
         for spec in context.languages:
@@ -399,7 +435,15 @@ def evaluate(context: StageContext) -> StageOutput:
         f"How measured: {'evaluators' if len(config.evaluators) > 1 else 'evaluator'} "
         f"{', '.join(f'`{name}`' for name in config.evaluators)} on the first "
         f"{config.max_chars:,} characters of each language's validation split as whole documents "
-        f"({_sizes(texts)}), the same text for every model. {_scorer_note(config)} "
+        f"({_sizes(texts)}), the same text for every model: the in-domain figures. "
+        + (
+            f"Out-of-domain figures (`{OOD_SUFFIX}`, first) are on the same budget of the languages' "
+            f"`heldout_corpora`, text of another kind that no stage trains on "
+            f"({_sizes(texts_by_suffix[OOD_SUFFIX])}). "
+            if texts_by_suffix[OOD_SUFFIX]
+            else "No language of this run declares out-of-domain text (`heldout_corpora`). "
+        )
+        + f"{_scorer_note(config)} "
         "`xlang eval bpc --model FOLDER --lang CODE` gives the same figures for one model.",
         "",
         _expectations(context, parameters.get("base")),
@@ -418,7 +462,7 @@ SUITES_FOLDER = "suites"
 def _run_suites(context: StageContext, models: list[tuple[str, str]]) -> list[str]:
     """Every suite on the base and the final model, per language (`suites/LABEL/CODE/`, each an `xlang eval
     run` folder); returns the report lines: a side-by-side table and `suites.png`."""
-    from xlang_recipes.suites import evaluate_model, make_judge, suite_sets
+    from xlang_recipes.suites import evaluate_judged, suite_sets
 
     from xlang.eval.report import metrics_table, plot_rows
 
@@ -433,23 +477,17 @@ def _run_suites(context: StageContext, models: list[tuple[str, str]]) -> list[st
                 if not spec.suite(suite):
                     passed_over.append(spec.code)
                     continue
-                out_dir = context.out_dir / SUITES_FOLDER / suite / label / spec.code
-                judge = make_judge(context.resolver, config.judge, out_dir)
                 began = time.perf_counter()
-                try:
-                    results = evaluate_model(
-                        context.resolver,
-                        model_dir=folder,
-                        language=spec,
-                        suite=suite,
-                        out_dir=out_dir,
-                        sets=suite_sets(spec, suite),
-                        judge=judge,
-                        max_tokens=config.max_tokens,
-                    )
-                finally:
-                    if judge is not None:
-                        judge.close()
+                results = evaluate_judged(
+                    context.resolver,
+                    config.judge,
+                    out_dir=context.out_dir / SUITES_FOLDER / suite / label / spec.code,
+                    model_dir=folder,
+                    language=spec,
+                    suite=suite,
+                    sets=suite_sets(spec, suite),
+                    max_tokens=config.max_tokens,
+                )
                 shown = "image" if results["saw_images"] else "no image"
                 print(
                     f"  evaluate: {suite} suite, {label} {spec.code} ({shown}): {time.perf_counter() - began:.0f} s",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -170,6 +171,25 @@ class EvaluationSet(_Frozen):
         return self.evaluator or FORMAT_EVALUATORS[self.format]
 
 
+SUITE_FILES: dict[str, tuple[str, str]] = {
+    "open_ended.jsonl": ("open", "llava-bench"),
+    "multiple_choice.tsv": ("choice", "mmbench-tsv"),
+    "short_answer.jsonl": ("short", "short-answer"),
+}
+"""File names `evaluation_sets_in` recognizes: the set's name suffix and its format."""
+
+
+def evaluation_sets_in(folder: str | Path, suite: str) -> tuple[EvaluationSet, ...]:
+    """One set of `suite` per file of `SUITE_FILES` in `folder` (`SUITE-open`, `SUITE-choice`, `SUITE-short`):
+    a plugin that ships its benchmark files in one folder declares them in one line."""
+    folder = Path(folder).resolve()
+    return tuple(
+        EvaluationSet(name=f"{suite}-{suffix}", suite=suite, format=kind, uri=(folder / name).as_uri())
+        for name, (suffix, kind) in SUITE_FILES.items()
+        if (folder / name).is_file()
+    )
+
+
 class JudgePrompts(_Frozen):
     """How a judge model is asked to grade answers in this language (`xlang eval`); unset fields keep
     xlang's English prompts, which tell the judge the language the answer must be in."""
@@ -226,6 +246,11 @@ class LanguageSpec(_Frozen):
     corpora: tuple[CorpusSource, ...] = ()
     """The language's text: monolingual and parallel sources, offline and hub-scale (the `corpus_kind` setting picks
     the kind)."""
+    heldout_corpora: tuple[CorpusSource, ...] = ()
+    """Text of another kind than `corpora` (laws, news, reviews where the corpora are software manuals), never
+    trained on: the out-of-domain figures of `xlang tokenizer stats`, `xlang eval bpc` and the evaluate stage,
+    measured next to the validation split's in-domain ones. Each source's `validation` split is read (let it hold
+    the whole text: `max_share=1` and a `validation_chars=` at least its size); no stage reads its `train` split."""
     vocabularies: tuple[VocabularySource, ...] = ()
     """Word lists that propose tokens to the `vocabulary` candidate source."""
     chat: ChatBits
@@ -258,7 +283,7 @@ class LanguageSpec(_Frozen):
 
     @model_validator(mode="after")
     def _unique_corpus_names(self) -> LanguageSpec:
-        names = [source.name for source in self.corpora]
+        names = [source.name for source in (*self.corpora, *self.heldout_corpora)]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
             raise ValueError(f"corpus source name(s) used twice: {', '.join(duplicated)}")

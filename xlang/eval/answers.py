@@ -9,13 +9,12 @@ judge that gave no score resumes where it stopped; a changed model or setting as
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from xlang.datagen.store import AppendOnlyFile
+from xlang.datagen.store import AppendOnlyFile, log_lines
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
 
@@ -158,14 +157,9 @@ def _read_book(book: Path, fingerprint: str) -> dict[str, Answer]:
     if not book.is_file():
         raise XlangError(f"{book} is not a file; remove it or choose another --out")
     fields = set(Answer.__dataclass_fields__)
-    with book.open("rb") as handle:
-        for raw in handle:
-            try:
-                line = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(line, dict) and line.get("fingerprint") == fingerprint and fields <= set(line):
-                found[line["key"]] = Answer(**{name: line[name] for name in fields})
+    for line in log_lines(book):
+        if line.get("fingerprint") == fingerprint and fields <= set(line):
+            found[line["key"]] = Answer(**{name: line[name] for name in fields})
     return found
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xlang.datagen.store import AppendOnlyFile
+from xlang.datagen.store import AppendOnlyFile, log_lines
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
 from xlang.teachers.base import TeacherRequest, TeacherRetryable
@@ -163,15 +163,8 @@ def _fill(template: str, **values: str) -> str:
 
 
 def _read_verdicts(book: Path) -> dict[str, str]:
-    found: dict[str, str] = {}
-    if not book.is_file():
-        return found
-    with book.open("rb") as handle:
-        for raw in handle:
-            try:
-                line = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(line, dict) and isinstance(line.get("key"), str) and isinstance(line.get("reply"), str):
-                found[line["key"]] = line["reply"]
-    return found
+    return {
+        line["key"]: line["reply"]
+        for line in log_lines(book)
+        if isinstance(line.get("key"), str) and isinstance(line.get("reply"), str)
+    }

@@ -15,6 +15,7 @@ from xlang.spec import (
     Strategies,
     TaskPrompts,
     TeacherPrompts,
+    evaluation_sets_in,
 )
 
 _HELP_EN = "pool/main/libr/libreoffice/libreoffice-help-en-us_7.4.7-1%2Bdeb12u14_all.deb"
@@ -80,19 +81,8 @@ PROMPTS = TeacherPrompts(
 
 _EVAL = Path(__file__).resolve().parent / "eval"
 EVALUATION_SETS = (
-    # written for the seed photos held out of training (coffee, chelsea, flower); the `smoke` suite
-    EvaluationSet(
-        name="smoke-open", suite="smoke", format="llava-bench", uri=f"file://{_EVAL / 'smoke' / 'open_ended.jsonl'}"
-    ),
-    EvaluationSet(
-        name="smoke-choice",
-        suite="smoke",
-        format="mmbench-tsv",
-        uri=f"file://{_EVAL / 'smoke' / 'multiple_choice.tsv'}",
-    ),
-    EvaluationSet(
-        name="smoke-short", suite="smoke", format="short-answer", uri=f"file://{_EVAL / 'smoke' / 'short_answer.jsonl'}"
-    ),
+    # written for the seed photos held out of training (coffee, chelsea, flower)
+    *evaluation_sets_in(_EVAL / "smoke", "smoke"),
     # needs the hub; MMBench (OpenCompass), English
     EvaluationSet(name="mmbench-en", suite="full", format="mmbench-tsv", uri="hf://lmms-lab/MMBench_EN?split=dev"),
     # needs the hub; LLaVA-Bench (in-the-wild)

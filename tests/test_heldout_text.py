@@ -1,0 +1,215 @@
+"""Out-of-domain text: `heldout_corpora` in the spec, `pypi://` corpora read from wheels and sdists (a real
+index served on 127.0.0.1), never offered to training, and measured next to the in-domain split."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import re
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xlang.errors import XlangError
+from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange
+
+XLANG = [sys.executable, "-m", "xlang.cli"]
+
+TAGGED = (
+    "迈向/v  充满/v  希望/n  的/u  新/a  世纪/n  ——/w\n"
+    "[中国/ns  政府/n]/nt  发表/v  讲话/n  。/w\n"
+    "１２月/t  ３１日/t  ，/w  江/nr  泽民/nr  发表/v  讲话/n  。/w\n"
+)
+
+
+def _sdist(files: dict[str, str], top: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def package_index(tmp_path: Path) -> Iterator[tuple[str, bytes, list[str]]]:
+    """A PEP 503 index on 127.0.0.1 offering `demo-news-1.0.tar.gz`; yields (index URL, archive, request log)."""
+    archive = _sdist({"demo_news/news.txt": TAGGED, "setup.py": "raise SystemExit('never run')\n"}, "demo-news-1.0")
+    root = tmp_path / "index"
+    (root / "demo-news").mkdir(parents=True)
+    (root / "files").mkdir()
+    (root / "files" / "demo-news-1.0.tar.gz").write_bytes(archive)
+    digest = hashlib.sha256(archive).hexdigest()
+    (root / "demo-news" / "index.html").write_text(
+        f'<html><body><a href="../files/demo-news-1.0.tar.gz#sha256={digest}">demo-news-1.0.tar.gz</a></body></html>'
+    )
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/", archive, requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tagged_corpus_line_becomes_plain_text() -> None:
+    from xlang.data.sources import untagged
+
+    assert untagged("[中国/ns  政府/n]/nt  发表/v  讲话/n  。/w", joiner="") == "中国政府发表讲话。"
+    assert untagged("The/DT  1/2/CD  cup/NN", joiner=" ") == "The 1/2 cup"
+
+
+def test_an_sdist_member_is_fetched_from_the_index_pinned_recorded_and_reused(
+    package_index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xlang.assets.integrity import record_path
+    from xlang.data.sources import load_source
+
+    index, archive, requests = package_index
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+    pin = hashlib.sha256(archive).hexdigest()
+    uri = (
+        f"pypi://demo-news==1.0/demo_news/news.txt?archive=sdist&sha256={pin}"
+        "&format=tagged&join=none&validation_chars=100000&max_share=1"
+    )
+    cache = tmp_path / "cache"
+    held_out = load_source(uri, "validation", cache)
+    assert held_out["text"] == ["迈向充满希望的新世纪——", "中国政府发表讲话。", "１２月３１日，江泽民发表讲话。"]
+    assert load_source(uri, "train", cache).num_rows == 0  # the whole file is held out
+    stored = cache / "sdists" / "demo-news-1.0.tar.gz"
+    assert stored.read_bytes() == archive and record_path(stored).is_file()
+    assert record_path(cache / "wheel-files" / "demo-news-1.0").is_file()
+    asked = len(requests)
+    assert load_source(uri, "validation", cache)["text"] == held_out["text"]
+    assert len(requests) == asked  # the second read comes from the cache
+
+    wrong = uri.replace(pin, "0" * 64)
+    with pytest.raises(XlangError, match="not the pinned"):
+        load_source(wrong, "validation", tmp_path / "other-cache")
+    assert list((tmp_path / "other-cache" / "sdists").glob("*.tar.gz")) == []
+    with pytest.raises(XlangError, match="sha256"):
+        load_source(uri.replace(f"sha256={pin}&", ""), "validation", tmp_path / "other-cache")
+
+
+def test_a_damaged_sdist_in_the_cache_is_refetched(package_index, tmp_path: Path, monkeypatch) -> None:
+    from xlang.assets.wheels import SdistFile, sdist_member
+
+    index, archive, _ = package_index
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+    asset = SdistFile("demo-news", "1.0", "demo_news/news.txt", hashlib.sha256(archive).hexdigest())
+    cache = tmp_path / "cache"
+    first = sdist_member(asset, cache)
+    first.write_text("edited", encoding="utf-8")
+    (cache / "sdists" / "demo-news-1.0.tar.gz").write_bytes(archive[:100])
+    assert sdist_member(asset, cache).read_text(encoding="utf-8") == TAGGED
+
+
+def test_a_missing_member_names_the_archive_and_the_path(package_index, tmp_path: Path, monkeypatch) -> None:
+    from xlang.assets.wheels import SdistFile, sdist_member
+
+    index, archive, _ = package_index
+    monkeypatch.setenv("PIP_INDEX_URL", index)
+    asset = SdistFile("demo-news", "1.0", "demo_news/nothing.txt", hashlib.sha256(archive).hexdigest())
+    with pytest.raises(XlangError, match=r"demo-news-1\.0\.tar\.gz has no file demo_news/nothing\.txt"):
+        sdist_member(asset, tmp_path / "cache")
+
+
+def _language(tmp_path: Path) -> LanguageSpec:
+    manual = tmp_path / "manual.txt"
+    manual.write_text("\n\n".join(f"사용 설명서 {n} 단락입니다." for n in range(40)), encoding="utf-8")
+    law = tmp_path / "law.txt"
+    law.write_text("헌법 제1조 대한민국은 민주공화국이다.\n\n헌법 제2조 국민의 요건은 법률로 정한다.", encoding="utf-8")
+    return LanguageSpec(
+        code="qhl",
+        name="Heldout test",
+        scripts=(ScriptRange(name="Hangul", start=0xAC00, end=0xD7A3),),
+        corpora=(CorpusSource(name="manual", uri=f"file://{manual}?validation_chars=60"),),
+        heldout_corpora=(
+            CorpusSource(name="law", uri=f"file://{law}?format=document&validation_chars=100000&max_share=1"),
+        ),
+        chat=ChatBits(system_prompt="test"),
+    )
+
+
+def test_heldout_text_is_never_offered_to_training(tmp_path: Path) -> None:
+    from xlang.data.heldout import heldout_documents
+    from xlang.data.views import documents, paragraphs
+    from xlang.resolve import Resolver
+    from xlang.settings import XlangSettings
+
+    spec = _language(tmp_path)
+    resolver = Resolver(XlangSettings(cache_dir=tmp_path / "cache"))
+    assert [source.name for source in resolver.sources(spec)] == ["manual"]
+    trained = paragraphs(resolver.dataset(spec, "train"), spec) + documents(resolver.dataset(spec, "train"), spec)
+    assert trained and not any("헌법" in text for text in trained)
+    splits = [resolver.load(source, "validation") for source in spec.heldout_corpora]
+    whole = heldout_documents(spec, splits, None)
+    assert whole == ["헌법 제1조 대한민국은 민주공화국이다.\n\n헌법 제2조 국민의 요건은 법률로 정한다."]
+    assert sum(map(len, heldout_documents(spec, splits, 10))) == 10
+
+
+def test_the_budget_is_shared_between_heldout_sources() -> None:
+    from xlang.data.heldout import heldout_documents
+
+    spec = LanguageSpec(code="qhm", name="Share test", chat=ChatBits(system_prompt="test"))
+    short = [{"text": "abc", "doc": "s"}]
+    long = [{"text": "x" * 50, "doc": "a"}, {"text": "y" * 50, "doc": "b"}]
+    taken = heldout_documents(spec, [long, short, long], 30)
+    assert taken == ["x" * 10, "abc", "x" * 17]  # 30 // 3, then the short one's unused share passes on
+
+
+def test_a_heldout_source_may_not_reuse_a_corpus_name(tmp_path: Path) -> None:
+    spec = _language(tmp_path)
+    with pytest.raises(ValueError, match="used twice: manual"):
+        LanguageSpec(**{**spec.model_dump(), "heldout_corpora": (spec.corpora[0].model_dump(),)})
+
+
+@pytest.mark.parametrize("code", ["ko", "zh"])
+def test_the_shipped_languages_hold_out_pinned_text_of_another_kind(code: str) -> None:
+    from xlang import plugins
+
+    spec = plugins.languages()[code].value
+    assert spec.heldout_corpora
+    trained = {source.uri for source in spec.corpora}
+    for source in spec.heldout_corpora:
+        assert source.uri not in trained and source.license
+        assert re.search(r"^pypi://[^?]+\?(.*&)?sha256=[0-9a-f]{64}", source.uri), source.uri
+        assert "max_share=1" in source.uri  # the validation split is the whole held-out text
+
+
+def test_eval_bpc_prints_out_of_domain_and_in_domain_rows(cli_env, smollm2_dir: Path) -> None:
+    result = subprocess.run(
+        [*XLANG, "eval", "bpc", "--model", str(smollm2_dir), "--lang", "ko", "--lang", "en", "--max-chars", "400"],
+        capture_output=True,
+        text=True,
+        env={**cli_env, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"│ (\w+)\s+│\s+([\d,]+) │\s+([\d.]+) │\s+([\d.]+) │ ([\w-]+)\s+│", result.stdout)
+    assert [(code, domain) for code, _, _, _, domain in rows] == [
+        ("ko", "out-of-domain"),
+        ("ko", "in-domain"),
+        ("en", "in-domain"),
+    ], result.stdout
+    assert all(0 < int(chars.replace(",", "")) <= 400 for _, chars, _, _, _ in rows)
+    ko_ood, ko_in = float(rows[0][3]), float(rows[1][3])
+    assert ko_ood != ko_in and 0.3 < ko_ood < 8.0  # two different real texts, scored by a real model
+    assert "no out-of-domain text declared" in result.stdout and "en" in result.stdout
