@@ -35,8 +35,30 @@ class BaseVocabConfig(StageConfig):
 
 
 def resolve_base_vocab(config: BaseVocabConfig, language: LanguageSpec, resolver: Resolver) -> BaseVocabConfig:
-    settings = resolver.settings
-    return config.model_copy(update={"stages": {stage.name: settings.stage(stage.name) for stage in ARM_STAGES}})
+    return config.model_copy(update={"stages": arm_stage_settings(resolver.settings)})
+
+
+def arm_stage_settings(settings: Any) -> dict[str, Any]:
+    """The expanded arm's pretrain, align and vit settings, less what has no meaning without new tokens: the
+    pretraining schedule keeps its steps, rates and every other part, without `new-rows`."""
+    from xlang.train.config import PretrainConfig
+
+    stages = {stage.name: settings.stage(stage.name) for stage in ARM_STAGES}
+    pretrain = PretrainConfig(**stages["pretrain"])
+    schedule = []
+    for part in pretrain.schedule_stages():
+        train = [name for name in part.train if name != "new-rows"]
+        if train:
+            schedule.append({**part.model_dump(mode="json"), "train": train})
+    if not schedule:
+        from xlang.errors import XlangError
+
+        raise XlangError(
+            "the pretraining schedule trains only the new tokens' rows, so the base-vocabulary arm of x-llava-ab "
+            "would train nothing; train lora too (stages.pretrain.trainable = 'lora')"
+        )
+    stages["pretrain"] = {**stages["pretrain"], "stages": schedule}
+    return stages
 
 
 def base_vocab(context: StageContext) -> StageOutput:
@@ -45,9 +67,7 @@ def base_vocab(context: StageContext) -> StageOutput:
 
     arm_dir = context.run_dir / ARMS_FOLDER / BASE_VOCAB
     recipe = Recipe(name="x-llava-base-vocab", description="the A/B recipe's base-vocabulary arm", stages=ARM_STAGES)
-    settings = context.settings.model_copy(
-        update={"stages": {stage.name: context.settings.stage(stage.name) for stage in ARM_STAGES}}
-    )
+    settings = context.settings.model_copy(update={"stages": arm_stage_settings(context.settings)})
 
     def on_stage(name: str, event: str) -> None:
         print(f"  {BASE_VOCAB}: {name} {event}", flush=True)

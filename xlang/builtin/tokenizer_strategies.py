@@ -26,6 +26,6 @@ def register_token_candidate_sources(register: Any) -> None:
 
 @hookimpl
 def register_tokenizer_expanders(register: Any) -> None:
-    from xlang.tokenizer import merges_expander
+    from xlang.tokenizer import MergesOptions, merges_expander
 
-    register("merges", merges_expander)
+    register("merges", merges_expander, options=MergesOptions)

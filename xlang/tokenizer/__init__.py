@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xlang.atomic import move_into_place
-from xlang.contract import NoOptions, Options, Strategy
+from xlang.assets.loading import trust_remote_code
+from xlang.atomic import move_into_place, owned_prefix, remove_dead_staging
+from xlang.contract import Options, Strategy
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
 from xlang.tokenizer.candidates import (
@@ -34,7 +35,7 @@ from xlang.tokenizer.candidates import (
     user_candidates,
     vocabulary_candidates,
 )
-from xlang.tokenizer.expand import merges_as_pairs, merges_expander, next_free_id
+from xlang.tokenizer.expand import MergesOptions, merges_as_pairs, merges_expander, next_free_id
 from xlang.tokenizer.families import (
     BYTE_LEVEL,
     METASPACE,
@@ -55,6 +56,7 @@ __all__ = [
     "ExpansionResult",
     "LanguageStats",
     "MANIFEST",
+    "MergesOptions",
     "UserOptions",
     "VocabularyOptions",
     "corpus_bpe_candidates",
@@ -81,7 +83,7 @@ CORPUS_BPE = Strategy(
     "token_candidate_sources", "corpus-bpe", corpus_bpe_candidates, CorpusBpeOptions, "xlang.tokenizer"
 )
 """The candidate source `expand_tokenizer` uses when the caller names none."""
-MERGES = Strategy("tokenizer_expanders", "merges", merges_expander, NoOptions, "xlang.tokenizer")
+MERGES = Strategy("tokenizer_expanders", "merges", merges_expander, MergesOptions, "xlang.tokenizer")
 """The expander `expand_tokenizer` uses when the caller names none."""
 
 MANIFEST = "xlang-tokenizer.json"
@@ -194,7 +196,8 @@ def expand_tokenizer(
         raise XlangError(f"{out} already exists and is not empty; choose another --out or allow overwriting it")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    remove_dead_staging(out.parent)
+    scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=owned_prefix(out.name, "-tmp")))
     try:
         notes: list[str] = []
         base_dir, proto = _resolve_base(Path(base).expanduser(), scratch / "base", notes)
@@ -239,8 +242,12 @@ def expand_tokenizer(
             for index in range(padding)
         ]
         final_json, written_proto = _finish(family, base_json, expanded_json, new_pieces, reserved, proto, notes)
+        pieces_backend = base_backend
+        if final_json.get("pre_tokenizer") != base_json.get("pre_tokenizer"):
+            notes.append(_pre_tokenizer_note(language, target_texts, scripts))
+            pieces_backend = _with_pre_tokenizer(base_json, final_json.get("pre_tokenizer"))
         if len(new_ids) < SHORTFALL_SHARE * budget:
-            found = census(base_backend, family, target_texts, scripts, min_frequency)
+            found = census(pieces_backend, family, target_texts, scripts, min_frequency)
             proposed = len(dict.fromkeys(candidates))
             notes.append(shortfall_note(len(new_ids), budget, found, proposed, min_frequency, language.name))
         low_share = low_share_note(len(target_texts), len(texts), language.name)
@@ -307,6 +314,25 @@ def _source_options(
     }
 
 
+def _pre_tokenizer_note(language: LanguageSpec, texts: Sequence[str], scripts: TargetScripts) -> str:
+    from xlang.tokenizer.marks import mark_share, script_marks
+
+    share = mark_share(texts, scripts, script_marks(scripts))
+    return (
+        f"the pre-tokenizer now keeps {language.name} letters and their combining marks in one piece "
+        f"({share:.0%} of the corpus's {language.name} characters are marks), so new tokens can be whole words; "
+        "text without the script keeps its ids. Expander option join_marks='off' keeps the base's pre-tokenizer"
+    )
+
+
+def _with_pre_tokenizer(tokenizer_json: dict[str, Any], pre_tokenizer: dict[str, Any] | None) -> Any:
+    """The base model behind another pre-tokenizer: what an expansion that changed the pre-tokenizer could
+    reach is measured on the pieces it cuts."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(json.dumps({**tokenizer_json, "pre_tokenizer": pre_tokenizer}))
+
+
 def _display(piece: str, family: str) -> str:
     if family == BYTE_LEVEL:
         return from_byte_symbols(piece).decode("utf-8", errors="replace")
@@ -360,7 +386,7 @@ def _load(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code())
     except Exception as error:  # transformers raises many types for a bad folder; the user needs the path
         raise XlangError(f"transformers cannot load the tokenizer in {folder}: {error}") from error
     if not getattr(tokenizer, "is_fast", False):

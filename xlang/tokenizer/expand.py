@@ -2,7 +2,9 @@
 
 It reads the base's own segmentation of the corpus's target-language words, learns merges on top of it
 (`merging.learn_merges`), admits only merges that the candidate pool allows and that cannot fire on text
-without a target character (`families`), and appends them after every old merge.
+without a target character (`families`), and appends them after every old merge. For a script written with
+combining marks it first lets the pre-tokenizer keep a word and its marks in one piece (`marks`), which
+changes nothing for text without the target script; option `join_marks` (`MergesOptions`) controls that.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ConfigDict
+
+from xlang.contract import Options
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
 from xlang.tokenizer.candidates import CandidatePool, symbol_form
@@ -26,9 +31,23 @@ from xlang.tokenizer.families import (
     detect_family,
     from_byte_symbols,
 )
+from xlang.tokenizer.marks import JoinMarks, marked_pre_tokenizer
 from xlang.tokenizer.merging import MergePlan, learn_merges
 
 _CHUNK = re.compile(f"{METASPACE}*[^{METASPACE}]+|{METASPACE}+")
+
+
+class MergesOptions(Options):
+    """What the ``merges`` expander lets a user tune."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    join_marks: JoinMarks = "auto"
+    """Keep the target script's combining marks (Devanagari vowel signs, Thai vowels and tone marks) in one
+    pre-tokenizer piece with their letters, so new tokens can be whole words. ``auto``: when marks make up
+    at least 1% of the training text's target characters and the base's pre-tokenizer can be rewritten;
+    ``on``: whenever the script has marks (an error if the pre-tokenizer cannot be rewritten); ``off``: keep
+    the base's pre-tokenizer. Text without the target script keeps its ids in every case."""
 
 
 @dataclass(frozen=True)
@@ -155,14 +174,21 @@ def expand_tokenizer_json(
     required_tokens: Sequence[str] = (),
     min_frequency: int = 2,
     backend: Any = None,
+    join_marks: JoinMarks = "off",
 ) -> tuple[dict[str, Any], MergePlan]:
     """The expanded `tokenizer.json` (new entries appended, new merges after the old ones) and the plan.
 
-    `backend` is the same tokenizer as a `tokenizers.Tokenizer` when the caller already has one."""
+    `backend` is the same tokenizer as a `tokenizers.Tokenizer` when the caller already has one.
+    `join_marks` (see `MergesOptions`) may give the result a pre-tokenizer that keeps the script's
+    combining marks with their letters; the corpus is then read with that pre-tokenizer."""
     from tokenizers import Tokenizer
 
     family = detect_family(tokenizer_json)
     scripts = TargetScripts.of(language)
+    pre_tokenizer, _ = marked_pre_tokenizer(tokenizer_json, scripts, texts, join_marks)
+    if pre_tokenizer != tokenizer_json.get("pre_tokenizer"):
+        tokenizer_json = {**tokenizer_json, "pre_tokenizer": pre_tokenizer}
+        backend = None
     if backend is None:
         backend = Tokenizer.from_str(json.dumps(tokenizer_json))
     vocab: dict[str, int] = tokenizer_json["model"]["vocab"]
@@ -226,15 +252,26 @@ def merges_expander(
     budget: int,
     required_tokens: Sequence[str],
     min_frequency: int,
+    options: MergesOptions = MergesOptions(),
 ) -> Any:
     """The `merges` expander: a fast tokenizer (`tokenizers.Tokenizer` or a transformers fast tokenizer)
     and candidate tokens in, the expanded `tokenizers.Tokenizer` out, with real BPE merges ranked by the
-    tokens they save on `texts`. Nothing to tune: the budget and `min_frequency` are the stage's."""
+    tokens they save on `texts`. The budget and `min_frequency` are the stage's; `options.join_marks`
+    says whether a script's combining marks may stay with their letters (see `MergesOptions`)."""
     from tokenizers import Tokenizer
 
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     tokenizer_json = json.loads(backend.to_str())
+    join_marks = options.join_marks if isinstance(options, MergesOptions) else MergesOptions().join_marks
     expanded, _ = expand_tokenizer_json(
-        tokenizer_json, language, texts, tokens, budget, required_tokens, min_frequency, backend=backend
+        tokenizer_json,
+        language,
+        texts,
+        tokens,
+        budget,
+        required_tokens,
+        min_frequency,
+        backend=backend,
+        join_marks=join_marks,
     )
     return Tokenizer.from_str(json.dumps(expanded))

@@ -89,8 +89,9 @@ def shortfall_note(
         causes.append("the corpus's frequent pieces cannot use the whole budget")
     if found.chars_per_piece < SHORT_PIECES_CHARS:
         causes.append(
-            "the pre-tokenizer cuts the script into short pieces (a base whose pre-tokenizer keeps "
-            "words whole allows more)"
+            "the pre-tokenizer cuts the script into short pieces (for a script with combining marks, the "
+            "merges expander's option join_marks='on' keeps them with their letters; a base whose pre-tokenizer "
+            "keeps words whole allows more)"
         )
     if found.target_chars < SMALL_CORPUS_CHARS:
         causes.append("the corpus is small (more text allows more)")
