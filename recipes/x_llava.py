@@ -264,7 +264,7 @@ def pretrain(context: StageContext) -> StageOutput:
         if (context.work_dir / name).is_dir():
             shutil.move(str(context.work_dir / name), context.out_dir / name)
     for path in context.work_dir.iterdir():
-        if path.is_file():
+        if path.is_file() and not path.name.startswith("."):
             shutil.copy2(path, context.out_dir / path.name)
     summary = dict(result.summary)
     schedule = ", ".join(

@@ -261,8 +261,10 @@ def _assert_one_line_and_nothing_half_written(result: subprocess.CompletedProces
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert says in lines[0], lines[0]
     if run.exists():
-        # a stage's `.NAME.work` folder is kept on purpose (checkpoints to resume from); staging is not
-        leftovers = [entry.name for entry in run.rglob(".*") if not entry.name.endswith(".work")]
+        # a stage's `.NAME.work` folder is kept on purpose (checkpoints to resume from), with the record of the
+        # attempt that wrote them (`.NAME.attempt.json`); staging is not
+        kept = (".work", ".attempt.json")
+        leftovers = [entry.name for entry in run.rglob(".*") if not entry.name.endswith(kept)]
         assert not leftovers, f"temporary entries were left behind: {leftovers}"
         assert not (run / "init").exists()
 

@@ -58,7 +58,8 @@ def test_a_failing_stage_leaves_no_half_written_folder(tmp_path: Path):
     with pytest.raises(RuntimeError):
         run_recipe(_recipe(calls, fail_on="two"), SPEC, settings, tmp_path / "run", "base")
     leftovers = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert leftovers == [".two.work", "manifest.json", "one", "report.md"]  # work dir: checkpoints survive
+    # the work folder (its checkpoints) survives, with the record of the attempt that wrote them
+    assert leftovers == [".two.attempt.json", ".two.work", "manifest.json", "one", "report.md"]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["stages"]["two"]["status"] == "failed"
     assert manifest["stages"]["two"]["error"] == "RuntimeError: two broke"
@@ -302,3 +303,31 @@ def test_a_redone_stage_reads_the_model_before_it_never_a_stale_later_one(tmp_pa
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["three"]["status"] == "stale"
     assert manifest["stages"]["three"]["stale_because"] == "two is being redone"
+
+
+def test_checkpoints_of_an_attempt_with_other_settings_are_set_aside(tmp_path: Path):
+    """Settings changed after an interrupted attempt: its checkpoints belong to another run, so the stage
+    starts from an empty work folder and says so, instead of refusing to continue."""
+    from xlang.runner import RunInterrupted
+
+    seen: list[list[str]] = []
+
+    def checkpointing(context: StageContext) -> StageOutput:
+        seen.append(sorted(p.name for p in context.work_dir.iterdir()))
+        (context.work_dir / f"checkpoint-{len(seen)}").mkdir()
+        if len(seen) < 3:
+            raise KeyboardInterrupt
+        return StageOutput()
+
+    recipe = Recipe(name="ckpt", description="", stages=(Stage("one", "", CountConfig, checkpointing),))
+    run = tmp_path / "run"
+    events: list[str] = []
+    for count in (1, 1, 2):  # interrupted, resumed from its checkpoint, then other settings
+        settings = load_settings(cache_dir=tmp_path / "cache", stages={"one": {"value": count}})
+        try:
+            run_recipe(recipe, SPEC, settings, run, "base", on_stage=lambda name, event: events.append(event))
+        except RunInterrupted:
+            pass
+    assert seen == [[], ["checkpoint-1"], []]
+    assert any("settings or inputs changed" in event for event in events)
+    assert not (run / ".one.work").exists() and not (run / ".one.attempt.json").exists()

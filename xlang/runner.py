@@ -404,6 +404,37 @@ def _finished(
     return False
 
 
+def _attempt_record(run_dir: Path, stage: Stage) -> Path:
+    """Beside a stage's work folder: the settings and inputs of the attempt that wrote its checkpoints."""
+    return run_dir / f".{stage.name}.attempt.json"
+
+
+def _work_dir(
+    run_dir: Path, stage: Stage, config_hash: str, inputs: dict[str, str | None], on_stage: StageEvents | None
+) -> Path:
+    """The stage's work folder, kept from an interrupted attempt with the same settings and inputs (its
+    checkpoints resume), emptied when they changed: those checkpoints belong to another run."""
+    work_dir = run_dir / f".{stage.name}.work"
+    attempt = {"config": config_hash, "inputs": inputs}
+    record = _attempt_record(run_dir, stage)
+    if work_dir.is_dir() and any(work_dir.iterdir()):
+        try:
+            earlier = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = None
+        if earlier is not None and earlier != attempt:
+            shutil.rmtree(work_dir)
+            if on_stage:
+                on_stage(
+                    stage.name,
+                    "redo: its settings or inputs changed since the interrupted attempt, whose "
+                    "checkpoints are set aside",
+                )
+    work_dir.mkdir(exist_ok=True)
+    write_json_atomic(record, attempt)
+    return work_dir
+
+
 def _run_stage(
     run_dir: Path,
     manifest: dict[str, Any],
@@ -424,8 +455,7 @@ def _run_stage(
         on_stage(stage.name, "start")
     staging = make_staging(run_dir, stage.name)
     started = time.perf_counter()
-    work_dir = run_dir / f".{stage.name}.work"
-    work_dir.mkdir(exist_ok=True)
+    work_dir = _work_dir(run_dir, stage, _config_hash(config), inputs, on_stage)
     context = StageContext(
         run_dir=run_dir,
         out_dir=staging,
@@ -460,6 +490,7 @@ def _run_stage(
         shutil.rmtree(final)
     os.replace(staging, final)
     shutil.rmtree(work_dir, ignore_errors=True)
+    _attempt_record(run_dir, stage).unlink(missing_ok=True)
     config_hash = _config_hash(config)
     finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     nonce = secrets.token_hex(8)
