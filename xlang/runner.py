@@ -421,15 +421,15 @@ def _work_dir(
         try:
             earlier = json.loads(record.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            earlier = None
-        if earlier is not None and earlier != attempt:
-            shutil.rmtree(work_dir)
-            if on_stage:
-                on_stage(
-                    stage.name,
-                    "redo: its settings or inputs changed since the interrupted attempt, whose "
-                    "checkpoints are set aside",
-                )
+            return work_dir  # written before attempts were recorded: the stage's own checks decide
+        if earlier == attempt:
+            return work_dir
+        shutil.rmtree(work_dir)
+        if on_stage:
+            on_stage(
+                stage.name,
+                "redo: its settings or inputs changed since the interrupted attempt, whose checkpoints are set aside",
+            )
     work_dir.mkdir(exist_ok=True)
     write_json_atomic(record, attempt)
     return work_dir
