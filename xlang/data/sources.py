@@ -37,6 +37,7 @@ HUB_VALIDATION_RECORDS = 1000
 _HUB_OPTIONS = frozenset({"config", "field", "split", "validation_split", "validation_records", "revision"})
 _FILE_OPTIONS = frozenset({"field", "validation_chars", "max_share", "seed", "format", "join"})
 _PYPI_OPTIONS = _FILE_OPTIONS | {"sha256", "archive"}
+_SHARD_OPTIONS = frozenset({"field", "streaming", "validation_records"})
 TEXT_FORMATS = ("paragraphs", "lines", "document", "tagged")
 _PYPI = re.compile(r"^pypi://(?P<dist>[A-Za-z0-9._-]+)==(?P<version>[A-Za-z0-9._+!-]+)/(?P<member>[^?#]+)")
 _TAG = re.compile(r"/[A-Za-z][A-Za-z0-9_-]*$")
@@ -189,8 +190,35 @@ def load_file(uri: str, split: str) -> Any:
     A record without a `doc` (or `id`) is its own document, keyed by its text.
     """
     _check_split(split)
+    if _is_shards(uri):
+        return load_shards(uri, split)
     parsed, query = _options(uri, _FILE_OPTIONS)
     return _split_file(_file_path(parsed), uri, query, split)
+
+
+def _is_shards(uri: str) -> bool:
+    """A folder, a glob pattern or `streaming=1`: shards streamed, not one file read into memory."""
+    import glob
+
+    parsed = urllib.parse.urlsplit(uri)
+    path = urllib.parse.unquote(parsed.path)
+    return "streaming=1" in parsed.query.split("&") or Path(path).is_dir() or glob.has_magic(path)
+
+
+def load_shards(uri: str, split: str) -> Any:
+    """One split of local parquet/JSONL shards (`file:///data/ko/` or `file:///data/ko/*.parquet`) as a streamed
+    `datasets.IterableDataset` with a `text` column: the first `validation_records` records are the
+    validation split, the rest train, as for `hf://` sources; memory does not grow with the corpus."""
+    from xlang.data.shards import stream_shards
+
+    parsed, query = _options(uri, _SHARD_OPTIONS)
+    field = query.get("field", "text")
+    try:
+        first = int(query.get("validation_records", HUB_VALIDATION_RECORDS))
+    except ValueError:
+        raise XlangError(f"corpus URI {uri!r}: validation_records must be a whole number") from None
+    stream = stream_shards(urllib.parse.unquote(parsed.path), field)
+    return hub_view(stream, split, field, first)
 
 
 def _joiner(uri: str, query: dict[str, str]) -> str:

@@ -41,7 +41,10 @@ what a token weighs.
 
 Checkpoints (every `save_every` steps and at the end) hold the trainable parameters (safetensors),
 the optimizer state, the scheduler state, every process's RNG state, the step (which is also the data
-position) and the config hash. They are written into a hidden folder and renamed into place, so a
+position) and the config hash. A `make_batches` that also has `stream_position(step, world)` and
+`restore_stream_position(step, world, position)` (`xlang.train.data.StageBatches`) gets its JSON-able
+stream position stored in `meta.json` and handed back on resume, so a streamed corpus continues from
+there instead of being replayed. They are written into a hidden folder and renamed into place, so a
 `kill -9` leaves either the old or the new checkpoint, never half of one. A run folder whose config
 hash differs from the caller's is refused with an XlangError and left untouched. Torch state loads with
 `weights_only=True`; nothing is unpickled. Under FSDP or DeepSpeed, parameters and optimizer state are
@@ -419,6 +422,7 @@ def _save_checkpoint(
     config_hash: str,
     config: TrainLoopConfig,
     loss: float | None,
+    stream_position: Any = None,
 ) -> Path:
     import torch
     from safetensors.torch import save_file
@@ -456,7 +460,11 @@ def _save_checkpoint(
             "step": step,
             "config_hash": config_hash,
             "world_size": accelerator.num_processes,
-            "data_position": {"step": step, "micro_batches_per_process": step * config.grad_accum},
+            "data_position": {
+                "step": step,
+                "micro_batches_per_process": step * config.grad_accum,
+                **({"stream": stream_position} if stream_position is not None else {}),
+            },
             "loss": loss,
             "sharded": "fsdp2" if fsdp else _is_sharded(accelerator),
             "time": time.time(),
@@ -684,6 +692,11 @@ def run_training(
         )
         start_step = int(meta["step"])
         last_loss_at_resume = meta.get("loss")
+        # a data stream that can jump to its saved position resumes there instead of replaying
+        saved_stream = (meta.get("data_position") or {}).get("stream")
+        restore_stream = getattr(make_batches, "restore_stream_position", None)
+        if saved_stream is not None and restore_stream is not None:
+            restore_stream(start_step, world, saved_stream)
     else:
         last_loss_at_resume = None
 
@@ -714,6 +727,7 @@ def run_training(
         progress.line(f"step {step} evaluated: {shown} ({time.perf_counter() - began:.0f} s)")
 
     batches = make_batches(start_step, rank, world)
+    stream_position = getattr(make_batches, "stream_position", None)
     model.train()
     window: list[StepRecord] = []
     last_loss: float | None = last_loss_at_resume
@@ -805,6 +819,7 @@ def run_training(
                     config_hash=config_hash,
                     config=config,
                     loss=loss_value,
+                    stream_position=stream_position(done_steps, world) if stream_position else None,
                 )
     metrics.close()
     if device.type == "cuda":
