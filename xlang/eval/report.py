@@ -30,6 +30,10 @@ METRIC_LABELS: dict[str, str] = {
     "bpc": "bits/char",
     "tokens_per_char": "tokens/char",
 }
+SHARES = frozenset(
+    {"reply_language_rate", "replacement_char_share", "circular_accuracy", "accuracy", "exact_match", "unparsed_share"}
+)
+"""Metrics that are shares of answers (0 to 1), drawn on that scale and written as percentages."""
 LOWER_IS_BETTER = frozenset({"unparsed_share", "replacement_char_share", "bpc", "tokens_per_char"})
 PLOTTED_FIRST = (
     "relative_score",
@@ -155,11 +159,16 @@ def plot_rows(rows: Sequence[Row], path: Path, *, title: str = "") -> Path | Non
                 bars, labels=[_cell(name, v) if not math.isnan(v) else "" for v in values], fontsize=7, padding=1
             )
         axis.set_xticks([i + width * (len(codes) - 1) / 2 for i in range(len(labels))], labels, fontsize=8)
+        if _base_name(name) in SHARES:
+            axis.set_ylim(0, 1.1)
+        else:
+            shown = [m.get(name) for _, _, m in rows if isinstance(m.get(name), int | float)]
+            highest = max((v for v in shown if math.isfinite(v)), default=0.0)
+            axis.set_ylim(0, highest * 1.18 or 1.0)
         heading = metric_label(name)
         if _base_name(name) in LOWER_IS_BETTER:
             heading += " ↓"
         axis.set_title(heading, fontsize=8)
-        axis.margins(y=0.15)
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=7)
@@ -209,9 +218,14 @@ def plot_preference(outcomes: dict[str, dict[str, Any]], path: Path, *, first: s
     return path
 
 
+def model_label(folder: str) -> str:
+    """`runs/x-llava-ko/vit/model` -> `vit/model`: the stage says more than the folder's own name."""
+    return "/".join(Path(folder).parts[-2:])
+
+
 def write_run_report(out_dir: Path, results: dict[str, Any]) -> Path:
     """`report.md` and `scores.png` of one `xlang eval run` from its `results.json` content."""
-    rows: list[Row] = [(Path(results["model"]).name, results["language"], results["metrics"])]
+    rows: list[Row] = [(model_label(results["model"]), results["language"], results["metrics"])]
     plot = plot_rows(rows, out_dir / "scores.png", title=f"{results['suite']} suite, {results['language']}")
     judge = results.get("judge")
     lines = [
