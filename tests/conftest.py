@@ -52,10 +52,11 @@ def cli_env(test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.fixture
-def xlang_cli(test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def xlang_cli(test_cache_dir: Path, smollm2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Run `xlang ARGS` in this process (click's CliRunner) from an empty folder against the shared cache:
     `xlang_cli(*args, env=None) -> (status, stdout, stderr)`. An exception other than the command's own exit
-    fails the test with its traceback: a bad input must end in one line, never in a traceback."""
+    fails the test with its traceback: a bad input must end in one line, never in a traceback. SmolLM2 is
+    converted first (`smollm2_dir`), so no command's stderr holds the one-time conversion's progress."""
     import os
 
     from click.testing import CliRunner

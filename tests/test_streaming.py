@@ -24,6 +24,7 @@ MIX = {"ko": 0.5, "en": 0.5}
 # One size's measurement, in a fresh interpreter so that its peak RSS is its own.
 _CHILD = r"""
 import hashlib, json, resource, sys, time
+from pathlib import Path
 args = json.loads(sys.argv[1])
 began = time.perf_counter()
 from transformers import AutoTokenizer
@@ -56,9 +57,17 @@ resumed.restore(resume_at, position)
 again = hashlib.sha256()
 for _, block in zip(range(total - resume_at), resumed.blocks(resume_at)):
     again.update(block.input_ids.tobytes() + block.labels.tobytes())
-scale = 1 if sys.platform == "darwin" else 1024
+def peak_rss() -> int:
+    # VmHWM is this program's own high-water mark; ru_maxrss would also count the parent's memory before
+    # exec (Linux keeps it across exec), which in a long test session is gigabytes
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 print(json.dumps({
-    "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+    "peak_rss": peak_rss(),
     "tokens": tokens,
     "tail": tail.hexdigest(),
     "resumed_tail": again.hexdigest(),

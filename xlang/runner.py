@@ -560,6 +560,17 @@ def _record_stop(
     _write_report(run_dir, manifest, recipe)
 
 
+def _check_run_folder_path(run_dir: Path) -> None:
+    """The run folder is, or can become, a folder: no part of its path is a file."""
+    for part in (run_dir, *run_dir.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise XlangError(
+                    f"--out {run_dir}: {part} is a file, not a folder; move the file or choose another --out"
+                )
+            return
+
+
 def run_folder(settings: XlangSettings, recipe: str, language: str) -> Path:
     """`settings.out`, else `<runs_dir>/<recipe>-<language>`."""
     return Path(settings.out) if settings.out is not None else Path(settings.runs_dir) / f"{recipe}-{language}"
@@ -606,7 +617,8 @@ def extend(
         )
     stage_configs(recipe, settings, language, resolver, until)
     resolver.companions(language)
-    base_model = resolver.base_model()
     run_dir = run_folder(settings, recipe.name, language.code)
+    _check_run_folder_path(run_dir)  # before the base model is converted: a bad --out costs nothing
+    base_model = resolver.base_model()
     events = on_stage if on_stage is not None else print_stage_events()
     return run_recipe(recipe, language, settings, run_dir, base_model, until, events, resolver)

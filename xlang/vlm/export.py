@@ -64,8 +64,9 @@ _PLAIN_SCRIPT = textwrap.dedent(
     torch.manual_seed(0)
     folder = request["folder"]
     image = Image.open(request["image"]).convert("RGB")
-    processor = load_pretrained(AutoProcessor, folder, weights=False)
-    model = load_pretrained(LlavaForConditionalGeneration, folder)
+    # plain transformers, in a process without xlang: safetensors only, no remote code
+    processor = AutoProcessor.from_pretrained(folder)
+    model = LlavaForConditionalGeneration.from_pretrained(folder, use_safetensors=True)
     model.eval()
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": request["question"]}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
