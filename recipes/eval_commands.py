@@ -61,44 +61,39 @@ def eval_run(
     the language, U+FFFD share and characters/s; writes results.json, report.md and PNGs into --out.
 
     Answers and verdicts are kept as they come, so the same command resumes a stopped evaluation."""
-    from xlang_recipes.suites import evaluate_model, make_judge, suite_sets
+    from xlang_recipes.suites import evaluate_judged, suite_sets
 
     resolver = resolver_from(ctx, teacher_url=teacher_url, teacher_model=teacher_model)
     language = resolver.language(code)
     sets = suite_sets(language, suite, benches)
     folder = resolver.base_model(model_dir)
     out_dir = Path(out)
-    grader = make_judge(resolver, judge, out_dir)
     text_metrics = _text_metrics(resolver, language, folder) if with_text else None
-    try:
-        with console.status("loading") as status:
-            progress = {"set": "", "answers": 0}
+    with console.status("loading") as status:
+        progress = {"set": "", "answers": 0}
 
-            def on_set(name: str, count: int) -> None:
-                progress["set"] = name
-                status.update(f"{name}: {count} items")
+        def on_set(name: str, count: int) -> None:
+            progress["set"] = name
+            status.update(f"{name}: {count} items")
 
-            def on_answer(answer: Any) -> None:
-                progress["answers"] += 1
-                status.update(f"{progress['set']}: {progress['answers']} answers ({answer.seconds:.1f} s the last)")
+        def on_answer(answer: Any) -> None:
+            progress["answers"] += 1
+            status.update(f"{progress['set']}: {progress['answers']} answers ({answer.seconds:.1f} s the last)")
 
-            results = evaluate_model(
-                resolver,
-                model_dir=folder,
-                language=language,
-                suite=suite,
-                out_dir=out_dir,
-                sets=sets,
-                judge=grader,
-                max_tokens=max_tokens,
-                valid_utf8=valid_utf8,
-                text_metrics=text_metrics,
-                on_set=on_set,
-                on_answer=on_answer,
-            )
-    finally:
-        if grader is not None:
-            grader.close()
+        results = evaluate_judged(
+            resolver,
+            judge,
+            out_dir=out_dir,
+            model_dir=folder,
+            language=language,
+            suite=suite,
+            sets=sets,
+            max_tokens=max_tokens,
+            valid_utf8=valid_utf8,
+            text_metrics=text_metrics,
+            on_set=on_set,
+            on_answer=on_answer,
+        )
     console.print(_results_table(results))
     console.print(f"→ {out_dir / 'report.md'}", highlight=False)
 

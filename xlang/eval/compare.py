@@ -58,7 +58,7 @@ def compare_models(
                     for entry, items in loaded[spec.code]:
                         answerer.scope = entry.name
                         for item in items:
-                            image = item_image(item) if item.image is not None else None
+                            image = item_image(item)
                             found = answerer.ask(item.id, item.question, image)
                             answers.setdefault(spec.code, {}).setdefault(f"{entry.name}/{item.id}", {})[side] = (
                                 found.text

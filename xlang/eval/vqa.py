@@ -15,6 +15,7 @@ from pydantic import Field
 
 from xlang.contract import Options
 from xlang.errors import XlangError
+from xlang.eval.benchmarks import item_image
 from xlang.spec import LanguageSpec
 
 
@@ -46,12 +47,6 @@ class ShortAnswerOptions(Options):
     max_tokens: int = Field(default=16, gt=0)
 
 
-def _image(item: Any) -> Any:
-    from xlang.eval.benchmarks import item_image
-
-    return item_image(item) if item.image is not None else None
-
-
 def _where(item: Any) -> str:
     return f"{item.source} row {item.row}"
 
@@ -67,7 +62,7 @@ def open_ended_evaluator(
     chrf_scores: list[float] = []
     relative: dict[str, list[float]] = {}
     for item in items:
-        answer = answerer.ask(item.id, item.question, _image(item), max_tokens=options.max_tokens)
+        answer = answerer.ask(item.id, item.question, item_image(item), max_tokens=options.max_tokens)
         in_language = language.is_reply_in_language(answer.text)
         chrf_scores.append(chrf(answer.text, item.reference) if in_language else 0.0)
         if judge is None:
@@ -104,7 +99,7 @@ def multiple_choice_evaluator(
     results: dict[str, list[bool]] = {}
     unparsed = asked = 0
     for item in items:
-        image = _image(item)
+        image = item_image(item)
         for variant in circular_variants(item):
             answer = answerer.ask(
                 variant.id,
@@ -144,7 +139,7 @@ def short_answer_evaluator(
     hits = []
     for item in items:
         answer = answerer.ask(
-            item.id, f"{item.question}\n{options.instruction}", _image(item), max_tokens=options.max_tokens
+            item.id, f"{item.question}\n{options.instruction}", item_image(item), max_tokens=options.max_tokens
         )
         hits.append(exact_match(answer.text, item.answers))
     return {"exact_match": sum(hits) / len(hits)} if hits else {}
