@@ -243,12 +243,9 @@ def test_the_manifest_holds_only_paths_relative_to_the_run_folder(tmp_path: Path
         run_recipe(recipe, SPEC, load_settings(cache_dir=tmp_path), tmp_path / "run2", "base")
 
 
-def test_checkpoints_of_an_attempt_on_other_inputs_are_not_resumed(tmp_path: Path):
-    """A stage interrupted after checkpointing resumes from its work folder, unless an earlier stage was
-    redone in between: then the checkpoints were made from other inputs and are dropped."""
-    from xlang.runner import RunInterrupted
-
-    seen: list[list[str]] = []
+def _checkpointing_stage(seen: list[list[str]]):
+    """A stage that records what its work folder holds, writes a checkpoint there, and is interrupted on its
+    first two attempts."""
 
     def checkpointing(context: StageContext) -> StageOutput:
         seen.append(sorted(p.name for p in context.work_dir.iterdir()))
@@ -256,6 +253,17 @@ def test_checkpoints_of_an_attempt_on_other_inputs_are_not_resumed(tmp_path: Pat
         if len(seen) < 3:
             raise KeyboardInterrupt
         return StageOutput()
+
+    return checkpointing
+
+
+def test_checkpoints_of_an_attempt_on_other_inputs_are_not_resumed(tmp_path: Path):
+    """A stage interrupted after checkpointing resumes from its work folder, unless an earlier stage was
+    redone in between: then the checkpoints were made from other inputs and are dropped."""
+    from xlang.runner import RunInterrupted
+
+    seen: list[list[str]] = []
+    checkpointing = _checkpointing_stage(seen)
 
     def plain(context: StageContext) -> StageOutput:
         return StageOutput()
@@ -311,13 +319,7 @@ def test_checkpoints_of_an_attempt_with_other_settings_are_set_aside(tmp_path: P
     from xlang.runner import RunInterrupted
 
     seen: list[list[str]] = []
-
-    def checkpointing(context: StageContext) -> StageOutput:
-        seen.append(sorted(p.name for p in context.work_dir.iterdir()))
-        (context.work_dir / f"checkpoint-{len(seen)}").mkdir()
-        if len(seen) < 3:
-            raise KeyboardInterrupt
-        return StageOutput()
+    checkpointing = _checkpointing_stage(seen)
 
     recipe = Recipe(name="ckpt", description="", stages=(Stage("one", "", CountConfig, checkpointing),))
     run = tmp_path / "run"
