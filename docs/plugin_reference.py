@@ -120,7 +120,8 @@ EXAMPLES: dict[str, str] = {
     """,
     "JudgePrompts": """
         JudgePrompts(
-            compare="Question: {question}\\nA: {first}\\nB: {second}\\nBoth must be in Hindi. Reply [[A]], [[B]] or [[C]].",
+            compare="Question: {question}\\nA: {first}\\nB: {second}\\n"
+            "Both must be in Hindi. Reply [[A]], [[B]] or [[C]].",
         )
     """,
 }
