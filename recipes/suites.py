@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from xlang.contract import Resolver
+from xlang.contract import Resolver, Strategy
 from xlang.errors import XlangError
 from xlang.spec import EvaluationSet, LanguageSpec
 
@@ -68,6 +68,24 @@ def make_judge(resolver: Resolver, name: str | None, out_dir: Path) -> Any | Non
     return Judge(resolver.teacher(name), book=out_dir / VERDICTS)
 
 
+def set_evaluators(resolver: Resolver, sets: Sequence[EvaluationSet]) -> dict[str, Strategy]:
+    """The evaluator of every set, looked up before any model loads: a set naming one that no plugin registers
+    stops the evaluation at once, and the message names the set."""
+    found: dict[str, Strategy] = {}
+    for entry in sets:
+        name = entry.scored_by()
+        if name in found:
+            continue
+        try:
+            found[name] = resolver.strategy("evaluators", name)
+        except XlangError as error:
+            raise XlangError(
+                f"evaluation set {entry.name!r} names evaluator {name!r}, which no installed plugin registers "
+                f"({error.message}); install the plugin that registers it or correct the set's evaluator"
+            ) from None
+    return found
+
+
 def evaluate_model(
     resolver: Resolver,
     *,
@@ -89,22 +107,19 @@ def evaluate_model(
     from xlang.eval.suite import RESULTS, eval_lock, load_sets, run_suite
     from xlang.serve.engine import ChatModel
 
+    evaluators = set_evaluators(resolver, sets)
+    chosen = resolver.settings.stage("evaluate").get("evaluator_options") or {}
+    options = {name: strategy.configure(chosen.get(name)) for name, strategy in evaluators.items()}
     loaded = load_sets(sets, lambda uri: local_path(resolver, uri))
     out_dir.mkdir(parents=True, exist_ok=True)
     with eval_lock(out_dir):
         chat = ChatModel.load(model_dir)
-        options = {
-            name: resolver.strategy("evaluators", name).configure(
-                (resolver.settings.stage("evaluate").get("evaluator_options") or {}).get(name)
-            )
-            for name in {entry.scored_by() for entry in sets}
-        }
         result = run_suite(
             chat=chat,
             language=language,
             suite=suite,
             sets=loaded,
-            evaluator_for=lambda name: resolver.strategy("evaluators", name),
+            evaluator_for=evaluators.__getitem__,
             evaluator_options=options,
             judge=judge,
             out_dir=out_dir,

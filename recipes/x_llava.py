@@ -348,13 +348,15 @@ class EvaluateConfig(StageConfig):
 
 
 def resolve_evaluate(config: EvaluateConfig, language: LanguageSpec, resolver: Resolver) -> EvaluateConfig:
-    suite_evaluators = {entry.scored_by() for suite in config.suites for entry in language.suite(suite)}
-    unused = sorted(set(config.evaluator_options) - set(config.evaluators) - suite_evaluators)
+    from xlang_recipes.suites import set_evaluators
+
+    # every suite's evaluator is looked up before any stage runs; an unknown one names its set
+    scored_by = set(set_evaluators(resolver, [entry for suite in config.suites for entry in language.suite(suite)]))
+    unused = sorted(set(config.evaluator_options) - set(config.evaluators) - scored_by)
     if unused:
         from xlang.errors import XlangError
 
         raise XlangError(f"evaluate: evaluator_options name {', '.join(unused)}, which is not among the evaluators")
-    scored_by = {entry.scored_by() for suite in config.suites for entry in language.suite(suite)}
     options = {
         name: resolver.strategy("evaluators", name)
         .configure(config.evaluator_options.get(name))
