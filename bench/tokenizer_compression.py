@@ -7,7 +7,10 @@ character, lower is better:
 - base: the base tokenizer (SmolLM2-135M, byte-level BPE, 49,152 entries);
 - add_tokens: the same number of candidates (the top of a BPE trained on the language's script runs,
   the usual "train a Korean tokenizer and add its vocabulary" recipe) added with `tokenizer.add_tokens`;
-- xlang: `expand_tokenizer` with the same budget (real merges, ranked by the tokens they save);
+- xlang: `expand_tokenizer` with the same budget (real merges, ranked by the tokens they save), with the
+  language's default candidate sources (`corpus-bpe` + `vocabulary` for Korean and Chinese: corpus BPE
+  and the plugin's word lists, gains counted on the training text blended with a general-text frequency
+  prior) or those `--sources` names, at each `--prior-weights` value of the `vocabulary` source;
 - mono-BPE: a byte-level BPE trained from scratch on the same training text with 256 + budget entries
   and SmolLM2's pre-tokenizer: the reference limit for that budget, which knows nothing but this corpus.
 
@@ -18,6 +21,8 @@ tokenizer (trained here on the English and Chinese corpora; none ships in a pack
 
     .venv/bin/python bench/tokenizer_compression.py --cache-dir .cache/xlang-test
     .venv/bin/python bench/tokenizer_compression.py --budgets 2000 --languages ko --skip-150k   # quick
+    .venv/bin/python bench/tokenizer_compression.py --budgets 8000 --skip-150k --skip-sentencepiece \
+        --baseline --prior-weights 0 0.3 0.5    # the prior's effect: corpus BPE alone, then blends
 
 The last line is a one-line summary.
 """
@@ -129,6 +134,29 @@ def mono_bpe_encoder(train: list[str], budget: int) -> Any:
     return backend_encoder(tokenizer)
 
 
+def settings(
+    spec: Any, resolver: Any, args: argparse.Namespace
+) -> list[tuple[int, str, dict[str, Any], dict[str, Any]]]:
+    """(budget, label, candidate sources, source options) of each xlang row: `--baseline` (corpus-bpe alone,
+    the training text alone), then the named sources (default: the language's), with `vocabulary` at each
+    `--prior-weights` value when given."""
+    chosen = list(args.sources or spec.defaults.candidate_sources)
+    variants: list[tuple[list[str], dict[str, Any]]] = [(["corpus-bpe"], {})] if args.baseline else []
+    if args.prior_weights is None:
+        variants.append((chosen, {}))
+    else:
+        with_lists = [name for name in chosen if name != "vocabulary"] + ["vocabulary"]
+        variants += [(with_lists, {"vocabulary": {"prior_weight": weight}}) for weight in args.prior_weights]
+    rows = []
+    for budget in args.budgets:
+        for names, options in variants:
+            sources = {name: resolver.strategy("token_candidate_sources", name) for name in names}
+            weight = options.get("vocabulary", {}).get("prior_weight")
+            label = "+".join(names) + ("" if weight is None else f" prior={weight:g}")
+            rows.append((budget, label, sources, options))
+    return rows
+
+
 def synthetic_150k(cache_dir: Path, texts: list[str]) -> Path:
     """A 150,000-entry byte-level BPE (GPT-2 style) trained on the English and Chinese training text,
     built once into `<cache>/bench/bytelevel-150k`: no tokenizer of that size ships in a package."""
@@ -162,6 +190,21 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=[2000, 4000, 8000, 16000])
     parser.add_argument("--languages", nargs="+", default=["ko", "zh"])
     parser.add_argument("--skip-150k", action="store_true", help="skip the 150k-vocabulary timing")
+    parser.add_argument("--skip-sentencepiece", action="store_true", help="skip the Mistral v1 rows")
+    parser.add_argument("--baseline", action="store_true", help="also a row with corpus-bpe alone (no prior)")
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=None,
+        help="candidate sources of the xlang rows (default: the language's defaults)",
+    )
+    parser.add_argument(
+        "--prior-weights",
+        type=float,
+        nargs="+",
+        default=None,
+        help="prior_weight values of the vocabulary source (added to the sources), a row each",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     args = parser.parse_args()
 
@@ -171,10 +214,11 @@ def main() -> None:
 
     from xlang.assets.models import ensure_smollm2
     from xlang.assets.wheels import MISTRAL_V1_TOKENIZER, wheel_member
+    from xlang.resolve import Resolver
     from xlang.settings import XlangSettings
     from xlang.tokenizer import CORPUS_BPE, corpus_bpe_candidates, expand_tokenizer
 
-    console = Console(width=170)
+    console = Console(width=200)
     cache_dir = (args.cache_dir or XlangSettings().cache_dir).resolve()
     smollm2 = ensure_smollm2(cache_dir)
     english = language("en")
@@ -184,6 +228,7 @@ def main() -> None:
     base_untouched = backend_encoder(base_backend)(untouched)
     rows: list[dict[str, Any]] = []
     scratch = Path(tempfile.mkdtemp(prefix="xlang-bench-tokenizer-"))
+    resolver = Resolver(XlangSettings(cache_dir=cache_dir))
 
     for code in args.languages:
         spec = language(code)
@@ -201,10 +246,21 @@ def main() -> None:
 
         base_ood = out_of_domain(backend_encoder(base_backend))
         pool = corpus_bpe_candidates(language=spec, texts=train, limit=max(args.budgets))
-        for budget in args.budgets:
-            out = scratch / f"{code}-{budget}"
+        mono: dict[int, float] = {}
+        for budget, label, sources, source_options in settings(spec, resolver, args):
+            needs_lists = any("vocabularies" in source.accepted()[0] for source in sources.values())
+            out = scratch / f"{code}-{budget}-{len(rows)}"
             started = time.perf_counter()
-            result = expand_tokenizer(smollm2, spec, train, budget, out)
+            result = expand_tokenizer(
+                smollm2,
+                spec,
+                train,
+                budget,
+                out,
+                candidate_sources=sources,
+                vocabularies=resolver.vocabularies(spec) if needs_lists else None,
+                source_options=source_options,
+            )
             seconds = time.perf_counter() - started
             expanded = Tokenizer.from_file(str(out / "tokenizer.json"))
             identical = sum(a == b for a, b in zip(base_untouched, backend_encoder(expanded)(untouched), strict=True))
@@ -214,13 +270,16 @@ def main() -> None:
                     "family": "byte-level (SmolLM2)",
                     "language": code,
                     "budget": budget,
+                    "sources": label,
                     "base": base_tpc,
                     "base_ood": base_ood,
                     "xlang_ood": out_of_domain(backend_encoder(expanded)),
                     "add_tokens": tokens_per_char(add_encode, validation),
                     "add_tokens_added": added,
                     "xlang": tokens_per_char(backend_encoder(expanded), validation),
-                    "mono_bpe": tokens_per_char(mono_bpe_encoder(train, budget), validation),
+                    "mono_bpe": mono[budget]
+                    if budget in mono
+                    else mono.setdefault(budget, tokens_per_char(mono_bpe_encoder(train, budget), validation)),
                     "new_tokens": len(result.new_token_ids),
                     "identical": identical / len(untouched),
                     "seconds": seconds,
@@ -228,6 +287,8 @@ def main() -> None:
             )
             console.print(rows[-1])
 
+        if args.skip_sentencepiece:
+            continue
         # The SentencePiece family: Mistral v1 at 8k, and its fast tokenizer against the written model.
         import sentencepiece
 
@@ -300,6 +361,7 @@ def main() -> None:
     for column in (
         "tokenizer",
         "lang",
+        "sources",
         "budget",
         "OOD base",
         "OOD xlang",
@@ -313,7 +375,7 @@ def main() -> None:
         "fast=slow",
         "expand s",
     ):
-        table.add_column(column, justify="left" if column in ("tokenizer", "lang") else "right")
+        table.add_column(column, justify="left" if column in ("tokenizer", "lang", "sources") else "right")
 
     def cell(value: Any, fmt: str = "{:.3f}") -> str:
         return "-" if value is None else fmt.format(value)
@@ -323,6 +385,7 @@ def main() -> None:
             table.add_row(
                 row["family"],
                 row["language"],
+                "corpus-bpe",
                 f"{row['budget']:,}",
                 "-",
                 "-",
@@ -341,6 +404,7 @@ def main() -> None:
         table.add_row(
             row["family"],
             row["language"],
+            row.get("sources", "corpus-bpe"),
             f"{row['budget']:,}",
             cell(row["base_ood"]),
             cell(row["xlang_ood"]),
@@ -362,7 +426,7 @@ def main() -> None:
     for row in rows:
         if row["family"].startswith("byte-level (") and row["budget"] == 8000:
             summary.append(
-                f"{row['language']}@8k xlang={row['xlang']:.3f} mono={row['mono_bpe']:.3f} "
+                f"{row['language']}@8k [{row['sources']}] xlang={row['xlang']:.3f} mono={row['mono_bpe']:.3f} "
                 f"ratio={row['xlang'] / row['mono_bpe']:.2f}"
                 + ("" if row["xlang_ood"] is None else f" out-of-domain {row['base_ood']:.3f}->{row['xlang_ood']:.3f}")
             )

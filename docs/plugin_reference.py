@@ -120,8 +120,7 @@ EXAMPLES: dict[str, str] = {
     """,
     "JudgePrompts": """
         JudgePrompts(
-            compare="Question: {question}\\nA: {first}\\nB: {second}\\n"
-            "Both must be in Hindi. Reply [[A]], [[B]] or [[C]].",
+            compare="Question: {question}\\nA: {first}\\nB: {second}\\nHindi only. Reply [[A]], [[B]] or [[C]].",
         )
     """,
 }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -99,7 +100,7 @@ def base_vocab(context: StageContext) -> StageOutput:
 def evaluate_ab(context: StageContext) -> StageOutput:
     """Both arms' final models, side by side, on the same text and suites; base too, for scale."""
     from xlang_recipes.suites import evaluate_judged, suite_sets
-    from xlang_recipes.x_llava import OOD_SUFFIX, heldout_texts, measured_texts
+    from xlang_recipes.x_llava import OOD_SUFFIX, heldout_texts, measured_texts, move_finished
 
     from xlang.eval.report import metrics_table, plot_rows
 
@@ -136,7 +137,7 @@ def evaluate_ab(context: StageContext) -> StageOutput:
                 results = evaluate_judged(
                     resolver,
                     config.judge,
-                    out_dir=context.out_dir / arm / suite / spec.code,
+                    out_dir=context.work_dir / arm / suite / spec.code,  # kept across a kill
                     model_dir=folder,
                     language=spec,
                     suite=suite,
@@ -148,8 +149,12 @@ def evaluate_ab(context: StageContext) -> StageOutput:
             rows.append((arm, spec.code, found))
             for name, value in found.items():
                 metrics[f"{arm}/{spec.code}/{name}"] = round(float(value), 4)
-    ratios = _speed_ratios(metrics, context.languages)
+    for arm in arms:
+        move_finished(context.work_dir / arm, context.out_dir / arm)
+    ratios, speeds = _speed_probe(context, config, arms)
     metrics.update(ratios)
+    for arm, code, found in rows:  # the side-by-side table and plot show the speed too
+        found.update(speeds.get(code, {}).get(arm, {}))
     plot = plot_rows(rows, context.out_dir / "ab.png", title="expanded vs base vocabulary: same base, data and steps")
     lines = [
         "## evaluate",
@@ -164,8 +169,18 @@ def evaluate_ab(context: StageContext) -> StageOutput:
         ratio = ratios.get(f"chars_per_s_ratio/{spec.code}")
         if ratio is not None:
             lines.append(
-                f"- {spec.name}: the expanded model generates {ratio:.2f}× the characters per second of the "
-                "base-vocabulary model."
+                f"- {spec.name}: the expanded model generates {ratio:.2f}× the {spec.name} characters per second "
+                "of the base-vocabulary model (replies in the language only; both models answer the same "
+                "questions in turn, so a change of load falls on both)."
+            )
+        elif spec.code in speeds:
+            lines.append(
+                f"- {spec.name}: no speed ratio: "
+                + ", ".join(
+                    f"{arm} replied in {spec.name} to {values.get('in_language_share', 0):.0%} of the questions"
+                    for arm, values in speeds[spec.code].items()
+                )
+                + " (only replies in the language are timed)."
             )
     lines += [
         "",
@@ -180,14 +195,41 @@ def evaluate_ab(context: StageContext) -> StageOutput:
     return StageOutput(metrics=metrics, report="\n".join(lines))
 
 
-def _speed_ratios(metrics: dict[str, Any], languages: tuple[LanguageSpec, ...]) -> dict[str, float]:
-    ratios = {}
-    for spec in languages:
-        expanded = metrics.get(f"{EXPANDED}/{spec.code}/chars_per_s")
-        base = metrics.get(f"{BASE_VOCAB}/{spec.code}/chars_per_s")
+def _speed_probe(
+    context: StageContext, config: EvaluateConfig, arms: dict[str, Path]
+) -> tuple[dict[str, float], dict[str, dict[str, dict[str, float]]]]:
+    """Both arms answer the suites' open-ended questions in turn (`xlang.eval.speed`): characters per second
+    of replies in the language, measured under the same load. Returns (metrics, per language per arm)."""
+    from xlang_recipes.suites import local_path, suite_sets
+
+    from xlang.eval.benchmarks import OpenEndedItem, item_image
+    from xlang.eval.speed import interleaved_speed
+    from xlang.eval.suite import load_sets
+    from xlang.serve.engine import ChatModel
+
+    chats = {arm: ChatModel.load(folder) for arm, folder in arms.items()}
+    metrics: dict[str, float] = {}
+    per_language: dict[str, dict[str, dict[str, float]]] = {}
+    for spec in context.languages:
+        prompts = [
+            (f"{entry.name}/{item.id}", item.question, item_image(item))
+            for suite in config.suites
+            for entry, items in load_sets(suite_sets(spec, suite), lambda uri: local_path(context.resolver, uri))
+            for item in items
+            if isinstance(item, OpenEndedItem)
+        ]
+        if not prompts:
+            continue
+        found = interleaved_speed(chats, prompts, spec, max_tokens=config.max_tokens)
+        per_language[spec.code] = found
+        for arm, values in found.items():
+            metrics.update({f"speed/{arm}/{spec.code}/{name}": round(value, 4) for name, value in values.items()})
+        expanded = found[EXPANDED].get("in_language_chars_per_s")
+        base = found[BASE_VOCAB].get("in_language_chars_per_s")
         if expanded and base:
-            ratios[f"chars_per_s_ratio/{spec.code}"] = round(expanded / base, 3)
-    return ratios
+            metrics[f"chars_per_s_ratio/{spec.code}"] = round(expanded / base, 3)
+        print(f"  evaluate: speed {spec.code} done", flush=True)
+    return metrics, per_language
 
 
 BASE_VOCAB_STAGE = Stage(

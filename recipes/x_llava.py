@@ -463,7 +463,8 @@ SUITES_FOLDER = "suites"
 
 def _run_suites(context: StageContext, models: list[tuple[str, str]]) -> list[str]:
     """Every suite on the base and the final model, per language (`suites/LABEL/CODE/`, each an `xlang eval
-    run` folder); returns the report lines: a side-by-side table and `suites.png`."""
+    run` folder); returns the report lines: a side-by-side table and `suites.png`. The answers are written
+    into the stage's work folder first, so a killed evaluation resumes where it stopped."""
     from xlang_recipes.suites import evaluate_judged, suite_sets
 
     from xlang.eval.report import metrics_table, plot_rows
@@ -483,7 +484,7 @@ def _run_suites(context: StageContext, models: list[tuple[str, str]]) -> list[st
                 results = evaluate_judged(
                     context.resolver,
                     config.judge,
-                    out_dir=context.out_dir / SUITES_FOLDER / suite / label / spec.code,
+                    out_dir=context.work_dir / SUITES_FOLDER / suite / label / spec.code,
                     model_dir=folder,
                     language=spec,
                     suite=suite,
@@ -519,7 +520,14 @@ def _run_suites(context: StageContext, models: list[tuple[str, str]]) -> list[st
             lines.append(f"No {suite} sets in: {', '.join(sorted(set(passed_over)))}.")
         if plot is not None:
             lines += ["", f"![{suite} suite](evaluate/{plot.name})"]
+    move_finished(context.work_dir / SUITES_FOLDER, context.out_dir / SUITES_FOLDER)
     return lines
+
+
+def move_finished(work: Path, out: Path) -> None:
+    """Move what a stage built in its work folder (kept across a kill) into its output folder."""
+    if work.is_dir():
+        shutil.move(str(work), out)
 
 
 def _judge_note(config: EvaluateConfig) -> str:

@@ -244,7 +244,7 @@ def test_the_vocabulary_source_reads_the_plugins_word_list_from_the_command_line
     manifest = json.loads((run / "manifest.json").read_text())
     expand = manifest["config"]["expand"]
     assert expand["candidate_sources"] == ["vocabulary"]
-    assert expand["source_options"]["vocabulary"] == {"lists": ["hunspell-ko"]}
+    assert expand["source_options"]["vocabulary"] == {"lists": ["hunspell-ko"], "prior_weight": 0.3}
     assert manifest["stages"]["expand"]["metrics"]["new_tokens"] > 100
     lists = {"XLANG_STAGES__EXPAND__SOURCE_OPTIONS__VOCABULARY__LISTS": '["nope"]'}
     wrong = xlang(

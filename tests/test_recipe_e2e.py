@@ -265,10 +265,18 @@ def test_the_ab_recipe_trains_both_arms_on_the_same_steps_and_compares_them(
     assert metrics["expanded/qab/tokens_per_char"] == pytest.approx(metrics["base-vocab/qab/tokens_per_char"])
     for arm_name in ("expanded", "base-vocab"):
         assert 0 <= metrics[f"{arm_name}/qaa/reply_language_rate"] <= 1
-    assert metrics["chars_per_s_ratio/qaa"] > 0
+    # the speed probe: both arms answered every open-ended smoke question, timed side by side
+    for arm_name in ("expanded", "base-vocab"):
+        assert metrics[f"speed/{arm_name}/qaa/tokens_per_s"] > 0
+        assert 0 <= metrics[f"speed/{arm_name}/qaa/in_language_share"] <= 1
+    both_replied = all(f"speed/{arm}/qaa/in_language_chars_per_s" in metrics for arm in ("expanded", "base-vocab"))
+    assert ("chars_per_s_ratio/qaa" in metrics) is both_replied
     assert (run / "evaluate" / "ab.png").is_file()
     report = (run / "report.md").read_text()
-    assert "base-vocab" in report and "characters per second" in report
+    assert "base-vocab" in report
+    # a ratio sentence when both arms replied in the language, else how often each did
+    assert ("characters per second of the base-vocabulary model" in report) is both_replied
+    assert ("no speed ratio" in report) is not both_replied
     # a rerun finds everything finished, the inner arm included
     again = _xlang(*extend, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "running" not in again.stdout, again.stdout

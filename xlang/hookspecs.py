@@ -38,7 +38,9 @@ def register_token_candidate_sources(register: Any) -> None:
     ``language=`` (a LanguageSpec), ``texts=`` (the language's training paragraphs), ``limit=`` (merged,
     multi-character candidates wanted; single characters always count), ``vocabularies=`` (the
     language's word lists as local files, name -> path) and ``options=``. It returns an iterable of
-    candidate strings; the expansion engine ranks them by the compression they buy.
+    candidate strings; the expansion engine ranks them by the compression they buy. A source may return
+    :class:`xlang.tokenizer.candidates.Candidates` (a list of strings with ``prior_texts``): those texts
+    join the training text in what the expander counts gains on (a general-text prior).
     """
 
 

@@ -75,17 +75,23 @@ class VocabularySource(_Frozen):
     """A word list the `vocabulary` candidate source reads (a morpheme lexicon, a segmenter dictionary).
 
     `uri` names a UTF-8 text file, one entry per line, the word first (`word freq tag`, `word/FLAGS`
-    and plain lists all work): `file://PATH`, `pypi://DIST==VERSION/PATH/IN/WHEEL`, or a scheme a
-    plugin fetches through the `fetch_file` hook (e.g. `debian://file?...`).
+    and plain lists all work; a number in the second field is the word's frequency), or wordfreq's
+    frequency list (a name ending in `.msgpack.gz`): `file://PATH`, `pypi://DIST==VERSION/PATH/IN/WHEEL`,
+    or a scheme a plugin fetches through the `fetch_file` hook (e.g. `debian://file?...`).
     """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     """Names the list for `--word-list NAME` (the `vocabulary` candidate source's `lists` option)."""
     uri: str
-    """The word list: `file://PATH`, `pypi://DIST==VERSION/PATH/IN/WHEEL` or a scheme a `fetch_file` plugin serves
-    (`debian://file?...`)."""
+    """The word list: `file://PATH`, `pypi://DIST==VERSION/PATH/IN/WHEEL` (`?sha256=HEX` pins the wheel) or a scheme
+    a `fetch_file` plugin serves (`debian://file?...`)."""
     license: str = ""
     """The list's license, for the plugin's users (no stage reads it)."""
+    spaced: bool = True
+    """Whether running text writes a space before the list's words (True for words that start a
+    space-separated word; False for a language written without spaces). The `vocabulary` source's
+    general-text prior writes each word of a list with frequencies as the training text writes it most,
+    and this way when the training text lacks it."""
 
 
 class ChatBits(_Frozen):

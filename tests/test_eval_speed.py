@@ -1,0 +1,75 @@
+"""Generation speed measured side by side (xlang.eval.speed): every model answers every prompt in turn, the order
+reversed on every other prompt, and only replies in the language are timed. Real Korean and English text,
+the real ko plugin, two tiny random chat models on SmolLM2's real tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xlang.eval.answers import Answer
+from xlang.eval.speed import interleaved_speed, speed_metrics
+
+
+def _answer(text: str, seconds: float, tokens: int) -> Answer:
+    return Answer(
+        key=text[:8],
+        text=text,
+        seconds=seconds,
+        prompt_tokens=10,
+        completion_tokens=tokens,
+        saw_image=False,
+        language_bearing=True,
+    )
+
+
+def test_only_replies_in_the_language_are_timed() -> None:
+    from xlang import plugins
+
+    korean = plugins.get_language("ko")
+    replies = [
+        _answer("고양이가 매트 위에 앉아 있습니다.", 2.0, 10),
+        _answer("사진 속에는 커피 한 잔이 있어요.", 2.0, 12),
+        _answer("There is a cup of coffee on the table in this photo.", 1.0, 12),  # drifted into English
+    ]
+    metrics = speed_metrics(replies, korean)
+    korean_chars = len(replies[0].text) + len(replies[1].text)
+    assert metrics["in_language_share"] == pytest.approx(2 / 3)
+    assert metrics["in_language_chars_per_s"] == pytest.approx(korean_chars / 4.0)
+    assert metrics["in_language_chars_per_token"] == pytest.approx(korean_chars / 22)
+    # all replies: the English one has more characters per token and would flatter this model
+    assert metrics["chars_per_token"] == pytest.approx((korean_chars + len(replies[2].text)) / 34)
+    assert metrics["chars_per_token"] > metrics["in_language_chars_per_token"]
+    assert metrics["tokens_per_s"] == pytest.approx(34 / 5.0)
+    assert "in_language_chars_per_s" not in speed_metrics(replies[2:], korean)
+    assert speed_metrics([], korean) == {}
+
+
+def test_models_answer_in_turn_with_the_order_reversed_every_other_prompt(smollm2_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from tiny_models import save_tiny_chat_lm
+
+    from xlang import plugins
+    from xlang.serve.engine import ChatModel
+
+    first = ChatModel.load(save_tiny_chat_lm(tmp_path / "first", smollm2_dir))
+    folder = save_tiny_chat_lm(tmp_path / "second", smollm2_dir)
+    second_model = ChatModel.load(folder)
+    with torch.no_grad():  # other weights: the two models must not be the same
+        second_model.model.get_input_embeddings().weight.mul_(-1.0)
+    prompts = [(f"q{i}", question, None) for i, question in enumerate(["무엇이 보이나요?", "색은?", "어디?", "왜?"])]
+    order: list[tuple[str, str]] = []
+    found: dict[str, Any] = interleaved_speed(
+        {"A": first, "B": second_model},
+        prompts,
+        plugins.get_language("ko"),
+        max_tokens=4,
+        on_answer=lambda name, answer: order.append((name, answer.key)),
+    )
+    assert [name for name, _ in order] == ["A", "B", "B", "A", "A", "B", "B", "A"]
+    assert [key for _, key in order] == ["q0", "q0", "q1", "q1", "q2", "q2", "q3", "q3"]
+    for name in ("A", "B"):
+        assert found[name]["tokens_per_s"] > 0
+        assert 0 <= found[name]["in_language_share"] <= 1

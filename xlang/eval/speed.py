@@ -1,0 +1,63 @@
+"""Generation speed of several models, measured side by side so that a changing load falls on all alike.
+
+What a user of an expanded tokenizer gains at generation time is characters of their language per second.
+Timing each model's evaluation on its own compares two moments of a machine, not two models: on a shared
+machine the load can change by 2x between them. Here every prompt is answered by every model in turn, the
+order reversed on every other prompt (A B, B A, ...), and only replies in the language count: a reply in
+another language has other characters per token and would flatter the model that drifts into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from xlang.eval.answers import Answer, Answerer
+from xlang.spec import LanguageSpec
+
+Prompt = tuple[str, str, Any]
+"""(key, question, image or None)."""
+
+
+def interleaved_speed(
+    chats: Mapping[str, Any],
+    prompts: Sequence[Prompt],
+    language: LanguageSpec,
+    *,
+    max_tokens: int,
+    on_answer: Callable[[str, Answer], None] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per model (`name -> xlang.serve.engine.ChatModel`): `in_language_chars_per_s` (characters of the replies
+    in the language over their generation seconds), `in_language_share`, `tokens_per_s` and `chars_per_token`
+    (all replies). Greedy; every model answers every prompt with the same `max_tokens`."""
+    answerers = {name: Answerer(chat, language, None, max_tokens=max_tokens) for name, chat in chats.items()}
+    answers: dict[str, list[Answer]] = {name: [] for name in chats}
+    names = list(chats)
+    for position, (key, question, image) in enumerate(prompts):
+        for name in names if position % 2 == 0 else reversed(names):
+            answer = answerers[name].ask(key, question, image)
+            answers[name].append(answer)
+            if on_answer is not None:
+                on_answer(name, answer)
+    return {name: speed_metrics(replies, language) for name, replies in answers.items()}
+
+
+def speed_metrics(answers: Sequence[Answer], language: LanguageSpec) -> dict[str, float]:
+    """The figures of `interleaved_speed` from a model's answers (empty when there are none)."""
+    if not answers:
+        return {}
+    seconds = sum(answer.seconds for answer in answers)
+    tokens = sum(answer.completion_tokens for answer in answers)
+    in_language = [answer for answer in answers if language.is_reply_in_language(answer.text)]
+    metrics = {
+        "in_language_share": len(in_language) / len(answers),
+        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        "chars_per_token": sum(len(answer.text) for answer in answers) / max(1, tokens),
+    }
+    in_seconds = sum(answer.seconds for answer in in_language)
+    if in_language and in_seconds > 0:
+        metrics["in_language_chars_per_s"] = sum(len(answer.text) for answer in in_language) / in_seconds
+        metrics["in_language_chars_per_token"] = sum(len(answer.text) for answer in in_language) / max(
+            1, sum(answer.completion_tokens for answer in in_language)
+        )
+    return metrics
