@@ -27,7 +27,7 @@ from xlang.tokenizer import MANIFEST, expand_tokenizer, stats_table, tokenizer_s
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-BUDGET = 2000
+BUDGET = 1000
 
 
 def _language(code: str) -> LanguageSpec:
