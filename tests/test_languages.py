@@ -80,8 +80,10 @@ def test_corpora_offline_parallel_and_hub(specs):
 
 def test_vocabulary_sources_are_declared(specs):
     names = {code: {vocabulary.name for vocabulary in spec.vocabularies} for code, spec in specs.items()}
-    assert names["ko"] == {"hunspell-ko"}
-    assert names["zh"] == {"jieba-dict"}
+    assert names["ko"] == {"hunspell-ko", "wordfreq-ko"}
+    assert names["zh"] == {"jieba-dict", "wordfreq-zh"}
+    for code in ("ko", "zh"):  # the general-text prior is part of the default choice
+        assert specs[code].defaults.candidate_sources == ("corpus-bpe", "vocabulary")
     for spec in specs.values():
         for vocabulary in spec.vocabularies:
             assert "://" in vocabulary.uri and vocabulary.license
