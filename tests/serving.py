@@ -4,6 +4,7 @@ endpoint (`from serving import build_tiny_llava, served`)."""
 from __future__ import annotations
 
 import functools
+import json
 import queue
 import re
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,3 +165,47 @@ def stop(*processes: subprocess.Popen[str], grace_s: float = 15.0) -> list[int]:
 
 
 __all__ = ["READY", "SYSTEM_PROMPTS", "Launch", "ServedModel", "build_tiny_llava", "served", "stop"]
+
+
+class ScriptedChatServer:
+    """An OpenAI-compatible chat endpoint on 127.0.0.1 (port 0) whose replies a test scripts: `reply(body)`
+    answers each request body, and every body is kept in `requests`. For judges and teachers that cannot run
+    here (a GPT-4-class model); the tests that use it say why."""
+
+    def __init__(self, reply: Callable[[dict[str, Any]], str]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict[str, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the http.server name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                message = {"role": "assistant", "content": reply(body)}
+                payload = json.dumps(
+                    {
+                        "id": "scripted",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

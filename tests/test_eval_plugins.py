@@ -11,15 +11,14 @@ server on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import Field
+from serving import ScriptedChatServer
 
 from xlang import hookimpl, plugins
 from xlang.contract import Options
@@ -128,46 +127,12 @@ class EvalPlugin:
 # ------------------------------------------------------------------------------------------ the judge
 
 
-class RecordingJudge:
+class RecordingJudge(ScriptedChatServer):
     """A fake judge on 127.0.0.1 (port 0), because no GPT-4-class judge can run here: it keeps every chat
     request it is sent and always replies `JUDGE_REPLY`."""
 
     def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        judge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the http.server name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                judge.requests.append(body)
-                payload = json.dumps(
-                    {
-                        "id": "recorded",
-                        "object": "chat.completion",
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": JUDGE_REPLY},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(lambda _body: JUDGE_REPLY)
 
     def args(self) -> list[str]:
         return ["--judge", "openai", "--teacher-url", self.url, "--teacher-model", "recorder"]
@@ -180,10 +145,6 @@ class RecordingJudge:
             assert roles == ["system", "user"], roles
             found.append((body["messages"][0]["content"], body["messages"][1]["content"]))
         return found
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 # ------------------------------------------------------------------------------------------ fixtures

@@ -10,16 +10,14 @@ import io
 import json
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from serving import Launch, ServedModel, build_tiny_llava, stop
+from serving import Launch, ScriptedChatServer, ServedModel, build_tiny_llava, stop
 
 from xlang.eval.judge import PREFERENCE_CHOICES, SCORE_CHOICES
 
@@ -208,36 +206,8 @@ class BiasedJudge:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
         self.prompts: list[str] = []
-        judge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the http.server name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                reply = judge.verdict(body["model"], body["messages"][-1]["content"])
-                payload = json.dumps(
-                    {
-                        "id": "fake",
-                        "object": "chat.completion",
-                        "model": body["model"],
-                        "choices": [
-                            {"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.chat = ScriptedChatServer(lambda body: self.verdict(body["model"], body["messages"][-1]["content"]))
+        self.url = self.chat.url
 
     def verdict(self, model: str, prompt: str) -> str:
         self.prompts.append(prompt)
@@ -248,8 +218,7 @@ class BiasedJudge:
         return "[[A]]" if first in favourite else "[[B]]"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.chat.close()
 
 
 def test_compare_cancels_position_bias_and_report_is_rebuilt(
