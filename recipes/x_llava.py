@@ -261,8 +261,7 @@ def pretrain(context: StageContext) -> StageOutput:
         validation_by_language=validation,
     )
     for name in ("model", "adapter", "report"):
-        if (context.work_dir / name).is_dir():
-            shutil.move(str(context.work_dir / name), context.out_dir / name)
+        move_finished(context.work_dir / name, context.out_dir / name)
     for path in context.work_dir.iterdir():
         if path.is_file() and not path.name.startswith("."):
             shutil.copy2(path, context.out_dir / path.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -173,11 +174,15 @@ def reply_metrics(answers: list[Answer], language: LanguageSpec) -> dict[str, fl
         metrics["reply_language_rate"] = sum(language.is_reply_in_language(a.text) for a in bearing) / len(bearing)
     if answers:
         metrics["replacement_char_share"] = sum(REPLACEMENT_CHARACTER in a.text for a in answers) / len(answers)
-    seconds = sum(answer.seconds for answer in bearing)
-    if bearing and seconds > 0:
-        metrics["chars_per_s"] = sum(len(answer.text) for answer in bearing) / seconds
-        metrics["tokens_per_s"] = sum(answer.completion_tokens for answer in bearing) / seconds
-        metrics["chars_per_token"] = sum(len(a.text) for a in bearing) / max(
-            1, sum(a.completion_tokens for a in bearing)
-        )
+    metrics.update(generation_rates(bearing))
     return metrics
+
+
+def generation_rates(answers: Sequence[Answer]) -> dict[str, float]:
+    """`chars_per_s`, `tokens_per_s` and `chars_per_token` of the answers together (none when they took no time)."""
+    seconds = sum(answer.seconds for answer in answers)
+    if not answers or seconds <= 0:
+        return {}
+    chars = sum(len(answer.text) for answer in answers)
+    tokens = sum(answer.completion_tokens for answer in answers)
+    return {"chars_per_s": chars / seconds, "tokens_per_s": tokens / seconds, "chars_per_token": chars / max(1, tokens)}

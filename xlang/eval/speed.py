@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from xlang.eval.answers import Answer, Answerer
+from xlang.eval.answers import Answer, Answerer, generation_rates
 from xlang.spec import LanguageSpec
 
 Prompt = tuple[str, str, Any]
@@ -46,18 +46,15 @@ def speed_metrics(answers: Sequence[Answer], language: LanguageSpec) -> dict[str
     """The figures of `interleaved_speed` from a model's answers (empty when there are none)."""
     if not answers:
         return {}
-    seconds = sum(answer.seconds for answer in answers)
-    tokens = sum(answer.completion_tokens for answer in answers)
     in_language = [answer for answer in answers if language.is_reply_in_language(answer.text)]
+    every = generation_rates(answers)
     metrics = {
         "in_language_share": len(in_language) / len(answers),
-        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
-        "chars_per_token": sum(len(answer.text) for answer in answers) / max(1, tokens),
+        "tokens_per_s": every.get("tokens_per_s", 0.0),
+        "chars_per_token": every.get("chars_per_token", 0.0),
     }
-    in_seconds = sum(answer.seconds for answer in in_language)
-    if in_language and in_seconds > 0:
-        metrics["in_language_chars_per_s"] = sum(len(answer.text) for answer in in_language) / in_seconds
-        metrics["in_language_chars_per_token"] = sum(len(answer.text) for answer in in_language) / max(
-            1, sum(answer.completion_tokens for answer in in_language)
-        )
+    timed = generation_rates(in_language)
+    if timed:
+        metrics["in_language_chars_per_s"] = timed["chars_per_s"]
+        metrics["in_language_chars_per_token"] = timed["chars_per_token"]
     return metrics
