@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from xlang.cli import XlangGroup, console, format_option, print_json, resolver_from
@@ -140,7 +141,7 @@ def assets_fetch(ctx: click.Context, codes: tuple[str, ...], models: bool) -> No
     if models:
         with console.status(f"preparing {resolver.settings.base_model}"):
             path = resolver.base_model()
-        console.print(f"[green]✓[/] {resolver.settings.base_model} → {path}")
+        console.print(f"[green]✓[/] {escape(str(resolver.settings.base_model))} → {escape(str(path))}", soft_wrap=True)
 
 
 @assets_group.command("verify")

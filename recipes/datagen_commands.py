@@ -151,4 +151,4 @@ def data_stats_command(ctx: click.Context, file: str, png: str | None, as_json: 
     cost = f"${stats.cost_usd:.4f}" if stats.cost_usd is not None else "n/a"
     console.print(f"tokens: {stats.prompt_tokens} prompt + {stats.completion_tokens} completion; cost {cost}")
     if stats.png:
-        console.print(f"histograms: {stats.png}")
+        console.print(f"histograms: {stats.png}", markup=False, highlight=False, soft_wrap=True)

@@ -95,7 +95,7 @@ def eval_run(
             on_answer=on_answer,
         )
     console.print(_results_table(results))
-    console.print(f"→ {out_dir / 'report.md'}", highlight=False)
+    console.print(f"→ {out_dir / 'report.md'}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _text_metrics(resolver: Any, language: Any, folder: str) -> Any:
@@ -203,7 +203,7 @@ def eval_compare(
             f"{100 * low:.0f}–{100 * high:.0f}%",
         )
     console.print(table)
-    console.print(f"→ {out_dir / 'report.md'}", highlight=False)
+    console.print(f"→ {out_dir / 'report.md'}", markup=False, highlight=False, soft_wrap=True)
 
 
 @click.command("report")
@@ -238,4 +238,4 @@ def eval_report(ctx: click.Context, folder: str) -> None:
             f"{path} holds neither results.json (xlang eval run/compare) nor manifest.json (xlang extend); "
             "pass one of those folders"
         )
-    console.print(f"→ {written}", highlight=False)
+    console.print(f"→ {written}", markup=False, highlight=False, soft_wrap=True)

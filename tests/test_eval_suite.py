@@ -133,12 +133,12 @@ def llava_chat(llava_dir: Path) -> Any:
 
 
 def test_eval_run_stops_at_a_judge_without_verdict_then_resumes_to_every_metric(
-    xlang_cli: Invoke, llava_dir: Path, judge_server: ServedModel, tmp_path: Path
+    xlang_cli: Invoke, llava_dir: Path, judge_server: ServedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A free-running tiny judge writes no scores: the run stops on the first judged row with one line, keeps
     its answers and writes no results. Held to guided choices, the same command resumes and finishes; run once
     more, it asks neither the model (no new answers) nor the judge (no new requests to the server)."""
-    out = tmp_path / "out"
+    out = tmp_path / ("a-folder-name-long-enough-that-the-report-path-is-wider-than-any-terminal-" * 2) / "out"
     run = [
         "eval", "run", "--model", str(llava_dir), "--lang", "ko", "--suite", "smoke", "--no-text",
         "--out", str(out), "--max-tokens", "8",
@@ -156,9 +156,12 @@ def test_eval_run_stops_at_a_judge_without_verdict_then_resumes_to_every_metric(
     kept = lines(out / "answers.jsonl")
     assert len(kept) == int(found[1])  # every question up to the unjudged one was answered, and kept
 
+    from xlang.cli import console
+
+    monkeypatch.setattr(console, "_width", 80)  # a terminal's width (rich's own default in a pipe)
     status, stdout, stderr = xlang_cli(*run, env={"XLANG_TEACHER_OPTIONS": GUIDED})
     assert status == 0, stderr
-    assert str(out / "report.md") in stdout
+    assert str(out / "report.md") in stdout  # on one line, never wrapped: people copy it
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     for name in SMOKE_METRICS:
         assert name in results["metrics"], (name, results["metrics"])
