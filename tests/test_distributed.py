@@ -199,3 +199,128 @@ def test_fsdp_two_processes_match_one_survive_kill_9_and_export_plain_folders(
     assert single_adapter.keys() == sharded_adapter.keys()
     for name, tensor in single_adapter.items():
         torch.testing.assert_close(sharded_adapter[name], tensor, atol=1e-4, rtol=1e-3, msg=name)
+
+
+# ----------------------------------------------------------------------------------------- VIT stage 2
+
+VIT_STEPS = 4
+VIT_SCRIPT = """
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from xlang.vlm.config import InstructConfig
+from xlang.vlm.train import train_vit_stage
+spec = json.loads(open(sys.argv[1]).read())
+rank = int(os.environ.get("RANK", "0"))
+open(os.path.join(spec["out_root"], f"pid-{spec['name']}-rank{rank}"), "w").write(str(os.getpid()))
+train_vit_stage(spec["model"], spec["records"], InstructConfig(**spec["config"]), spec["out"],
+                default_lang="ko", distributed=spec["distributed"])
+"""
+
+
+def _vit_command(tmp_path: Path, llava: Path, records: list[dict], name: str, processes: int) -> list[str]:
+    config = {
+        "steps": VIT_STEPS,
+        "micro_batch": 2,
+        "grad_accum": 2 // processes,  # the same global batch: 4 samples per step
+        "lr": 5e-3,
+        "warmup_steps": 1,
+        "save_every": 2,
+        "log_every": 1,
+        "eval_samples": 4,
+        "progress": False,
+        "seed": 3,
+    }
+    spec = {
+        "model": str(llava),
+        "records": records,
+        "out": str(tmp_path / name),
+        "out_root": str(tmp_path),
+        "name": name,
+        "config": config,
+        "distributed": "fsdp" if processes > 1 else "ddp",
+    }
+    (tmp_path / f"{name}.json").write_text(json.dumps(spec, ensure_ascii=False))
+    (tmp_path / "vit.py").write_text(VIT_SCRIPT)
+    script = [str(tmp_path / "vit.py"), str(tmp_path / f"{name}.json")]
+    if processes == 1:
+        return [sys.executable, *script]
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+    return [sys.executable, *launcher, "--master_port", str(_free_port()), *script]
+
+
+@pytest.mark.slow
+def test_fsdp_vit_stage_matches_one_process_survives_kill_9_and_exports_a_plain_llava(
+    smollm2_dir: Path, test_cache_dir: Path, tmp_path: Path
+) -> None:
+    """Stage 2 (projector + LoRA) on a tiny random LLaVA (a 2-layer Llama with SmolLM2's tokenizer, a 2-layer
+    DINOv2) with the ko and en plugins' seed records: sharded over two processes, killed, restarted."""
+    import torch
+    from serving import build_tiny_llava
+    from transformers import LlavaForConditionalGeneration
+
+    from xlang import plugins
+    from xlang.vlm.data import load_vit_uri
+
+    llava = build_tiny_llava(tmp_path / "tiny", smollm2_dir, test_cache_dir)
+    manager = plugins.make_plugin_manager()
+    records = [
+        record
+        for code in ("ko", "en")
+        for uri in plugins.get_language(code, manager).vit_data
+        for record in load_vit_uri(uri, test_cache_dir)
+        if record.get("split") != "heldout"
+    ]
+    single = subprocess.run(
+        _vit_command(tmp_path, llava, records, "single", 1), env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    sharded = tmp_path / "sharded"
+    command = _vit_command(tmp_path, llava, records, "sharded", 2)
+    launcher = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = sharded / "run" / "checkpoints"
+    victim = tmp_path / "pid-sharded-rank0"
+    deadline = time.monotonic() + 300
+    while not (victim.is_file() and any(checkpoints.glob("step-*/meta.json"))):
+        assert launcher.poll() is None, "the sharded run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no sharded checkpoint appeared"
+        time.sleep(0.005)
+    os.kill(int(victim.read_text()), signal.SIGKILL)
+    assert launcher.wait(timeout=120) != 0, "torchrun reported success after a rank was killed"
+    assert not (sharded / "model").exists(), "the killed run exported a model"
+    kept = max((p for p in checkpoints.glob("step-*") if (p / "meta.json").is_file()), key=lambda p: int(p.name[5:]))
+    assert int(kept.name[5:]) < VIT_STEPS
+    written = (kept / "meta.json").stat().st_mtime_ns
+    restarted = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert (kept / "meta.json").stat().st_mtime_ns == written, "the restart did not resume from the checkpoint"
+    first = sorted(checkpoints.glob("step-*"))[0]
+    assert json.loads((first / "meta.json").read_text())["sharded"] == "fsdp2"
+
+    # the same answer-loss curve as one process on the same global batch
+    def losses(out: Path, kind: str) -> dict[int, float]:
+        records = [json.loads(line) for line in (out / "run" / "metrics.jsonl").open()]
+        return {r["step"]: r["loss"] for r in records if r["kind"] == kind}
+
+    expected, got = losses(tmp_path / "single", "train"), losses(sharded, "train")
+    assert sorted(got) == list(range(1, VIT_STEPS + 1))
+    assert [got[s] for s in sorted(expected)] == pytest.approx([expected[s] for s in sorted(expected)], rel=1e-4)
+    assert losses(sharded, "eval") == pytest.approx(losses(tmp_path / "single", "eval"), rel=1e-4)
+
+    # the export is the plain LLaVA folder one process writes: same weights, frozen ones untouched
+    one = LlavaForConditionalGeneration.from_pretrained(tmp_path / "single" / "model")
+    two = LlavaForConditionalGeneration.from_pretrained(sharded / "model")
+    base = LlavaForConditionalGeneration.from_pretrained(llava)
+    weights_one, weights_two = dict(one.named_parameters()), dict(two.named_parameters())
+    assert weights_one.keys() == weights_two.keys()
+    for name, tensor in weights_one.items():
+        torch.testing.assert_close(weights_two[name], tensor, atol=1e-4, rtol=1e-3, msg=name)
+    frozen = dict(base.named_parameters())
+    for name in (
+        "model.vision_tower.embeddings.patch_embeddings.projection.weight",
+        "model.language_model.embed_tokens.weight",
+    ):
+        assert torch.equal(weights_two[name], frozen[name]), f"{name}: a frozen weight changed"
+    projector = "model.multi_modal_projector.linear_1.weight"
+    assert not torch.equal(weights_two[projector], frozen[projector]), "the projector did not train"

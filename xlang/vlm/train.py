@@ -430,6 +430,29 @@ def compute_features(llava: Any, batches: VitBatches, slots: int, *, batch_size:
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
+def _float_trainable(llava: Any, config: VitStageConfig) -> None:
+    """Trainable weights in float32 (frozen ones stay in the stage's dtype)."""
+    llava.model.multi_modal_projector.float()
+    if config.trainable == "full":
+        llava.model.language_model.float()
+        llava.lm_head.float()
+
+
+def _training_module(llava: Any, config: VitStageConfig, image_token_id: int) -> Any:
+    """`llava` as the engine trains it: LoRA adapters (seeded: their initialization is part of the run's
+    identity) when the stage trains them, in the loss-returning wrapper. Also how the export of a sharded
+    run rebuilds a whole copy, so both have the same parameter names."""
+    import torch
+
+    from xlang.vlm.modeling import LlavaForTraining, apply_lora
+
+    if config.trainable == "lora":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            llava = apply_lora(llava, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+    return LlavaForTraining(llava, image_token_id=image_token_id)
+
+
 def train_vit_stage(
     model_dir: Path,
     records: Sequence[dict[str, Any]],
@@ -438,6 +461,7 @@ def train_vit_stage(
     *,
     default_lang: str,
     accelerator: Any = None,
+    distributed: str = "ddp",
 ) -> VitStageResult:
     """Train one LLaVA stage from the folder `model_dir`; the trained model lands in `out_dir/model`.
 
@@ -446,21 +470,21 @@ def train_vit_stage(
     template's system prompt and the `lang_weights` share of such records. Resumes from `out_dir`'s last
     checkpoint; a finished stage with the same settings returns at once. Writes `out_dir/skipped.jsonl`
     (samples left out, with file, id and reason) and `out_dir/stage.json` (a summary).
+
+    `distributed`: `ddp` (every process holds the whole model; also one process) or `fsdp` (FULL_SHARD with
+    FSDP2 across the launched processes, the decoder and tower layers as units; see `xlang.train.engine`).
+    Either way the folder written is the plain one a single process writes.
     """
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from xlang.train.engine import read_metrics, run_training
+    from xlang.train.engine import load_trainable, read_metrics, run_training
     from xlang.vlm.export import PROVENANCE_FILE, save_llava
-    from xlang.vlm.modeling import (
-        LlavaForTraining,
-        apply_lora,
-        compile_language_layers,
-        merged_llava,
-        trainable_selector,
-    )
+    from xlang.vlm.modeling import compile_language_layers, merged_llava, trainable_selector
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if distributed not in ("ddp", "fsdp"):
+        raise XlangError(f"distributed={distributed!r} is not known; choose ddp or fsdp")
     if not (model_dir / "config.json").is_file():
         raise XlangError(f"LLaVA folder {model_dir} has no config.json; run the assembly stage first")
     fingerprint = {
@@ -527,11 +551,7 @@ def train_vit_stage(
     if config.lang_weights and not langs_present & set(config.lang_weights):
         raise XlangError(f"no sample in any weighted language ({', '.join(config.lang_weights)})")
 
-    # trainable weights in float32, frozen ones in `dtype`
-    llava.model.multi_modal_projector.float()
-    if config.trainable == "full":
-        llava.model.language_model.float()
-        llava.lm_head.float()
+    _float_trainable(llava, config)
     batches = VitBatches(
         data,
         image_processor=processor.image_processor,
@@ -547,11 +567,7 @@ def train_vit_stage(
     llava.model.vision_tower.to(accelerator.device)
     if use_cache and data.images:
         batches.features = compute_features(llava, batches, len(data.images))
-    if config.trainable == "lora":
-        with torch.random.fork_rng(devices=[]):  # the adapters' initialization is part of the run's identity
-            torch.manual_seed(config.seed)
-            llava = apply_lora(llava, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
-    module = LlavaForTraining(llava, image_token_id=image_token_id)
+    module = _training_module(llava, config, image_token_id)
     if config.gradient_checkpointing:
         module.base().model.language_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -570,6 +586,7 @@ def train_vit_stage(
                 total, tokens = total + float(loss_sum), tokens + int(n_tokens)
             return {"loss": total / max(tokens, 1)}
 
+    fsdp = distributed == "fsdp" and accelerator.num_processes > 1
     result = run_training(
         module,
         batches,
@@ -581,12 +598,19 @@ def train_vit_stage(
         accelerator=accelerator,
         fingerprint=fingerprint,
         name=f"vit-{config.stage}",
+        fsdp=fsdp,
     )
     metrics = read_metrics(result.metrics_path)
     losses = [record["loss"] for record in metrics if record.get("kind") == "train"]
     evals = [record["loss"] for record in metrics if record.get("kind") == "eval"]
     if accelerator.is_main_process:
-        module = accelerator.unwrap_model(module) if hasattr(accelerator, "unwrap_model") else module
+        if fsdp:  # the trained weights are in shards: export from a whole copy that loads the gathered ones
+            whole = load_pretrained(LlavaForConditionalGeneration, model_dir, dtype=dtype)
+            _float_trainable(whole, config)
+            module = _training_module(whole, config, image_token_id)
+            load_trainable(module, result.checkpoint / "trainable.safetensors")
+        else:
+            module = accelerator.unwrap_model(module) if hasattr(accelerator, "unwrap_model") else module
         if config.export_adapter and config.trainable == "lora":
             module.llava.save_pretrained(out_dir / "adapter")
         final = merged_llava(module)
