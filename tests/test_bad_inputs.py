@@ -103,6 +103,7 @@ CASES = [
     Case("unknown companion", [*EXTEND, "--companions", "xx"], "xx"),
     Case("unknown recipe", [*EXTEND, "--recipe", "nope"], "nope"),
     Case("unknown --until", [*EXTEND, "--until", "nope"], "nope"),
+    Case("extend launched as one of several processes", EXTEND, "WORLD_SIZE", env={"WORLD_SIZE": "2"}),
     Case("unknown initializer", [*EXTEND, "--initializer", "nope"], "nope"),
     Case("unknown expander", [*EXTEND, "--expander", "nope"], "nope"),
     Case("unknown candidate source", [*EXTEND, "--source", "nope"], "nope"),

@@ -576,6 +576,18 @@ def run_folder(settings: XlangSettings, recipe: str, language: str) -> Path:
     return Path(settings.out) if settings.out is not None else Path(settings.runs_dir) / f"{recipe}-{language}"
 
 
+def _refuse_several_processes() -> None:
+    """A recipe's stages share one run folder and its lock, so N launched copies would race for them (the
+    second would stop on the lock, and torchrun would take the first down with it): say so up front."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        raise XlangError(
+            f"xlang extend runs in one process, but this one was launched as one of {world} (WORLD_SIZE={world}); "
+            "run it without torchrun or accelerate launch, or shard pretraining and the vision stages from Python "
+            "with pretrain(..., distributed='fsdp') and train_vit_stage(..., distributed='fsdp') (docs/scale.md)"
+        )
+
+
 def extend(
     lang: str | None = None,
     *,
@@ -599,6 +611,7 @@ def extend(
     from xlang.resolve import Resolver
     from xlang.settings import load_settings
 
+    _refuse_several_processes()
     composed = overrides.pop("recipe", None) if isinstance(overrides.get("recipe"), Recipe) else None
     if composed is not None:
         overrides["recipe"] = composed.name
