@@ -133,6 +133,7 @@ def test_a_japanese_plugin_installs_without_core_changes(cli_env, tmp_path):
     assert "CC0-1.0" in stats.stdout  # the corpus license the plugin declared
 
 
+@pytest.mark.slow
 def test_the_tutorial_plugin_runs_extend_up_to_init(cli_env, tmp_path):
     """The commands of docs/plugin-tutorial.md, on the tutorial's own package: no core change needed."""
     tutorial = (REPO / "docs" / "plugin-tutorial.md").read_text(encoding="utf-8")
@@ -173,6 +174,7 @@ def test_a_knob_the_initializer_does_not_take_is_exit_2(cli_env, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_tokenizer_expand_and_stats_commands(cli_env, tmp_path, smollm2_dir):
     out = tmp_path / "ko-tokenizer"
     result = xlang(
@@ -218,6 +220,7 @@ def test_tokenizer_expand_refuses_a_zero_budget_and_writes_nothing(cli_env, tmp_
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_eval_bpc_scores_the_embedded_model(cli_env, smollm2_dir):
     result = xlang("eval", "bpc", "--model", str(smollm2_dir), "--lang", "en", "--max-chars", "1500", env=cli_env)
     assert result.returncode == 0, result.stderr
@@ -233,6 +236,7 @@ def test_a_malformed_mix_is_one_line_and_exit_2(cli_env, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_the_vocabulary_source_reads_the_plugins_word_list_from_the_command_line(cli_env, tmp_path, smollm2_dir):
     """`--source vocabulary` uses the word list the Korean plugin declares (hunspell-ko, via xlang-debian)."""
     run = tmp_path / "run"

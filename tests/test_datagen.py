@@ -157,6 +157,7 @@ def clean_run(clean_server: ServedModel, photos: Path, workspace: Path, env: dic
     return {"out": out, "result": result, "usage": server_usage(before, clean_server.stats())}
 
 
+@pytest.mark.slow
 def test_a_clean_run_writes_one_valid_record_per_image_language_and_task(
     clean_run: dict[str, Any], photos: Path, languages: dict[str, Any]
 ) -> None:

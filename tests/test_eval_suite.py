@@ -132,6 +132,7 @@ def llava_chat(llava_dir: Path) -> Any:
 # ------------------------------------------------------------------------------------------- xlang eval run
 
 
+@pytest.mark.slow
 def test_eval_run_stops_at_a_judge_without_verdict_then_resumes_to_every_metric(
     xlang_cli: Invoke, llava_dir: Path, judge_server: ServedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

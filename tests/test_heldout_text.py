@@ -195,6 +195,7 @@ def test_the_shipped_languages_hold_out_pinned_text_of_another_kind(code: str) -
         assert "max_share=1" in source.uri  # the validation split is the whole held-out text
 
 
+@pytest.mark.slow
 def test_eval_bpc_prints_out_of_domain_and_in_domain_rows(cli_env, smollm2_dir: Path) -> None:
     result = subprocess.run(
         [*XLANG, "eval", "bpc", "--model", str(smollm2_dir), "--lang", "ko", "--lang", "en", "--max-chars", "400"],

@@ -119,6 +119,7 @@ def test_a_tokenizer_that_does_not_extend_the_base_is_refused(smollm2_dir, initi
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_path):
     """`xlang extend --initializer subword-fit --fit-steps N --row-steps M` through the recipe: the fit gets the target
     text and the companion English text, and its facts land in the folder's xlang-init.json."""

@@ -237,6 +237,7 @@ class Lines:
         return "".join(self.seen)
 
 
+@pytest.mark.slow
 def test_python_run_then_ctrl_c_then_resume_with_plain_progress_lines(
     testlang: dict[str, Path],  # noqa: F811
     run_env: dict[str, str],

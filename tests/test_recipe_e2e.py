@@ -127,6 +127,7 @@ def _xlang(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPr
     return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_all_six_stages_run_resume_after_a_kill_and_load_in_plain_transformers(
     testlang: dict[str, Path], env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -246,6 +247,7 @@ def test_a_language_without_vit_data_stops_before_any_work(testlang: dict[str, P
     assert early.returncode == 0, early.stdout + early.stderr
 
 
+@pytest.mark.slow
 def test_the_ab_recipe_trains_both_arms_on_the_same_steps_and_compares_them(
     testlang: dict[str, Path], env: dict[str, str], tmp_path: Path
 ) -> None:

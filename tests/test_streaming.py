@@ -251,6 +251,7 @@ def test_stream_shards_errors_name_the_input(tmp_path: Path) -> None:
         stream_shards(tmp_path)
 
 
+@pytest.mark.slow
 def test_peak_memory_stays_flat_at_ten_times_the_corpus(
     paragraphs: dict[str, list[str]], smollm2_dir: Path, tmp_path: Path
 ) -> None:
