@@ -168,10 +168,14 @@ def evaluate_ab(context: StageContext) -> StageOutput:
     for spec in context.languages:
         ratio = ratios.get(f"chars_per_s_ratio/{spec.code}")
         if ratio is not None:
+            looping = ", ".join(
+                f"{arm} {values.get('in_language_looping_share', 0):.0%}" for arm, values in speeds[spec.code].items()
+            )
             lines.append(
                 f"- {spec.name}: the expanded model generates {ratio:.2f}× the {spec.name} characters per second "
                 "of the base-vocabulary model (replies in the language only; both models answer the same "
-                "questions in turn, so a change of load falls on both)."
+                f"questions in turn, so a change of load falls on both). Of those replies, these loop on one "
+                f"phrase and say little however fast they come: {looping}."
             )
         elif spec.code in speeds:
             lines.append(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from xlang.eval.answers import Answer
+from xlang.eval.answers import Answer, is_looping
 from xlang.eval.speed import interleaved_speed, speed_metrics
 
 
@@ -45,6 +45,33 @@ def test_only_replies_in_the_language_are_timed() -> None:
     assert metrics["tokens_per_s"] == pytest.approx(34 / 5.0)
     assert "in_language_chars_per_s" not in speed_metrics(replies[2:], korean)
     assert speed_metrics([], korean) == {}
+
+
+def test_replies_that_loop_on_one_phrase_are_told_apart_from_repeats_in_real_text() -> None:
+    """Replies a 135M model gave after 20 pretraining steps (the first two) against real sentences that repeat
+    a word or a pattern without looping."""
+    looping = [
+        "귀이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이",
+        "그은 이, 이 수, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, 이, \ufffd",
+        "the cat the cat the cat the cat the cat",
+        "哈哈哈哈哈哈哈哈哈哈",
+    ]
+    fine = [
+        "사진 속 꽃을 자세히 설명해 주세요.",
+        "안에 무엇이 들어 있는 안에 무엇이 들어있는 안에 무엇이",  # two copies: repetitive, not a loop
+        "고양이가 매트 위에 앉아 있고, 강아지가 매트 옆에 앉아 있고, 새가 창가에 앉아 있습니다.",
+        "There is a cup of coffee on the table, and a cup of tea on the shelf.",
+        "아아, 그렇군요.",
+        "",
+    ]
+    assert [is_looping(text) for text in looping] == [True] * len(looping)
+    assert [is_looping(text) for text in fine] == [False] * len(fine)
+
+    from xlang import plugins
+
+    korean = plugins.get_language("ko")
+    replies = [_answer(looping[0], 1.0, 30), _answer(fine[0], 1.0, 10), _answer(fine[3], 1.0, 14)]
+    assert speed_metrics(replies, korean)["in_language_looping_share"] == pytest.approx(1 / 2)
 
 
 def test_models_answer_in_turn_with_the_order_reversed_every_other_prompt(smollm2_dir: Path, tmp_path: Path) -> None:

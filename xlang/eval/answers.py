@@ -164,16 +164,41 @@ def _read_book(book: Path, fingerprint: str) -> dict[str, Answer]:
     return found
 
 
+LOOP_MAX_PERIOD = 40
+"""Longest repeated unit (characters) that `is_looping` looks for: a phrase, not a paragraph."""
+LOOP_MIN_REPEATS = 3
+LOOP_MIN_COVER = 0.5
+
+
+def is_looping(text: str) -> bool:
+    """Whether a reply is mostly one short unit said over and over (`이, 이, 이, ...`): at least
+    `LOOP_MIN_REPEATS` back-to-back copies of a unit of up to `LOOP_MAX_PERIOD` characters covering at least
+    half the reply. A model that loops writes many characters per second that say nothing, so speed figures
+    are read next to how often it does."""
+    text = text.strip()
+    length = len(text)
+    for period in range(1, min(LOOP_MAX_PERIOD, length // LOOP_MIN_REPEATS) + 1):
+        run = 0
+        for index in range(length - period):
+            run = run + 1 if text[index] == text[index + period] else 0
+            covered = run + period
+            if covered >= LOOP_MIN_REPEATS * period and covered >= LOOP_MIN_COVER * length:
+                return True
+    return False
+
+
 def reply_metrics(answers: list[Answer], language: LanguageSpec) -> dict[str, float]:
     """What every answer says regardless of whether it is right: in the language asked or not, broken
-    characters, and how fast text comes out (characters per second: the user-side payoff of a shorter
-    tokenization)."""
+    characters, free text that loops (`is_looping`), and how fast text comes out (characters per second: the
+    user-side payoff of a shorter tokenization)."""
     metrics: dict[str, float] = {}
     bearing = [answer for answer in answers if answer.language_bearing]
     if bearing:
         metrics["reply_language_rate"] = sum(language.is_reply_in_language(a.text) for a in bearing) / len(bearing)
     if answers:
         metrics["replacement_char_share"] = sum(REPLACEMENT_CHARACTER in a.text for a in answers) / len(answers)
+    if bearing:
+        metrics["looping_share"] = sum(is_looping(a.text) for a in bearing) / len(bearing)
     metrics.update(generation_rates(bearing))
     return metrics
 

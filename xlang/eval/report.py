@@ -24,6 +24,8 @@ METRIC_LABELS: dict[str, str] = {
     "exact_match": "exact match",
     "reply_language_rate": "replies in the language",
     "replacement_char_share": "replies holding U+FFFD",
+    "looping_share": "replies looping on one phrase",
+    "in_language_looping_share": "replies in the language looping on one phrase",
     "chars_per_s": "characters/s generated",
     "tokens_per_s": "tokens/s generated",
     "chars_per_token": "characters per generated token",
@@ -31,10 +33,21 @@ METRIC_LABELS: dict[str, str] = {
     "tokens_per_char": "tokens/char",
 }
 SHARES = frozenset(
-    {"reply_language_rate", "replacement_char_share", "circular_accuracy", "accuracy", "exact_match", "unparsed_share"}
+    {
+        "reply_language_rate",
+        "replacement_char_share",
+        "looping_share",
+        "in_language_looping_share",
+        "circular_accuracy",
+        "accuracy",
+        "exact_match",
+        "unparsed_share",
+    }
 )
 """Metrics that are shares of answers (0 to 1), drawn on that scale and written as percentages."""
-LOWER_IS_BETTER = frozenset({"unparsed_share", "replacement_char_share", "bpc", "tokens_per_char"})
+LOWER_IS_BETTER = frozenset(
+    {"unparsed_share", "replacement_char_share", "looping_share", "in_language_looping_share", "bpc", "tokens_per_char"}
+)
 PLOTTED_FIRST = (
     "relative_score",
     "chrf",
@@ -107,14 +120,7 @@ def _cell(name: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     base = _base_name(name)
-    if base in (
-        "reply_language_rate",
-        "replacement_char_share",
-        "circular_accuracy",
-        "accuracy",
-        "exact_match",
-        "unparsed_share",
-    ):
+    if base in SHARES:
         return f"{100 * value:.0f}%"
     if base in ("chars_per_s", "tokens_per_s", "relative_score", "chrf"):
         return f"{value:.1f}"

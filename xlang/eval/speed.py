@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from xlang.eval.answers import Answer, Answerer, generation_rates
+from xlang.eval.answers import Answer, Answerer, generation_rates, is_looping
 from xlang.spec import LanguageSpec
 
 Prompt = tuple[str, str, Any]
@@ -57,4 +57,5 @@ def speed_metrics(answers: Sequence[Answer], language: LanguageSpec) -> dict[str
     if timed:
         metrics["in_language_chars_per_s"] = timed["chars_per_s"]
         metrics["in_language_chars_per_token"] = timed["chars_per_token"]
+        metrics["in_language_looping_share"] = sum(is_looping(answer.text) for answer in in_language) / len(in_language)
     return metrics
