@@ -169,6 +169,7 @@ def tower_loader(context: StageContext, assemble: AssembleConfig) -> Any:
 
 
 def align(context: StageContext) -> StageOutput:
+    from xlang.collective import collective
     from xlang.vlm import base_chat_template, build_llava, train_vit_stage
 
     config: AlignStageConfig = context.config
@@ -191,27 +192,40 @@ def align(context: StageContext) -> StageOutput:
             config=config.assemble,
             chat_template=template,
         )
-    result = train_vit_stage(
-        assembled, train_records, config.train, context.work_dir / "train", default_lang=language.code
+    result = collective(
+        train_vit_stage,
+        model_dir=assembled,
+        records=train_records,
+        config=config.train,
+        out_dir=context.work_dir / "train",
+        default_lang=language.code,
+        distributed=context.settings.distributed,
     )
     shutil.move(str(result.model_dir), context.out_dir / "model")
     _keep_stage_files(context.work_dir / "train", context.out_dir)
     report = (
         f"## align\n\nLLaVA assembled ({config.assemble.vision_tower} + mlp2x_gelu + the extended LLM); "
         f"projector trained {result.steps} steps on {result.samples} caption samples: {_losses(result)}; "
-        f"{len(result.skipped)} samples skipped."
+        f"{len(result.skipped)} samples skipped.{processes_note(_vit_metrics(result))}"
     )
     return StageOutput(metrics=_vit_metrics(result), report=report, model_dir="model")
 
 
 def vit(context: StageContext) -> StageOutput:
+    from xlang.collective import collective
     from xlang.vlm import before_after_report, train_vit_stage
 
     config: VitConfig = context.config
     train_records, heldout = split_heldout(vit_records(context, config, "stages.vit.data"))
     stage1 = context.stage_dir("align") / "model"
-    result = train_vit_stage(
-        stage1, train_records, config.train, context.work_dir / "train", default_lang=context.language.code
+    result = collective(
+        train_vit_stage,
+        model_dir=stage1,
+        records=train_records,
+        config=config.train,
+        out_dir=context.work_dir / "train",
+        default_lang=context.language.code,
+        distributed=context.settings.distributed,
     )
     shutil.move(str(result.model_dir), context.out_dir / "model")
     _keep_stage_files(context.work_dir / "train", context.out_dir)
@@ -219,7 +233,7 @@ def vit(context: StageContext) -> StageOutput:
         "## vit",
         "",
         f"Stage 2 trained {result.steps} steps on {result.samples} samples: {_losses(result)}; "
-        f"{len(result.skipped)} samples skipped.",
+        f"{len(result.skipped)} samples skipped.{processes_note(_vit_metrics(result))}",
     ]
     codes = {spec.code for spec in context.languages}
     questions = [record for record in heldout if (record.get("lang") or context.language.code) in codes]
@@ -240,6 +254,14 @@ def vit(context: StageContext) -> StageOutput:
         if files.png is not None:
             lines += ["", f"![answers before and after stage 2](vit/answers/{Path(files.png).name})"]
     return StageOutput(metrics=_vit_metrics(result), report="\n".join(lines), model_dir="model")
+
+
+def processes_note(metrics: dict[str, Any]) -> str:
+    """` Trained in N processes (sharded with FSDP).` for a stage launched as several processes, else nothing."""
+    processes = metrics.get("processes") or 1
+    if processes == 1:
+        return ""
+    return f" Trained in {processes} processes" + (" (sharded with FSDP)." if metrics.get("sharded") else " (DDP).")
 
 
 def _fmt(value: float | None) -> str:
@@ -266,6 +288,8 @@ def _vit_metrics(result: Any) -> dict[str, Any]:
         "final_loss": result.final_loss,
         "eval_loss_start": result.eval_loss_start,
         "eval_loss_end": result.eval_loss_end,
+        "processes": result.processes,
+        "sharded": result.sharded,
     }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from xlang_recipes.llava_stages import ALIGN, VIT
+from xlang_recipes.llava_stages import ALIGN, VIT, processes_note
 
 from xlang.contract import Flag, Recipe, Resolver, Stage, StageConfig, StageContext, StageOutput
 from xlang.data.views import documents, paragraphs
@@ -238,6 +238,7 @@ def init(context: StageContext) -> StageOutput:
 
 
 def pretrain(context: StageContext) -> StageOutput:
+    from xlang.collective import collective
     from xlang.train import pretrain as run_pretraining
 
     config: PretrainConfig = context.config
@@ -250,7 +251,8 @@ def pretrain(context: StageContext) -> StageOutput:
     parallel = resolver.parallel_records(context.language, "train") or None
     # the stage folder appears only when the stage succeeds: say where its metrics grow meanwhile
     print(f"  pretrain: metrics while it runs: {context.work_dir / 'stages'}/*/metrics.jsonl", flush=True)
-    result = run_pretraining(
+    result = collective(
+        run_pretraining,
         model_dir=context.latest_model(),
         tokenizer_dir=_expanded_tokenizer(context),
         texts_by_language=texts,
@@ -259,6 +261,7 @@ def pretrain(context: StageContext) -> StageOutput:
         out_dir=context.work_dir,
         new_token_ids=_new_token_ids(context),
         validation_by_language=validation,
+        distributed=context.settings.distributed,
     )
     for name in ("model", "adapter", "report"):
         move_finished(context.work_dir / name, context.out_dir / name)
@@ -277,7 +280,7 @@ def pretrain(context: StageContext) -> StageOutput:
         "",
         f"Schedule: {schedule or config.steps}. Training tokens by source (measured on the first 64 batches): "
         f"{_shares(mix)}. Throughput: {_rate(summary.get('tokens_per_s'))}. Training loss of the last logging "
-        f"window: {_number(summary.get('final_loss'))} nats per token.",
+        f"window: {_number(summary.get('final_loss'))} nats per token.{processes_note(summary)}",
     ]
     if (context.out_dir / "report" / "curves.png").is_file():
         lines += ["", _curves_note(context, config), "", "![loss and bits per character](pretrain/report/curves.png)"]

@@ -282,3 +282,42 @@ def test_the_ab_recipe_trains_both_arms_on_the_same_steps_and_compares_them(
     # a rerun finds everything finished, the inner arm included
     again = _xlang(*extend, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "running" not in again.stdout, again.stdout
+
+
+@pytest.mark.slow
+def test_extend_under_torchrun_shards_its_training_stages_over_two_processes(
+    testlang: dict[str, Path], env: dict[str, str], tmp_path: Path
+) -> None:
+    """`torchrun --nproc_per_node 2 -m xlang.cli extend --distributed fsdp`: rank 0 runs the recipe, both ranks
+    train pretrain, align and vit sharded (gloo on CPU), and the run is the one a single process writes."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    run = tmp_path / "run"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    extend = ["extend", "--lang", "qaa", "--base", str(testlang["base"]), "--out", str(run), "--until", "vit"]
+    distributed_env = {**env, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    done = subprocess.run(
+        [*launch, "-m", "xlang.cli", *extend, "--distributed", "fsdp"],
+        env=distributed_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("run folder:") == 1, done.stdout  # said once, by rank 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [manifest["stages"][name]["status"] for name in STAGES[:5]] == ["done"] * 5
+    assert manifest["final_model"] == "vit/model"
+    # every training stage ran in two processes, sharded
+    for stage in ("pretrain", "align", "vit"):
+        metrics = manifest["stages"][stage]["metrics"]
+        assert (metrics["processes"], metrics["sharded"]) == (2, True), (stage, metrics)
+    assert not list(run.glob(".*.work")), "a stage's work folder was left behind"
+    assert not list(run.glob(".*-stage-*")), "a staging folder was left behind"
+    # the same command in one process finds every stage finished
+    again = _xlang(*extend, env=env, cwd=tmp_path)
+    assert again.returncode == 0 and "running" not in again.stdout, again.stdout + again.stderr

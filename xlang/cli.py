@@ -459,6 +459,13 @@ def _stage_overrides(
     help="Companion language codes, comma-separated (empty: none).  [default: the language's own]",
 )
 @click.option(
+    "--distributed",
+    type=click.Choice(["ddp", "fsdp"]),
+    default=None,
+    help="Under torchrun or accelerate launch: each process holds the whole model (ddp) or a shard of it "
+    "(fsdp) (setting `distributed`).  [default: ddp]",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False),
@@ -467,9 +474,9 @@ def _stage_overrides(
 )
 @click.pass_context
 def extend(ctx: click.Context, until: str | None, config_file: str | None, **values: Any) -> None:
-    from xlang import runner
+    from xlang import collective, runner
 
-    run_keys = ("language", "base_model", "recipe", "out", "companions")
+    run_keys = ("language", "base_model", "recipe", "out", "companions", "distributed")
     run_settings = {key: values.pop(key) for key in run_keys}
     if run_settings["companions"] is not None:
         run_settings["companions"] = parse_companions(run_settings["companions"])
@@ -486,6 +493,8 @@ def extend(ctx: click.Context, until: str | None, config_file: str | None, **val
             if error.filename is None:  # a failed write names no file: the run folder is where it went
                 error.filename = str(runner.run_folder(settings, settings.recipe, settings.language or ""))
             raise
+    if collective.rank() != 0:  # rank 0 says where the run is
+        return
     run_dir = runner.run_folder(settings, manifest["recipe"], manifest["language"])
     console.print(
         f"run folder: {run_dir}  report: {run_dir / 'report.md'}", markup=False, highlight=False, soft_wrap=True

@@ -41,6 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from xlang import collective
 from xlang.atomic import make_staging, remove_dead_staging, write_file_atomically
 from xlang.contract import Recipe, Resolver, Stage, StageContext, StageOutput, validation_problems
 from xlang.errors import XlangError
@@ -576,18 +577,6 @@ def run_folder(settings: XlangSettings, recipe: str, language: str) -> Path:
     return Path(settings.out) if settings.out is not None else Path(settings.runs_dir) / f"{recipe}-{language}"
 
 
-def _refuse_several_processes() -> None:
-    """A recipe's stages share one run folder and its lock, so N launched copies would race for them (the
-    second would stop on the lock, and torchrun would take the first down with it): say so up front."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    if world.isdigit() and int(world) > 1:
-        raise XlangError(
-            f"xlang extend runs in one process, but this one was launched as one of {world} (WORLD_SIZE={world}); "
-            "run it without torchrun or accelerate launch, or shard pretraining and the vision stages from Python "
-            "with pretrain(..., distributed='fsdp') and train_vit_stage(..., distributed='fsdp') (docs/scale.md)"
-        )
-
-
 def extend(
     lang: str | None = None,
     *,
@@ -611,7 +600,6 @@ def extend(
     from xlang.resolve import Resolver
     from xlang.settings import load_settings
 
-    _refuse_several_processes()
     composed = overrides.pop("recipe", None) if isinstance(overrides.get("recipe"), Recipe) else None
     if composed is not None:
         overrides["recipe"] = composed.name
@@ -632,6 +620,16 @@ def extend(
     resolver.companions(language)
     run_dir = run_folder(settings, recipe.name, language.code)
     _check_run_folder_path(run_dir)  # before the base model is converted: a bad --out costs nothing
+    if collective.world_size() > 1:  # launched as several processes: rank 0 runs, the others train with it
+        collective.start_process_group()
+        if collective.rank() != 0:
+            collective.serve_calls()
+            manifest_path = run_dir / MANIFEST
+            return json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     base_model = resolver.base_model()
     events = on_stage if on_stage is not None else print_stage_events()
-    return run_recipe(recipe, language, settings, run_dir, base_model, until, events, resolver)
+    manifest = run_recipe(recipe, language, settings, run_dir, base_model, until, events, resolver)
+    # only after a whole run: a failed rank 0 may have left the others inside a training call, where a message
+    # would meet the wrong collective; its exit ends them instead (torchrun stops every rank when one fails)
+    collective.stop_serving()
+    return manifest

@@ -554,6 +554,8 @@ def pretrain(
             validation_chars=config.eval_max_chars if eval_fn is None else None,
         )
         summary = _summary(stage_runs, shares, stream, started, trainable.kind, dtype_name, mixed, compile_layers)
+        summary["processes"] = accelerator.num_processes
+        summary["sharded"] = fsdp
         _write_json_atomic(out_dir / "report" / "summary.json", summary)
         result_obj = PretrainResult(out_dir, model_out, adapter_dir, curve, summary)
         _write_json_atomic(out_dir / RESULT_FILE, result_obj.to_json())

@@ -365,6 +365,9 @@ class VitStageResult:
     eval_loss_end: float | None = None
     already_done: bool = False
     peak_memory_bytes: int | None = None
+    processes: int = 1
+    """How many processes trained the stage (sharded across them when `sharded`)."""
+    sharded: bool = False
 
 
 def _device_defaults(config: VitStageConfig, device_type: str) -> tuple[Any, str]:
@@ -510,6 +513,8 @@ def train_vit_stage(
                 eval_loss_start=summary.get("eval_loss_start"),
                 eval_loss_end=summary.get("eval_loss_end"),
                 already_done=True,
+                processes=summary.get("processes", 1),
+                sharded=summary.get("sharded", False),
             )
 
     if accelerator is None:
@@ -640,6 +645,8 @@ def train_vit_stage(
             "eval_loss_end": evals[-1] if len(evals) > 1 else None,
             "skipped": [vars(s) for s in data.skipped],
             "peak_memory_bytes": result.peak_memory_bytes,
+            "processes": accelerator.num_processes,
+            "sharded": fsdp,
         }
         tmp = summary_path.with_name(f".{summary_path.name}.tmp")
         tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -656,4 +663,6 @@ def train_vit_stage(
         eval_loss_start=evals[0] if evals else None,
         eval_loss_end=evals[-1] if len(evals) > 1 else None,
         peak_memory_bytes=result.peak_memory_bytes,
+        processes=accelerator.num_processes,
+        sharded=fsdp,
     )
