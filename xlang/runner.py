@@ -596,6 +596,8 @@ def extend(
     Stage lines are printed as `xlang extend` prints them (`on_stage` replaces that; pass
     `on_stage=lambda name, event: None` for silence), and the libraries' own progress bars stay off.
     Ctrl-C raises `RunInterrupted` after recording the stage as interrupted; calling again resumes.
+    Launched as several processes (torchrun, accelerate launch), rank 0 runs the recipe and every rank trains
+    (`xlang.collective`); the other ranks return the manifest rank 0 wrote.
     """
     from xlang.resolve import Resolver
     from xlang.settings import load_settings
