@@ -169,8 +169,7 @@ def tower_loader(context: StageContext, assemble: AssembleConfig) -> Any:
 
 
 def align(context: StageContext) -> StageOutput:
-    from xlang.collective import collective
-    from xlang.vlm import base_chat_template, build_llava, train_vit_stage
+    from xlang.vlm import base_chat_template, build_llava
 
     config: AlignStageConfig = context.config
     language = context.language
@@ -192,48 +191,49 @@ def align(context: StageContext) -> StageOutput:
             config=config.assemble,
             chat_template=template,
         )
-    result = collective(
-        train_vit_stage,
-        model_dir=assembled,
-        records=train_records,
-        config=config.train,
-        out_dir=context.work_dir / "train",
-        default_lang=language.code,
-        distributed=context.settings.distributed,
-    )
-    shutil.move(str(result.model_dir), context.out_dir / "model")
-    _keep_stage_files(context.work_dir / "train", context.out_dir)
+    result = _train(context, assembled, train_records, config.train)
+    metrics = _vit_metrics(result)
     report = (
         f"## align\n\nLLaVA assembled ({config.assemble.vision_tower} + mlp2x_gelu + the extended LLM); "
         f"projector trained {result.steps} steps on {result.samples} caption samples: {_losses(result)}; "
-        f"{len(result.skipped)} samples skipped.{processes_note(_vit_metrics(result))}"
+        f"{len(result.skipped)} samples skipped.{processes_note(metrics)}"
     )
-    return StageOutput(metrics=_vit_metrics(result), report=report, model_dir="model")
+    return StageOutput(metrics=metrics, report=report, model_dir="model")
 
 
-def vit(context: StageContext) -> StageOutput:
+def _train(context: StageContext, model_dir: Path, records: list[dict[str, Any]], config: Any) -> Any:
+    """One LLaVA stage's training, in every launched process (`xlang.collective`), its model and files moved
+    from the work folder into the stage folder."""
     from xlang.collective import collective
-    from xlang.vlm import before_after_report, train_vit_stage
+    from xlang.vlm import train_vit_stage
 
-    config: VitConfig = context.config
-    train_records, heldout = split_heldout(vit_records(context, config, "stages.vit.data"))
-    stage1 = context.stage_dir("align") / "model"
     result = collective(
         train_vit_stage,
-        model_dir=stage1,
-        records=train_records,
-        config=config.train,
+        model_dir=model_dir,
+        records=records,
+        config=config,
         out_dir=context.work_dir / "train",
         default_lang=context.language.code,
         distributed=context.settings.distributed,
     )
     shutil.move(str(result.model_dir), context.out_dir / "model")
     _keep_stage_files(context.work_dir / "train", context.out_dir)
+    return result
+
+
+def vit(context: StageContext) -> StageOutput:
+    from xlang.vlm import before_after_report
+
+    config: VitConfig = context.config
+    train_records, heldout = split_heldout(vit_records(context, config, "stages.vit.data"))
+    stage1 = context.stage_dir("align") / "model"
+    result = _train(context, stage1, train_records, config.train)
+    metrics = _vit_metrics(result)
     lines = [
         "## vit",
         "",
         f"Stage 2 trained {result.steps} steps on {result.samples} samples: {_losses(result)}; "
-        f"{len(result.skipped)} samples skipped.{processes_note(_vit_metrics(result))}",
+        f"{len(result.skipped)} samples skipped.{processes_note(metrics)}",
     ]
     codes = {spec.code for spec in context.languages}
     questions = [record for record in heldout if (record.get("lang") or context.language.code) in codes]
@@ -253,7 +253,7 @@ def vit(context: StageContext) -> StageOutput:
         lines += ["", f"Answers to held-aside questions before and after stage 2: [{table}]({table})"]
         if files.png is not None:
             lines += ["", f"![answers before and after stage 2](vit/answers/{Path(files.png).name})"]
-    return StageOutput(metrics=_vit_metrics(result), report="\n".join(lines), model_dir="model")
+    return StageOutput(metrics=metrics, report="\n".join(lines), model_dir="model")
 
 
 def processes_note(metrics: dict[str, Any]) -> str:

@@ -12,13 +12,13 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from launching import python_command
 
 KO_WORDS = "고양이 는 작은 빨간 집 근처 강 에서 사람들 이 걸어가는 동안 매트 위에 앉아 있었다".split()
 EN_WORDS = "the cat sat on a mat and looked at the small red house near the river while people walked by".split()
@@ -71,12 +71,6 @@ def tiny_expanded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
     return root / "model", root / "tokenizer", list(range(base_size, len(tokenizer)))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _env() -> dict[str, str]:
     return {
         **os.environ,
@@ -87,6 +81,33 @@ def _env() -> dict[str, str]:
         "GLOO_SOCKET_IFNAME": "lo",
         "MASTER_ADDR": "127.0.0.1",
     }
+
+
+def _script_command(tmp_path: Path, script: str, text: str, spec: dict[str, Any], processes: int) -> list[str]:
+    """Write the run's script and its spec (`<name>.json`), and the command that runs them in `processes`."""
+    (tmp_path / f"{spec['name']}.json").write_text(json.dumps(spec, ensure_ascii=False))
+    (tmp_path / script).write_text(text)
+    return python_command([str(tmp_path / script), str(tmp_path / f"{spec['name']}.json")], processes)
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _kill_a_rank_after_the_first_checkpoint(command: list[str], checkpoints: Path, victim: Path) -> Path:
+    """Launch the sharded run, SIGKILL the rank whose pid file is `victim` once a checkpoint is complete, and
+    return the last complete checkpoint (the one a restart resumes from)."""
+    launcher = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (victim.is_file() and any(checkpoints.glob("step-*/meta.json"))):
+        assert launcher.poll() is None, "the sharded run ended before its first checkpoint"
+        assert time.monotonic() < deadline, "no sharded checkpoint appeared"
+        time.sleep(0.005)
+    os.kill(int(victim.read_text()), signal.SIGKILL)
+    assert launcher.wait(timeout=120) != 0, "torchrun reported success after a rank was killed"
+    complete = [path for path in checkpoints.glob("step-*") if (path / "meta.json").is_file()]
+    return max(complete, key=lambda path: int(path.name.split("-")[1]))
 
 
 def _command(tmp_path: Path, tiny: tuple[Path, Path, list[int]], name: str, processes: int) -> list[str]:
@@ -117,13 +138,7 @@ def _command(tmp_path: Path, tiny: tuple[Path, Path, list[int]], name: str, proc
         "config": config,
         "distributed": "fsdp" if processes > 1 else "ddp",
     }
-    (tmp_path / f"{name}.json").write_text(json.dumps(spec))
-    (tmp_path / "run.py").write_text(RUN_SCRIPT)
-    script = [str(tmp_path / "run.py"), str(tmp_path / f"{name}.json")]
-    if processes == 1:
-        return [sys.executable, *script]
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
-    return [sys.executable, *launcher, "--master_port", str(_free_port()), *script]
+    return _script_command(tmp_path, "run.py", RUN_SCRIPT, spec, processes)
 
 
 def _records(out: Path) -> list[dict[str, float]]:
@@ -140,32 +155,19 @@ def test_fsdp_two_processes_match_one_survive_kill_9_and_export_plain_folders(
     from transformers import AutoModelForCausalLM
 
     model_dir, _, new_ids = tiny_expanded
-    single = subprocess.run(
-        _command(tmp_path, tiny_expanded, "single", 1), env=_env(), capture_output=True, text=True, timeout=600
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    _run(_command(tmp_path, tiny_expanded, "single", 1))
 
     sharded = tmp_path / "sharded"
     command = _command(tmp_path, tiny_expanded, "sharded", 2)
-    launcher = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = sharded / "stages" / "lora" / "checkpoints"
-    victim = tmp_path / "pid-sharded-rank1"
-    deadline = time.monotonic() + 300
-    while not (victim.is_file() and any(checkpoints.glob("step-*/meta.json"))):
-        assert launcher.poll() is None, "the sharded run ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no sharded checkpoint appeared"
-        time.sleep(0.005)
-    os.kill(int(victim.read_text()), signal.SIGKILL)
-    assert launcher.wait(timeout=120) != 0, "torchrun reported success after a rank was killed"
+    kept = _kill_a_rank_after_the_first_checkpoint(command, checkpoints, tmp_path / "pid-sharded-rank1")
     assert not (sharded / "pretrain.json").exists(), "the run finished before the kill"
-    resumed_from = max(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*") if (p / "meta.json").is_file())
-    assert resumed_from < STEPS
+    assert int(kept.name.split("-")[1]) < STEPS
     first = sorted(checkpoints.glob("step-*"))[0]
     assert json.loads((first / "meta.json").read_text())["sharded"] == "fsdp2"
     assert {p.name for p in (first / "dcp").glob("*.distcp")} == {"__0_0.distcp", "__1_0.distcp"}
 
-    restarted = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
-    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    _run(command)
 
     # the same loss curve and validation BPC as one process on the same global batch
     expected, got = _records(tmp_path / "single"), _records(sharded)
@@ -240,13 +242,7 @@ def _vit_command(tmp_path: Path, llava: Path, records: list[dict], name: str, pr
         "config": config,
         "distributed": "fsdp" if processes > 1 else "ddp",
     }
-    (tmp_path / f"{name}.json").write_text(json.dumps(spec, ensure_ascii=False))
-    (tmp_path / "vit.py").write_text(VIT_SCRIPT)
-    script = [str(tmp_path / "vit.py"), str(tmp_path / f"{name}.json")]
-    if processes == 1:
-        return [sys.executable, *script]
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
-    return [sys.executable, *launcher, "--master_port", str(_free_port()), *script]
+    return _script_command(tmp_path, "vit.py", VIT_SCRIPT, spec, processes)
 
 
 @pytest.mark.slow
@@ -271,29 +267,16 @@ def test_fsdp_vit_stage_matches_one_process_survives_kill_9_and_exports_a_plain_
         for record in load_vit_uri(uri, test_cache_dir)
         if record.get("split") != "heldout"
     ]
-    single = subprocess.run(
-        _vit_command(tmp_path, llava, records, "single", 1), env=_env(), capture_output=True, text=True, timeout=600
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    _run(_vit_command(tmp_path, llava, records, "single", 1))
 
     sharded = tmp_path / "sharded"
     command = _vit_command(tmp_path, llava, records, "sharded", 2)
-    launcher = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = sharded / "run" / "checkpoints"
-    victim = tmp_path / "pid-sharded-rank0"
-    deadline = time.monotonic() + 300
-    while not (victim.is_file() and any(checkpoints.glob("step-*/meta.json"))):
-        assert launcher.poll() is None, "the sharded run ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no sharded checkpoint appeared"
-        time.sleep(0.005)
-    os.kill(int(victim.read_text()), signal.SIGKILL)
-    assert launcher.wait(timeout=120) != 0, "torchrun reported success after a rank was killed"
+    kept = _kill_a_rank_after_the_first_checkpoint(command, checkpoints, tmp_path / "pid-sharded-rank0")
     assert not (sharded / "model").exists(), "the killed run exported a model"
-    kept = max((p for p in checkpoints.glob("step-*") if (p / "meta.json").is_file()), key=lambda p: int(p.name[5:]))
-    assert int(kept.name[5:]) < VIT_STEPS
+    assert int(kept.name.split("-")[1]) < VIT_STEPS
     written = (kept / "meta.json").stat().st_mtime_ns
-    restarted = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
-    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    _run(command)
     assert (kept / "meta.json").stat().st_mtime_ns == written, "the restart did not resume from the checkpoint"
     first = sorted(checkpoints.glob("step-*"))[0]
     assert json.loads((first / "meta.json").read_text())["sharded"] == "fsdp2"

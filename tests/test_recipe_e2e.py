@@ -290,17 +290,13 @@ def test_extend_under_torchrun_shards_its_training_stages_over_two_processes(
 ) -> None:
     """`torchrun --nproc_per_node 2 -m xlang.cli extend --distributed fsdp`: rank 0 runs the recipe, both ranks
     train pretrain, align and vit sharded (gloo on CPU), and the run is the one a single process writes."""
-    import socket
+    from launching import python_command
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
     run = tmp_path / "run"
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
     extend = ["extend", "--lang", "qaa", "--base", str(testlang["base"]), "--out", str(run), "--until", "vit"]
     distributed_env = {**env, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     done = subprocess.run(
-        [*launch, "-m", "xlang.cli", *extend, "--distributed", "fsdp"],
+        python_command(["-m", "xlang.cli", *extend, "--distributed", "fsdp"], processes=2),
         env=distributed_env,
         cwd=tmp_path,
         capture_output=True,

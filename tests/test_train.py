@@ -12,13 +12,13 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from launching import python_command
 from tiny_models import tiny_llama
 
 from xlang.errors import XlangError
@@ -558,12 +558,6 @@ def test_kill_9_then_restart_continues_the_same_curve(tiny: tuple[Path, Path, li
     assert (killed / "pretrain.json").is_file()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 DDP_SCRIPT = """
 import hashlib, json, sys
 import torch
@@ -626,17 +620,7 @@ def test_two_process_gloo_run(tiny: tuple[Path, Path, list[int]], tmp_path: Path
         )
     )
     (tmp_path / "ddp.py").write_text(DDP_SCRIPT)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-        str(tmp_path / "ddp.py"),
-        str(spec),
-    ]
+    command = python_command([str(tmp_path / "ddp.py"), str(spec)], processes=2)
     env = {**_env(), "ACCELERATE_USE_CPU": "true", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
