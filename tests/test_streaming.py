@@ -229,6 +229,17 @@ def test_checkpoint_stores_the_stream_position_and_resume_uses_it(
     train(tmp_path / "cut", resumed)
     assert resumed.position(3 * 4) == saved, "the resumed stream should start from the saved position"
     assert seen[2] == seen[0][3 * 2 :], "the resumed steps must see the uninterrupted run's micro-batches"
+    assert saved["mix"]["cursors"]["ko"]["corpus"] == build().sources["ko"].corpus_digest
+
+    # a shard added between the kill and the resume: the saved position now points at other text, so stop
+    shutil.rmtree(list_checkpoints(tmp_path / "cut")[-1])
+    for name in ("done.json", "result.json"):
+        (tmp_path / "cut" / name).unlink(missing_ok=True)
+    extra = tmp_path / "extra"
+    write_shards(extra, paragraphs["ko"][:80], 4_000, 4_000, seed=3)
+    shutil.copy(next(extra.glob("*.parquet")), tmp_path / "shards" / "ko" / "part-99999.parquet")
+    with pytest.raises(XlangError, match="corpus 'ko' is not the one the checkpoint was written on"):
+        train(tmp_path / "cut", build())
 
 
 def test_stream_shards_errors_name_the_input(tmp_path: Path) -> None:

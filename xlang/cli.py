@@ -31,7 +31,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from xlang import plugins
-from xlang.contract import Flag, Recipe, stage_flags
+from xlang.contract import STRATEGY_KINDS, Flag, Recipe, kind_label, stage_flags
 from xlang.errors import XlangError
 from xlang.settings import XlangSettings, load_settings, merge_nested
 
@@ -353,6 +353,64 @@ def plugins_command(output_format: str) -> None:
     console.print(table)
 
 
+def _option_rows(strategy: Any) -> list[dict[str, str]]:
+    """Each option of a strategy: name, type, default and its description (the docstring under the field)."""
+    rows = []
+    for name, field in strategy.options.model_fields.items():
+        annotation = field.annotation
+        kind = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        description = " ".join((field.description or "").split())
+        rows.append({"name": name, "type": kind, "default": default, "description": description})
+    return rows
+
+
+@cli.command("strategies")
+@click.argument("name", required=False)
+@click.option(
+    "--kind",
+    type=click.Choice(list(STRATEGY_KINDS)),
+    default=None,
+    help="Only strategies of this kind (e.g. embedding_initializers).",
+)
+@format_option
+def strategies_command(name: str | None, kind: str | None, output_format: str) -> None:
+    """List the strategies plugins registered and their options; with NAME, every option of that strategy
+    (the table shows each description's first sentence, `--format json` all of it).
+
+    An option is set under `[stages.STAGE.options]` in xlang.toml or, for the initializer, with
+    `xlang extend --init-option NAME=VALUE`.
+    """
+    found = [
+        strategy
+        for each_kind in ([kind] if kind else STRATEGY_KINDS)
+        for strategy in plugins.strategies(each_kind).values()
+        if name is None or strategy.name == name
+    ]
+    if name is not None and not found:
+        raise XlangError(f"no strategy named {name!r}; `xlang strategies` lists them")
+    if output_format == "json":
+        print_json([{"kind": s.kind, "name": s.name, "plugin": s.plugin, "options": _option_rows(s)} for s in found])
+        return
+    if name is None:
+        table = Table(title="Strategies")
+        for column in ("kind", "name", "options", "plugin"):
+            table.add_column(column)
+        for strategy in found:
+            options = ", ".join(row["name"] for row in _option_rows(strategy)) or "-"
+            table.add_row(kind_label(strategy.kind), strategy.name, options, strategy.plugin)
+        console.print(table)
+        return
+    for strategy in found:
+        table = Table(title=f"{strategy.label} ({strategy.plugin})")
+        for column in ("option", "type", "default", "description"):
+            table.add_column(column, overflow="fold")
+        for row in _option_rows(strategy):
+            first_sentence = re.split(r"(?<=[a-z0-9)`])\. (?=[A-Z])", row["description"], maxsplit=1)[0]
+            table.add_row(row["name"], row["type"], row["default"], first_sentence.rstrip(".") + ".")
+        console.print(table)
+
+
 @cli.command("recipes")
 @format_option
 def recipes_command(output_format: str) -> None:
@@ -430,7 +488,13 @@ def _stage_overrides(
             )
         flag = owners[recipe_name]
         try:
-            parsed = tuple(flag.parse(v) for v in value) if flag.multiple else flag.parse(value)
+            if flag.keyed:
+                try:
+                    parsed: Any = dict(keyed_entry(entry) for entry in value)
+                except XlangError as error:
+                    raise XlangError(f"--{name} {error}") from None
+            else:
+                parsed = tuple(flag.parse(v) for v in value) if flag.multiple else flag.parse(value)
         except (ValueError, TypeError) as error:
             raise XlangError(f"--{name} {value!r}: {error}") from error
         overrides = merge_nested(overrides, flag.nested(parsed))
@@ -569,12 +633,23 @@ def _add_recipe_flags(command: click.Command) -> None:
         command.params.append(
             click.Option(
                 [f"--{name}", key],
-                multiple=flag.multiple,
+                multiple=flag.multiple or flag.keyed,
                 default=None,
-                metavar="N" if flag.parse is int else "VALUE",
+                metavar="NAME=VALUE" if flag.keyed else "N" if flag.parse is int else "VALUE",
                 help=f"{flag.help} [{recipes}]" + (f"  [default: {default}]" if default else ""),
             )
         )
+
+
+def keyed_entry(entry: str) -> tuple[str, Any]:
+    """`fit_steps=150` as `("fit_steps", 150)`: the value as JSON when it parses, else as text."""
+    name, sep, text = entry.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise XlangError(f"{entry!r} is not NAME=VALUE; write the option's name, '=' and its value, e.g. fit_steps=150")
+    try:
+        return name, json.loads(text)
+    except json.JSONDecodeError:
+        return name, text
 
 
 def _flag_default(recipe: Recipe, flag: Flag) -> str:

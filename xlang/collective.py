@@ -98,6 +98,8 @@ def serve_calls() -> None:
 
 def stop_serving() -> None:
     """Rank 0, when the recipe has ended (done or not): the waiting ranks return from `serve_calls`."""
+    if world_size() <= 1:
+        return  # one process: nothing waits (and torch is not imported for a run that had nothing to do)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -56,9 +56,11 @@ def check_kind(kind: str) -> None:
 
 
 class Options(BaseModel):
-    """Base class of a strategy's options: frozen, and an option it does not know is an error."""
+    """Base class of a strategy's options: frozen, and an option it does not know is an error.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    The docstring under each field is its description (`xlang strategies NAME` prints it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class NoOptions(Options):
@@ -150,6 +152,11 @@ class Flag:
     multiple: bool = False
     """Repeatable (`--source a --source b`); the value is the tuple of parsed values."""
     also: tuple[str, ...] = ()
+    keyed: bool = False
+    """Repeatable `NAME=VALUE` entries collected into one mapping at `path` (`--init-option fit_steps=150`):
+    a strategy's own options reach the command line without the recipe naming them. `parse` is not used;
+    a value is read as JSON when it is JSON (`150`, `true`, `1e-3`), else kept as text, and the strategy's
+    options class checks it."""
 
     def nested(self, value: Any) -> dict[str, Any]:
         """`{"init": {"options": {"fit_steps": value}}}` for the path above (every path in `also` too)."""

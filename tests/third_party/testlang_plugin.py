@@ -22,7 +22,7 @@ DATA = Path(os.environ.get("XLANG_TESTLANG_DATA", "."))
 
 
 def smoke_sets(code: str) -> tuple[EvaluationSet, ...]:
-    """The `smoke` suite from the files the test writes (the shipped languages' smoke files, copied)."""
+    """The `smoke` suite from the files the test writes (the first lines of the shipped languages' smoke files)."""
     return (
         EvaluationSet(name="open", suite="smoke", format="llava-bench", uri=(DATA / f"{code}_open.jsonl").as_uri()),
         EvaluationSet(name="choice", suite="smoke", format="mmbench-tsv", uri=(DATA / f"{code}_choice.tsv").as_uri()),

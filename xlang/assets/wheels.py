@@ -9,7 +9,6 @@ from the package index (never built) and pinned by sha256.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import importlib.util
 import os
@@ -23,10 +22,11 @@ import urllib.parse
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xlang.assets.integrity import record_entry, record_path, reuse_entry
+from xlang.assets.integrity import record_entry, record_path, reuse_entry, sha256_of
 from xlang.atomic import make_staging, owned_prefix, remove_dead_staging
 from xlang.errors import XlangError
 
@@ -51,14 +51,6 @@ def _installed_copy(asset: WheelFile) -> Path | None:
     package_dir = Path(next(iter(spec.submodule_search_locations)))
     candidate = package_dir.parent / asset.member
     return candidate if candidate.is_file() else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_wheel(asset: WheelFile, cache_dir: Path) -> Path:
@@ -109,7 +101,7 @@ def download_wheel(asset: WheelFile, cache_dir: Path) -> Path:
 
 
 def _check_pin(asset: WheelFile, wheel: Path) -> None:
-    if asset.sha256 and _sha256(wheel) != asset.sha256:
+    if asset.sha256 and sha256_of(wheel) != asset.sha256:
         wheel.unlink()
         raise XlangError(f"{wheel.name} does not match its pinned checksum; it was removed, run the command again")
 
@@ -226,27 +218,32 @@ def download_sdist(asset: SdistFile, cache_dir: Path) -> Path:
         record_entry(found[0])
         return found[0]
     url = _sdist_url(asset, os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX)
-    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
-    remove_dead_staging(sdist_dir)
-    fd, part = tempfile.mkstemp(dir=sdist_dir, prefix=owned_prefix(name, "-tmp"), suffix=".tmp")
+    archive = sdist_dir / urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    download_checked(url, archive, lambda part: _check_sdist_pin(asset, part), "check the network or PIP_INDEX_URL")
+    record_entry(archive)
+    return archive
+
+
+def download_checked(url: str, target: Path, check: Callable[[Path], None], hint: str) -> None:
+    """Download `url` to `target` through a temporary file beside it, which `check` sees (and may reject by
+    raising) before one rename: an interrupted or rejected download leaves nothing at `target`."""
+    remove_dead_staging(target.parent)
+    fd, part = tempfile.mkstemp(dir=target.parent, prefix=owned_prefix(target.name, "-tmp"), suffix=".tmp")
     try:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as sink:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     sink.write(block)
         except (OSError, ValueError) as error:
-            raise XlangError(f"could not download {url} ({error}); check the network or PIP_INDEX_URL") from None
-        _check_sdist_pin(asset, Path(part))
-        archive = sdist_dir / name
-        os.replace(part, archive)
+            raise XlangError(f"could not download {url} ({error}); {hint}") from None
+        check(Path(part))
+        os.replace(part, target)
     finally:
         Path(part).unlink(missing_ok=True)
-    record_entry(archive)
-    return archive
 
 
 def _check_sdist_pin(asset: SdistFile, archive: Path) -> None:
-    found = _sha256(archive)
+    found = sha256_of(archive)
     if found != asset.sha256:
         archive.unlink()
         raise XlangError(

