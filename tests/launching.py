@@ -23,3 +23,28 @@ def python_command(args: list[str], processes: int = 1) -> list[str]:
         return [sys.executable, *args]
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(free_port())]
     return [sys.executable, *launcher, *args]
+
+
+def rank_pids(launcher_pid: int) -> dict[int, int]:
+    """`{rank: pid}` of the workers a torchrun process started (its children with RANK in their environment),
+    read from /proc. torchrun starts each worker in a session of its own, so killing the launcher's process
+    group leaves the workers running: a test that kills "the job" kills a rank, as a crash or the OOM killer
+    would, and torchrun then stops the others."""
+    from pathlib import Path
+
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone, or not ours
+            continue
+        parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
+        if parent != str(launcher_pid):
+            continue
+        rank = next((item[5:] for item in environment if item.startswith(b"RANK=")), None)
+        if rank is not None and rank.isdigit():
+            found[int(rank)] = int(entry.name)
+    return found

@@ -291,25 +291,49 @@ def test_extend_under_torchrun_shards_its_training_stages_over_two_processes(
     testlang: dict[str, Path], env: dict[str, str], tmp_path: Path
 ) -> None:
     """`torchrun --nproc_per_node 2 -m xlang.cli extend --distributed fsdp`: rank 0 runs the recipe, both ranks
-    train pretrain, align and vit sharded (gloo on CPU), and the run is the one a single process writes."""
-    from launching import python_command
+    train pretrain, align and vit sharded (gloo on CPU), and the run is the one a single process writes. The
+    run killed (rank 0, SIGKILL) after pretraining's first sharded checkpoint resumes from it when the same
+    command is launched again."""
+    from launching import python_command, rank_pids
 
     run = tmp_path / "run"
     extend = ["extend", "--lang", "qaa", "--base", str(testlang["base"]), "--out", str(run), "--until", "vit"]
     distributed_env = {**env, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    done = subprocess.run(
-        python_command(["-m", "xlang.cli", *extend, "--distributed", "fsdp"], processes=2),
-        env=distributed_env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stdout.count("run folder:") == 1, done.stdout  # said once, by rank 0
+
+    def launch() -> subprocess.Popen[str]:
+        command = python_command(["-m", "xlang.cli", *extend, "--distributed", "fsdp"], processes=2)
+        return subprocess.Popen(
+            command,
+            env=distributed_env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    # rank 0, which runs the recipe and trains, is killed once pretraining's first checkpoint is complete
+    first = launch()
+    deadline = time.monotonic() + 600
+    killed = False
+    while first.poll() is None and time.monotonic() < deadline:
+        if any((run / ".pretrain.work").glob("stages/*/checkpoints/step-*/meta.json")):
+            os.kill(rank_pids(first.pid)[0], signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.02)
+    killed_output = first.communicate(timeout=120)[0]
+    assert killed and first.returncode != 0, killed_output[-3000:]
+    assert not (run / "pretrain").exists()
+
+    second = launch()
+    output = second.communicate(timeout=900)[0]
+    assert second.returncode == 0, output[-6000:]
+    assert output.count("run folder:") == 1, output  # said once, by rank 0
+    assert re.search(r"finished earlier\s+init", output), output[-3000:]
     manifest = json.loads((run / "manifest.json").read_text())
     assert [manifest["stages"][name]["status"] for name in STAGES[:5]] == ["done"] * 5
     assert manifest["final_model"] == "vit/model"
+    assert manifest["stages"]["pretrain"]["metrics"]["stages"][0]["resumed_from"] >= 1  # from the checkpoint
     # every training stage ran in two processes, sharded
     for stage in ("pretrain", "align", "vit"):
         metrics = manifest["stages"][stage]["metrics"]

@@ -608,6 +608,7 @@ def _summary(
                 "lr": stage.lr,
                 "final_loss": result.final_loss,
                 "tokens_per_s": result.median_tokens_per_s(),
+                "resumed_from": result.resumed_from,
             }
             for stage, _, result in stage_runs
         ],
