@@ -170,7 +170,7 @@ def test_extend_help_shows_the_out_default_and_config(tmp_path: Path) -> None:
 
 # --- runs: progress, Python, Ctrl-C --------------------------------------------------------------------
 
-# 24 steps: after the test reads "step 2" the run still has 22 to go, so SIGINT lands mid-stage however
+# 12 steps: after the test reads "step 2" the run still has 10 to go, so SIGINT lands mid-stage however
 # fast the machine
 RUN_CONFIG = """
 progress_every_s = 0
@@ -179,7 +179,7 @@ progress_every_s = 0
 budget = 120
 
 [stages.pretrain]
-steps = 24
+steps = 12
 seq_len = 64
 log_every = 1
 eval_every = 0
@@ -282,9 +282,9 @@ def test_python_run_then_ctrl_c_then_resume_with_plain_progress_lines(
     lines = Lines(process)
     try:
         lines.wait_for(r"^▶ running pretrain \(started \d\d:\d\d:\d\d\)", timeout_s=300)
-        first = lines.wait_for(r"pretrain:\S+: step \d+/24", timeout_s=120)
-        assert re.search(r"step 1/24, loss \d+\.\d+, [\d,]+ tokens/s, elapsed \dm\d\ds$", first), first
-        second = lines.wait_for(r"pretrain:\S+: step 2/24", timeout_s=120)
+        first = lines.wait_for(r"pretrain:\S+: step \d+/12", timeout_s=120)
+        assert re.search(r"step 1/12, loss \d+\.\d+, [\d,]+ tokens/s, elapsed \dm\d\ds$", first), first
+        second = lines.wait_for(r"pretrain:\S+: step 2/12", timeout_s=120)
         assert re.search(r"elapsed \dm\d\ds, ETA \dm\d\ds$", second), second
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)
@@ -305,8 +305,8 @@ def test_python_run_then_ctrl_c_then_resume_with_plain_progress_lines(
         [*XLANG_MAIN, *extend], env=run_env, cwd=tmp_path, capture_output=True, text=True, timeout=600
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    steps = [int(n) for n in re.findall(r"pretrain:\S+: step (\d+)/24", resumed.stdout)]
-    assert steps and steps[0] > 1 and steps[-1] == 24, resumed.stdout  # from the checkpoint, not from step 0
+    steps = [int(n) for n in re.findall(r"pretrain:\S+: step (\d+)/12", resumed.stdout)]
+    assert steps and steps[0] > 1 and steps[-1] == 12, resumed.stdout  # from the checkpoint, not from step 0
     assert json.loads((run / "manifest.json").read_text())["stages"]["pretrain"]["status"] == "done"
 
 

@@ -46,7 +46,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, test_cac
     align = train_vit_stage(
         assembled,
         records,
-        AlignConfig(steps=6, micro_batch=4, lr=2e-3, eval_samples=8, lang_weights={"en": 1, "ko": 1}, progress=False),
+        AlignConfig(steps=4, micro_batch=4, lr=3e-3, eval_samples=4, lang_weights={"en": 1, "ko": 1}, progress=False),
         root / "stage1",
         default_lang="ko",
     )
@@ -54,10 +54,10 @@ def stages(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, test_cac
         align.model_dir,
         records,
         InstructConfig(
-            steps=8,
+            steps=6,
             micro_batch=2,
             lr=1e-3,
-            eval_samples=6,
+            eval_samples=4,
             lang_weights={"ko": 1},
             tasks=("caption", "object-centric"),
             progress=False,
