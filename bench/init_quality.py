@@ -96,6 +96,7 @@ def initialize(
     train: list[str],
     keep: list[str] = (),
     row_steps: int = 0,
+    prior: list[str] = (),
 ) -> dict[str, Any]:
     """Resize ``model`` for ``tokenizer`` and fill the new rows with initializer ``name``, as the init stage
     does: the registered strategy, its options (``row_steps`` for a fitting one), the stage's inputs."""
@@ -110,7 +111,7 @@ def initialize(
         tokenizer,
         strategy,
         options={"row_steps": row_steps} if name in FITTING else None,
-        inputs={"texts": train, "keep_texts": list(keep), "seed": 0},
+        inputs={"texts": train, "keep_texts": list(keep), "prior_texts": list(prior), "seed": 0},
         initializer_name=name,
     )
 
@@ -209,6 +210,12 @@ def measure_language(
     tokenizer_dir = expanded_tokenizer(base_dir, spec, paragraphs, args.budget, args.cache_dir)
     base_tokenizer = load_tokenizer(base_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
+    from xlang.tokenizer.candidates import general_text_prior
+
+    # the init stage's prior_texts: the language's word-frequency lists written out as general text
+    prior = general_text_prior(
+        language=spec, texts=paragraphs, vocabularies=resolver(args.cache_dir).vocabularies(spec)
+    )
 
     from xlang.data.views import take_chars
 
@@ -248,7 +255,7 @@ def measure_language(
             model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
         started = time.perf_counter()
         row_steps = args.row_steps if name in FITTING else 0
-        done = initialize(model, base_tokenizer, tokenizer, name, train, english_train, row_steps)
+        done = initialize(model, base_tokenizer, tokenizer, name, train, english_train, row_steps, prior)
         seconds = time.perf_counter() - started
         model.to(getattr(torch, args.dtype))
         label = f"{name} + {row_steps} row steps" if row_steps else name

@@ -211,6 +211,15 @@ def init(context: StageContext) -> StageOutput:
         inputs["keep_texts"] = [
             text for spec in context.companions for text in documents(context.resolver.dataset(spec, "train"), spec)
         ]
+    if "prior_texts" in needs:
+        from xlang.tokenizer.candidates import general_text_prior
+
+        language = context.language
+        inputs["prior_texts"] = general_text_prior(
+            language=language,
+            texts=paragraphs(context.resolver.dataset(language, "train"), language),
+            vocabularies=context.resolver.vocabularies(language),
+        )
     result = initialize_embeddings(
         context.base_model,
         _expanded_tokenizer(context),

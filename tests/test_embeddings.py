@@ -213,6 +213,7 @@ def test_initialize_embeddings_writes_a_plain_hf_folder(
             "input_contrast": 1.0,
             "bias_ridge": 100.0,
             "context_tokens": 1024,
+            "prior_weight": 0.6,
         }
     )
     assert record["facts"]["frequency_weight"] == 0.5
@@ -319,6 +320,44 @@ def test_bias_direction_gives_a_constant_logit_shift(smollm2_dir: Path) -> None:
     held_out = output_states(model, tokenizer(" ".join(ENGLISH[4:8] + KOREAN[1:3]), return_tensors="pt")["input_ids"])
     shift = held_out @ bias_direction(fit)
     assert abs(float(shift.mean()) - 1) < 0.1 and float(shift.std()) < 0.15
+
+
+def test_subword_freq_prices_a_word_of_general_text_as_common(
+    initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
+    """`prior_texts` (the word-frequency lists written out as text) raise the logit offset of a word the
+    narrow training text lacks; `prior_weight` 0 leaves the rows exactly as without them."""
+    texts = [text for text in KOREAN if "클릭" not in text]
+    prior = ["취소를 클릭하면 됩니다."] * 40
+    click = expanded_tokenizer.convert_tokens_to_ids("클릭")
+    rows, facts = {}, {}
+    for label, extra, options in (
+        ("corpus", {}, None),
+        ("prior", {"prior_texts": prior}, None),
+        ("off", {"prior_texts": prior}, {"prior_weight": 0}),
+    ):
+        model = tiny_llama(len(base_tokenizer), tied=True)
+        done = expand_model(
+            model,
+            base_tokenizer,
+            expanded_tokenizer,
+            initializers["subword-freq"],
+            options=options,
+            inputs={"texts": texts, "seed": 0, **extra},
+        )
+        facts[label] = done["facts"]
+        rows[label] = model.get_input_embeddings().weight.detach()[len(base_tokenizer) : len(expanded_tokenizer)]
+    assert torch.equal(rows["off"], rows["corpus"])
+    assert facts["prior"]["prior_weight"] == 0.6 and facts["prior"]["tokens_seen_only_in_the_prior"] >= 1
+    # every row moved along the one bias direction (the offsets are all that changed), the unseen word most,
+    # against the others: its count rose from 0, and the offsets are centred
+    moved = (rows["prior"] - rows["corpus"]).double()
+    singular = torch.linalg.svdvals(moved)
+    assert float(singular[1]) < 1e-4 * float(singular[0])
+    index = click - len(base_tokenizer)
+    along = moved @ (moved[index] / moved[index].norm())
+    others = torch.cat([along[:index], along[index + 1 :]])
+    assert float(along[index]) == pytest.approx(float(along.abs().max())) and float(others.median()) < 0
 
 
 FIT_INPUTS = {"texts": KOREAN, "keep_texts": ENGLISH, "seed": 0}

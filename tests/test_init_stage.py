@@ -144,6 +144,8 @@ def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_pat
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["config"]["init"]["options"] == record["options"]
     facts = record["facts"]
+    # the stage passed the Korean word-frequency lists as general text: subword-freq's counts blend them in
+    assert facts["prior_weight"] == 0.6 and facts["tokens_seen_only_in_the_prior"] >= 0
     assert facts["fit_steps"] == 2 and len(facts["fit_keep_nats_taken_first_last"]) == 2, facts
     assert facts["fit_row_steps"] == 2 and len(facts["fit_row_text_loss_first_last"]) == 2, facts
     assert facts["fit_stream_tokens"] > 2 * 4 * 257

@@ -36,7 +36,16 @@ STRATEGY_KINDS: tuple[str, ...] = get_args(StrategyKind)
 STRATEGY_INPUTS: dict[str, tuple[str, ...]] = {
     "token_candidate_sources": ("language", "texts", "limit", "vocabularies"),
     "tokenizer_expanders": ("tokenizer", "tokens", "language", "texts", "budget", "required_tokens", "min_frequency"),
-    "embedding_initializers": ("model", "base_tokenizer", "tokenizer", "new_token_ids", "seed", "texts", "keep_texts"),
+    "embedding_initializers": (
+        "model",
+        "base_tokenizer",
+        "tokenizer",
+        "new_token_ids",
+        "seed",
+        "texts",
+        "keep_texts",
+        "prior_texts",
+    ),
     "vision_towers": ("cache_dir", "image_size"),
     "evaluators": ("model", "tokenizer", "texts", "language", "items", "answerer", "judge"),
     "teachers": ("url", "model", "api_key", "cache_dir"),

@@ -64,9 +64,11 @@ def register_embedding_initializers(register: Any) -> None:
     Call ``register(name, initializer, options=OptionsClass)``. ``initializer`` is called with the inputs
     it names among ``model=``, ``base_tokenizer=``, ``tokenizer=``, ``new_token_ids=``, ``seed=``,
     ``texts=`` (target-language training documents), ``keep_texts=`` (the companion languages' training
-    documents, whose predictions must not change) and ``options=`` (its validated options, set under
-    ``stages.init.options``). It fills the new rows of the input (and, if untied, output) embeddings in
-    place and returns a JSON-able dict of facts. Old rows must not change.
+    documents, whose predictions must not change), ``prior_texts=`` (general text written from the
+    language's word-frequency lists, as large as the training text; empty when it declares none) and
+    ``options=`` (its validated options, set under ``stages.init.options``). It fills the new rows of the
+    input (and, if untied, output) embeddings in place and returns a JSON-able dict of facts. Old rows
+    must not change.
     """
 
 

@@ -67,6 +67,13 @@ class SubwordFreqOptions(Options):
     context_tokens: int = Field(default=1024, gt=0)
     """Tokens of target text the base model reads to find its bias direction (SmolLM2 on Korean text:
     h.v = 0.99 +- 0.06 from a fit on 1,024 tokens)."""
+    prior_weight: float = Field(default=0.6, ge=0, lt=1)
+    """Share of general text in the frequencies behind the offsets: each new token's count is its count in
+    the training text plus ``w / (1 - w)`` times its count in ``prior_texts`` (the language's word-frequency
+    lists written out as text as large as the training text), so a word common in general text is not
+    priced as rare because the corpus is narrow. 0: the training text alone. SmolLM2, Korean + 8k,
+    first 5,000 characters, bits per character ÷ the base: out of domain 1.543 / 1.396 / 1.369 at
+    0 / 0.3 / 0.6, in domain 1.296 / 1.311 / 1.342."""
 
 
 def embedding_matrices(model: Any) -> list[tuple[str, Any]]:
@@ -249,6 +256,7 @@ def subword_freq_init(
     tokenizer: Any,
     new_token_ids: Sequence[int],
     texts: Sequence[str] = (),
+    prior_texts: Sequence[str] = (),
     options: SubwordFreqOptions = SubwordFreqOptions(),
 ) -> dict[str, Any]:
     """``subword-mean`` with a log-frequency logit offset on the output side (and contrast on an untied input).
@@ -256,7 +264,8 @@ def subword_freq_init(
     Why the offset: the mean of the pieces' rows scores a new token by the average of its pieces'
     logits, which knows what may come next but not how often a whole word occurs; the base model only
     learns that over several steps. The offset ``a * (log(1 + count) - mean)`` (counts on ``texts``,
-    the target training text) supplies it in one step, along a direction ``v`` with ``h . v ~= 1`` so
+    the target training text, blended with ``prior_texts`` at ``prior_weight``: the corpus alone prices
+    words by one kind of text) supplies it in one step, along a direction ``v`` with ``h . v ~= 1`` so
     it acts as a bias in every context. Why the contrast: see ``SubwordFreqOptions.input_contrast``.
     Without ``texts`` there is no offset (noted in the result).
     """
@@ -269,6 +278,11 @@ def subword_freq_init(
     offsets = None
     if texts:
         counts = torch.tensor(token_frequencies(tokenizer, texts, new_token_ids), dtype=torch.float64)
+        facts["prior_weight"] = options.prior_weight if prior_texts else 0.0
+        if prior_texts and options.prior_weight > 0:
+            general = torch.tensor(token_frequencies(tokenizer, prior_texts, new_token_ids), dtype=torch.float64)
+            facts["tokens_seen_only_in_the_prior"] = int(((counts == 0) & (general > 0)).sum())
+            counts = counts + options.prior_weight / (1 - options.prior_weight) * general
         log_counts = torch.log1p(counts)
         offsets = (options.frequency_weight * (log_counts - log_counts.mean())).float()
         facts["unseen_tokens"] = int((counts == 0).sum())

@@ -216,6 +216,19 @@ class VocabularyOptions(Options):
     place. 0: the training text alone, and only words it uses are offered."""
 
 
+def general_text_prior(*, language: LanguageSpec, texts: Sequence[str], vocabularies: Mapping[str, Path]) -> list[str]:
+    """The language's word-frequency lists written out as text as large as ``texts`` (each word as often as
+    its general-text frequency says, spaced as the training text writes it): what the `vocabulary` source
+    blends into the expander's counts at ``prior_weight`` 0.5, given to initializers as ``prior_texts``.
+    Empty when the language declares no list with frequencies."""
+    if not language.vocabularies:
+        return []
+    found = vocabulary_candidates(
+        language=language, texts=texts, limit=1, vocabularies=vocabularies, options=VocabularyOptions(prior_weight=0.5)
+    )
+    return found.prior_texts
+
+
 def vocabulary_candidates(
     *,
     language: LanguageSpec,

@@ -303,6 +303,7 @@ def subword_fit_init(
     new_token_ids: Sequence[int],
     texts: Sequence[str] = (),
     keep_texts: Sequence[str] = (),
+    prior_texts: Sequence[str] = (),
     seed: int = 0,
     options: SubwordFitOptions = SubwordFitOptions(),
 ) -> dict[str, Any]:
@@ -331,6 +332,7 @@ def subword_fit_init(
         tokenizer=tokenizer,
         new_token_ids=new_token_ids,
         texts=texts,
+        prior_texts=prior_texts,
         options=options,
     )
     if not new_token_ids or options.fit_steps + options.row_steps == 0:
