@@ -22,6 +22,7 @@ expanded by 16k Chinese tokens: 49k + 16k rows; a one-layer random model so that
     .venv/bin/python bench/init_quality.py --cache-dir .cache/xlang-test
     .venv/bin/python bench/init_quality.py --languages ko --initializers subword-mean subword-freq --skip-7b
     .venv/bin/python bench/init_quality.py --languages zh --initializers subword-fit --row-steps 400 --skip-7b
+    .venv/bin/python bench/init_quality.py --initializers subword-freq --init-option prior_weight=0.3 --skip-7b
 
 The last line is a one-line summary.
 """
@@ -97,20 +98,24 @@ def initialize(
     keep: list[str] = (),
     row_steps: int = 0,
     prior: list[str] = (),
+    extra_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Resize ``model`` for ``tokenizer`` and fill the new rows with initializer ``name``, as the init stage
-    does: the registered strategy, its options (``row_steps`` for a fitting one), the stage's inputs."""
+    does: the registered strategy, its options (``row_steps`` for a fitting one, then ``extra_options`` that
+    it takes), the stage's inputs."""
     from xlang.embeddings import expand_model
     from xlang.resolve import Resolver
     from xlang.settings import XlangSettings
 
     strategy = Resolver(XlangSettings()).strategy("embedding_initializers", name)
+    options = {"row_steps": row_steps} if name in FITTING else {}
+    options.update({key: value for key, value in (extra_options or {}).items() if key in strategy.options.model_fields})
     return expand_model(
         model,
         base_tokenizer,
         tokenizer,
         strategy,
-        options={"row_steps": row_steps} if name in FITTING else None,
+        options=options or None,
         inputs={"texts": train, "keep_texts": list(keep), "prior_texts": list(prior), "seed": 0},
         initializer_name=name,
     )
@@ -255,7 +260,9 @@ def measure_language(
             model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
         started = time.perf_counter()
         row_steps = args.row_steps if name in FITTING else 0
-        done = initialize(model, base_tokenizer, tokenizer, name, train, english_train, row_steps, prior)
+        done = initialize(
+            model, base_tokenizer, tokenizer, name, train, english_train, row_steps, prior, args.init_option
+        )
         seconds = time.perf_counter() - started
         model.to(getattr(torch, args.dtype))
         label = f"{name} + {row_steps} row steps" if row_steps else name
@@ -378,10 +385,20 @@ def main() -> None:
         help="also run these on SmolLM2 with its output matrix copied (untied, the same function)",
     )
     parser.add_argument("--row-steps", type=int, default=0, help="subword-fit: steps of its per-row phase")
+    parser.add_argument(
+        "--init-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an initializer option, given to each initializer that takes it (repeatable), e.g. prior_weight=0.3",
+    )
     parser.add_argument("--dtype", default="float32", help="evaluation dtype (bfloat16 is ~3x faster on AMX CPUs)")
     parser.add_argument("--skip-7b", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
+    from xlang.cli import keyed_entry
+
+    args.init_option = dict(keyed_entry(entry) for entry in args.init_option)
 
     from rich.console import Console
     from rich.table import Table
