@@ -194,6 +194,12 @@ def test_strategies_lists_each_strategy_and_a_plugin_initializers_options(cli_en
     assert options["row_steps"]["description"].startswith("Adam steps of the second phase")
     one = xlang("strategies", "subword-fit", env={**cli_env, "COLUMNS": "200"})
     assert one.returncode == 0 and "row_learning_rate" in one.stdout and "keep_hard_share" in one.stdout
+    bare = xlang("strategies", "random", env=cli_env)
+    assert (
+        bare.returncode == 0
+        and "initializer 'random' (xlang.builtin.embedding_strategies) takes no options"
+        in " ".join(bare.stdout.split())
+    )
     missing = xlang("strategies", "subword-fitt", env=cli_env)
     assert missing.returncode == 2 and "no strategy named 'subword-fitt'" in missing.stderr
 

@@ -402,12 +402,16 @@ def strategies_command(name: str | None, kind: str | None, output_format: str) -
         console.print(table)
         return
     for strategy in found:
+        if not strategy.options.model_fields:
+            console.print(f"{strategy.label} ({strategy.plugin}) takes no options", markup=False, highlight=False)
+            continue
         table = Table(title=f"{strategy.label} ({strategy.plugin})")
         for column in ("option", "type", "default", "description"):
             table.add_column(column, overflow="fold")
         for row in _option_rows(strategy):
             first_sentence = re.split(r"(?<=[a-z0-9)`])\. (?=[A-Z])", row["description"], maxsplit=1)[0]
-            table.add_row(row["name"], row["type"], row["default"], first_sentence.rstrip(".") + ".")
+            shown = first_sentence.rstrip(".") + "." if first_sentence else ""
+            table.add_row(row["name"], row["type"], row["default"], shown)
         console.print(table)
 
 
