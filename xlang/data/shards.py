@@ -31,8 +31,9 @@ SHARD_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
 
 SHARD_DIGEST = "xlang_shard_digest"
 """Attribute of the stream `stream_shards` returns: a digest of its shard files' names and sizes. A training
-checkpoint stores it with the stream's position, so a resume after shards were added, removed or rewritten
-stops instead of continuing at a position that now points at other text."""
+checkpoint stores it with the stream's position, so a resume after shards were added, removed, renamed or
+resized stops instead of continuing at a position that now points at other text (a shard rewritten at the
+same size is not noticed: hashing the contents would read the whole corpus)."""
 
 
 def shard_digest(files: list[Path]) -> str:

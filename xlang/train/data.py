@@ -154,9 +154,9 @@ class StreamingDocs:
         saved = (cursor or {}).get("corpus")
         if saved is not None and self.corpus_digest is not None and saved != self.corpus_digest:
             raise XlangError(
-                f"corpus {self.name!r} is not the one the checkpoint was written on (its shard files were added, "
-                "removed or rewritten since), so its saved position points at other text; put the shards back as "
-                "they were, or delete the stage's checkpoints to start it over on the new ones"
+                f"corpus {self.name!r} is not the one the checkpoint was written on (shard files were added, "
+                "removed, renamed or resized since), so its saved position points at other text; put the shards "
+                "back as they were, or delete the stage's checkpoints to start it over on the new ones"
             )
         stamp = {"corpus": self.corpus_digest} if self.corpus_digest is not None else {}
         for window, start, texts in self._windows(pass_index, cursor):
