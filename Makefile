@@ -10,6 +10,8 @@ XLANG_TEST_CACHE ?= $(CURDIR)/.cache/xlang-test
 export XLANG_TEST_CACHE
 # torch is pinned everywhere: an unpinned resolve pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
+# `--distributed deepspeed` (ZeRO-2); its CPU path (gloo) is tested
+DEEPSPEED := deepspeed==0.19.8
 SETUP_STAMP := $(VENV)/.xlang-setup
 
 .PHONY: setup demo test bench lint docs clean
@@ -21,11 +23,14 @@ PLUGINS := plugins/xlang-debian plugins/xlang-dinov2 plugins/xlang-subword-fit
 LANGUAGES := languages/ko languages/zh languages/en
 PROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS) $(LANGUAGES))
 
-$(SETUP_STAMP): $(PROJECTS)
+$(SETUP_STAMP): $(PROJECTS) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) -e ".[vision,test]" \
 		$(addprefix -e ,$(PLUGINS)) $(addprefix -e ,$(LANGUAGES))
+	# DeepSpeed ships a setup.py that imports torch: built against the torch above, not an isolated one
+	$(PY) -m pip install -q --disable-pip-version-check wheel "setuptools>=70"
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation $(TORCH) $(DEEPSPEED)
 	touch $@
 
 demo: setup

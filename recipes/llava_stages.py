@@ -261,7 +261,8 @@ def processes_note(metrics: dict[str, Any]) -> str:
     processes = metrics.get("processes") or 1
     if processes == 1:
         return ""
-    return f" Trained in {processes} processes" + (" (sharded with FSDP)." if metrics.get("sharded") else " (DDP).")
+    sharding = {"deepspeed": " (DeepSpeed ZeRO-2).", None: " (DDP).", False: " (DDP)."}
+    return f" Trained in {processes} processes" + sharding.get(metrics.get("sharded"), " (sharded with FSDP).")
 
 
 def _fmt(value: float | None) -> str:

@@ -110,7 +110,9 @@ def _kill_a_rank_after_the_first_checkpoint(command: list[str], checkpoints: Pat
     return max(complete, key=lambda path: int(path.name.split("-")[1]))
 
 
-def _command(tmp_path: Path, tiny: tuple[Path, Path, list[int]], name: str, processes: int) -> list[str]:
+def _command(
+    tmp_path: Path, tiny: tuple[Path, Path, list[int]], name: str, processes: int, distributed: str = "fsdp"
+) -> list[str]:
     model_dir, tokenizer_dir, new_ids = tiny
     config = {
         "steps": STEPS,
@@ -136,7 +138,7 @@ def _command(tmp_path: Path, tiny: tuple[Path, Path, list[int]], name: str, proc
         "out_root": str(tmp_path),
         "name": name,
         "config": config,
-        "distributed": "fsdp" if processes > 1 else "ddp",
+        "distributed": distributed if processes > 1 else "ddp",
     }
     return _script_command(tmp_path, "run.py", RUN_SCRIPT, spec, processes)
 
@@ -145,17 +147,18 @@ def _records(out: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in (out / "stages" / "lora" / "metrics.jsonl").open()]
 
 
+@pytest.fixture(scope="module")
+def single_run(tiny_expanded: tuple[Path, Path, list[int]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one-process run both sharded runs must reproduce (same global batch: 4 blocks per step)."""
+    root = tmp_path_factory.mktemp("single-process")
+    _run(_command(root, tiny_expanded, "single", 1))
+    return root / "single"
+
+
 @pytest.mark.slow
 def test_fsdp_two_processes_match_one_survive_kill_9_and_export_plain_folders(
-    tiny_expanded: tuple[Path, Path, list[int]], tmp_path: Path
+    tiny_expanded: tuple[Path, Path, list[int]], single_run: Path, tmp_path: Path
 ) -> None:
-    import torch
-    from peft import PeftModel
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
-
-    model_dir, _, new_ids = tiny_expanded
-    _run(_command(tmp_path, tiny_expanded, "single", 1))
 
     sharded = tmp_path / "sharded"
     command = _command(tmp_path, tiny_expanded, "sharded", 2)
@@ -168,9 +171,15 @@ def test_fsdp_two_processes_match_one_survive_kill_9_and_export_plain_folders(
     assert {p.name for p in (first / "dcp").glob("*.distcp")} == {"__0_0.distcp", "__1_0.distcp"}
 
     _run(command)
+    summary = json.loads((sharded / "report" / "summary.json").read_text())
+    assert (summary["processes"], summary["sharded"]) == (2, "fsdp")
+    _assert_same_curve(single_run, sharded)
+    _assert_plain_exports(tiny_expanded, single_run, sharded)
 
-    # the same loss curve and validation BPC as one process on the same global batch
-    expected, got = _records(tmp_path / "single"), _records(sharded)
+
+def _assert_same_curve(single: Path, sharded: Path) -> None:
+    """The same loss curve and validation BPC as one process on the same global batch."""
+    expected, got = _records(single), _records(sharded)
     train = {r["step"]: r["loss"] for r in expected if r["kind"] == "train"}
     train_sharded = {r["step"]: r["loss"] for r in got if r["kind"] == "train"}
     assert sorted(train_sharded) == list(range(1, STEPS + 1))
@@ -183,7 +192,16 @@ def test_fsdp_two_processes_match_one_survive_kill_9_and_export_plain_folders(
     for one, two in zip(evals, evals_sharded, strict=True):
         assert two == pytest.approx(one, rel=LOSS_TOLERANCE)
 
-    # the exported folders are plain: the merged model and base + adapter load in this one process
+
+def _assert_plain_exports(tiny: tuple[Path, Path, list[int]], single: Path, sharded: Path) -> None:
+    """The exported folders are plain: the merged model and base + adapter load in this one process, only the
+    new rows moved, and the adapter is the one-process run's."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    model_dir, _, new_ids = tiny
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     merged = AutoModelForCausalLM.from_pretrained(sharded / "model")
     old = torch.ones(merged.config.vocab_size, dtype=torch.bool)
@@ -196,11 +214,36 @@ def test_fsdp_two_processes_match_one_survive_kill_9_and_export_plain_folders(
     ids = torch.tensor([[1, 5, 9, *new_ids, 40]])
     with torch.no_grad():
         torch.testing.assert_close(adapted(ids).logits, merged.eval()(ids).logits, atol=1e-5, rtol=1e-4)
-    single_adapter = load_file(str(tmp_path / "single" / "adapter" / "adapter_model.safetensors"))
+    single_adapter = load_file(str(single / "adapter" / "adapter_model.safetensors"))
     sharded_adapter = load_file(str(sharded / "adapter" / "adapter_model.safetensors"))
     assert single_adapter.keys() == sharded_adapter.keys()
     for name, tensor in single_adapter.items():
         torch.testing.assert_close(sharded_adapter[name], tensor, atol=1e-4, rtol=1e-3, msg=name)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_two_processes_match_one_survive_kill_9_and_export_plain_folders(
+    tiny_expanded: tuple[Path, Path, list[int]], single_run: Path, tmp_path: Path
+) -> None:
+    """`distributed="deepspeed"` under torchrun on CPU: DeepSpeed's engine (ZeRO-2 over gloo) trains, each rank
+    checkpoints its optimizer shard (frozen weights left out), and a restart after a rank's SIGKILL lands on
+    the one-process curve."""
+    sharded = tmp_path / "zero2"
+    command = _command(tmp_path, tiny_expanded, "zero2", 2, distributed="deepspeed")
+    checkpoints = sharded / "stages" / "lora" / "checkpoints"
+    kept = _kill_a_rank_after_the_first_checkpoint(command, checkpoints, tmp_path / "pid-zero2-rank1")
+    assert not (sharded / "pretrain.json").exists(), "the run finished before the kill"
+    assert int(kept.name.split("-")[1]) < STEPS
+    meta = json.loads((kept / "meta.json").read_text())
+    assert meta["sharded"] == "deepspeed"
+    engine_files = {path.name for path in (kept / "accelerate").rglob("*.pt")}
+    assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= engine_files
+
+    _run(command)
+    summary = json.loads((sharded / "report" / "summary.json").read_text())
+    assert (summary["processes"], summary["sharded"]) == (2, "deepspeed")
+    _assert_same_curve(single_run, sharded)
+    _assert_plain_exports(tiny_expanded, single_run, sharded)
 
 
 # ----------------------------------------------------------------------------------------- VIT stage 2

@@ -528,10 +528,11 @@ def _stage_overrides(
 )
 @click.option(
     "--distributed",
-    type=click.Choice(["ddp", "fsdp"]),
+    type=click.Choice(["ddp", "fsdp", "deepspeed"]),
     default=None,
-    help="Under torchrun or accelerate launch: each process holds the whole model (ddp) or a shard of it "
-    "(fsdp) (setting `distributed`).  [default: ddp]",
+    help="Under torchrun or accelerate launch: each process holds the whole model (ddp), a shard of it "
+    "(fsdp), or the whole model with sharded gradients and optimizer state (deepspeed, ZeRO stage 2) "
+    "(setting `distributed`).  [default: ddp]",
 )
 @click.option(
     "--config",

@@ -62,10 +62,11 @@ class XlangSettings(BaseSettings):
     corpus_kind: Literal["offline", "hub"] = "offline"
     """Which of a language's corpus sources a run reads: those that work offline, or the hub-scale ones."""
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    distributed: Literal["ddp", "fsdp"] = "ddp"
+    distributed: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
     """How the processes of an `xlang extend` launched with torchrun or accelerate launch share a training
-    stage (`--distributed`): `ddp`, each holds the whole model; `fsdp`, the model is sharded across them. The
-    global batch is micro_batch x grad_accum x processes. One process: not used."""
+    stage (`--distributed`): `ddp`, each holds the whole model; `fsdp`, the model is sharded across them;
+    `deepspeed`, ZeRO stage 2 (gradients and optimizer state sharded; needs the deepspeed package and
+    grad_accum 1). The global batch is micro_batch x grad_accum x processes. One process: not used."""
     trust_remote_code: bool = False
     """Let a model folder run the Python code it ships (`auto_map`) when it is loaded. Off: such a folder is
     refused, as `transformers` does by default; turn it on only for folders whose code you trust."""

@@ -3,8 +3,8 @@
 It exists so that corpus pretraining and the LLaVA stages (projector alignment, visual instruction
 tuning) get the same checkpoints, resume, progress, metrics and multi-process behaviour without a
 Trainer subclass. Distribution is accelerate's alone: the same code runs on one CPU, one GPU, DDP
-(`accelerate launch --multi_gpu`, or `--cpu --num_processes 2` with gloo), FSDP and DeepSpeed through
-an accelerate config file, or FSDP2 applied by the engine itself (`fsdp=True`, see below).
+(`accelerate launch --multi_gpu`, or `--cpu --num_processes 2` with gloo), DeepSpeed ZeRO-2 (an
+Accelerator from `xlang.train.accelerators`), or FSDP2 applied by the engine itself (`fsdp=True`, see below).
 
 API
 ---
@@ -47,9 +47,9 @@ stream position stored in `meta.json` and handed back on resume, so a streamed c
 there instead of being replayed. They are written into a hidden folder and renamed into place, so a
 `kill -9` leaves either the old or the new checkpoint, never half of one. A run folder whose config
 hash differs from the caller's is refused with an XlangError and left untouched. Torch state loads with
-`weights_only=True`; nothing is unpickled. Under FSDP or DeepSpeed, parameters and optimizer state are
-sharded: the checkpoint then holds `accelerator.save_state`'s folder instead (not exercised by the
-CPU tests).
+`weights_only=True`; nothing is unpickled. Under DeepSpeed (`xlang.train.accelerators`), the checkpoint
+holds `accelerator.save_state`'s folder instead: DeepSpeed's trainable weights and one optimizer shard per
+process, frozen weights left out, which DeepSpeed writes and loads as pickles; the scheduler state is ours.
 
 Sharded training (`fsdp=True`)
 ------------------------------
@@ -448,8 +448,10 @@ def _save_checkpoint(
             _write_json_atomic(staging / "scheduler.json", scheduler.state_dict())
             if full is not None:
                 save_file(full, str(staging / "trainable.safetensors"))
-    elif _is_sharded(accelerator):
-        accelerator.save_state(str(staging / "accelerate"))
+    elif _is_sharded(accelerator):  # DeepSpeed: its engine writes model and optimizer shards per rank
+        accelerator.save_state(str(staging / "accelerate"), exclude_frozen_parameters=True)
+        if accelerator.is_main_process:  # the scheduler is ours, not prepared: accelerate does not save it
+            _write_json_atomic(staging / "scheduler.json", scheduler.state_dict())
     elif accelerator.is_main_process:
         save_file(_trainable_state(accelerator.unwrap_model(model)), str(staging / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
@@ -466,7 +468,7 @@ def _save_checkpoint(
                 **({"stream": stream_position} if stream_position is not None else {}),
             },
             "loss": loss,
-            "sharded": "fsdp2" if fsdp else _is_sharded(accelerator),
+            "sharded": "fsdp2" if fsdp else ("deepspeed" if _is_sharded(accelerator) else False),
             "time": time.time(),
         }
         _write_json_atomic(staging / "meta.json", meta)
@@ -513,7 +515,8 @@ def _load_checkpoint(
         )
         scheduler.load_state_dict(json.loads((checkpoint / "scheduler.json").read_text()))
     elif meta.get("sharded"):
-        accelerator.load_state(str(checkpoint / "accelerate"))
+        accelerator.load_state(str(checkpoint / "accelerate"), load_module_strict=False)  # frozen rows: not saved
+        scheduler.load_state_dict(json.loads((checkpoint / "scheduler.json").read_text()))
     else:
         load_trainable(accelerator.unwrap_model(model), checkpoint / "trainable.safetensors")
         state = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True)
@@ -677,8 +680,13 @@ def run_training(
     if plugin is not None:  # no dataloader goes through prepare(): DeepSpeed learns the batch shape here
         if config.grad_accum != 1:
             raise XlangError("under DeepSpeed set grad_accum=1 (DeepSpeed would step inside the accumulation)")
+        # set for every stage: the plugin is the process's, and a stage before this one filled in its own batch
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro_batch
         plugin.deepspeed_config["gradient_accumulation_steps"] = 1
+        plugin.deepspeed_config["train_batch_size"] = config.micro_batch * world
+        # DeepSpeed clips inside its step, so the norm is its setting; our AdamW is a "client" optimizer
+        plugin.deepspeed_config["gradient_clipping"] = config.max_grad_norm or 0.0
+        plugin.deepspeed_config.setdefault("zero_allow_untested_optimizer", True)
     if fsdp:  # already sharded: accelerate would wrap it again in DDP
         optimizer = accelerator.prepare(optimizer)
     else:
@@ -833,7 +841,7 @@ def run_training(
                 "steps": config.steps,
                 "final_loss": last_loss,
                 "checkpoint": str(result.checkpoint.relative_to(out_dir)),
-                "sharded": "fsdp2" if fsdp else _is_sharded(accelerator),
+                "sharded": "fsdp2" if fsdp else ("deepspeed" if _is_sharded(accelerator) else False),
             },
         )
     accelerator.wait_for_everyone()

@@ -29,6 +29,7 @@ from typing import Any
 from xlang.assets.loading import load_pretrained
 from xlang.data.views import take_chars
 from xlang.errors import XlangError
+from xlang.train.accelerators import check_distributed, make_accelerator, sharding_of
 from xlang.train.config import NON_TRAJECTORY_FIELDS, PARALLEL_KEY, PretrainConfig
 
 RESULT_FILE = "pretrain.json"
@@ -368,12 +369,12 @@ def pretrain(
         scored); None holds out documents of each local corpus.
     eval_fn: replaces the default validation (called with the training wrapper; `.model` is the peft
         model) and returns `{"bpc/<code>": value, ...}`.
-    distributed: `ddp` (every process holds the whole model; also one process) or `fsdp` (FULL_SHARD
-        with FSDP2 across the launched processes: see `xlang.train.engine`); the exported folders are
-        the same plain ones either way.
+    distributed: `ddp` (every process holds the whole model; also one process), `fsdp` (FULL_SHARD
+        with FSDP2 across the launched processes: see `xlang.train.engine`) or `deepspeed` (ZeRO 2 or 3
+        through accelerate: see `xlang.train.accelerators`); the exported folders are the same plain ones
+        in every mode.
     """
-    if distributed not in ("ddp", "fsdp"):
-        raise XlangError(f"distributed={distributed!r} is not known; choose ddp or fsdp")
+    check_distributed(distributed)
     out_dir = Path(out_dir)
     model_dir, tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
     languages = [code for code in texts_by_language if code != PARALLEL_KEY]
@@ -410,7 +411,6 @@ def pretrain(
             return PretrainResult.from_json(json.loads((out_dir / RESULT_FILE).read_text()))
 
     import torch
-    from accelerate import Accelerator
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from xlang.train.data import LocalDocs, PackedStream, StreamingDocs, bilingual_documents, tokenize_documents
@@ -422,7 +422,7 @@ def pretrain(
     cuda = torch.cuda.is_available() and (accelerator is None or accelerator.device.type == "cuda")
     dtype_name, mixed, compile_layers = choose_runtime(config, cuda)
     if accelerator is None:
-        accelerator = Accelerator(mixed_precision="fp16" if mixed == "fp16" else None, cpu=not cuda)
+        accelerator = make_accelerator(mixed_precision=mixed, cuda=cuda, distributed=distributed)
     tokenizer = load_pretrained(AutoTokenizer, tokenizer_dir, weights=False)
 
     # data: tokenized sources, validation split, mixing weights, packing
@@ -555,7 +555,7 @@ def pretrain(
         )
         summary = _summary(stage_runs, shares, stream, started, trainable.kind, dtype_name, mixed, compile_layers)
         summary["processes"] = accelerator.num_processes
-        summary["sharded"] = fsdp
+        summary["sharded"] = sharding_of(accelerator, fsdp)
         _write_json_atomic(out_dir / "report" / "summary.json", summary)
         result_obj = PretrainResult(out_dir, model_out, adapter_dir, curve, summary)
         _write_json_atomic(out_dir / RESULT_FILE, result_obj.to_json())

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from xlang.assets.loading import load_pretrained
 from xlang.errors import XlangError
+from xlang.train.accelerators import check_distributed, make_accelerator, sharding_of
 from xlang.vlm.config import AlignConfig, InstructConfig, VitStageConfig
 from xlang.vlm.data import IMAGE_PLACEHOLDER, SkippedSample, check_record, to_messages, write_skipped
 
@@ -367,7 +368,14 @@ class VitStageResult:
     peak_memory_bytes: int | None = None
     processes: int = 1
     """How many processes trained the stage (sharded across them when `sharded`)."""
-    sharded: bool = False
+    sharded: str | None = None
+    """`fsdp` or `deepspeed` (`xlang.train.accelerators.sharding_of`); None: every process held it all."""
+
+
+def _sharding_in(summary: dict[str, Any]) -> str | None:
+    """The `sharded` of a stage.json; summaries written before DeepSpeed say `true` for FSDP."""
+    value = summary.get("sharded")
+    return "fsdp" if value is True else (value or None)
 
 
 def _device_defaults(config: VitStageConfig, device_type: str) -> tuple[Any, str]:
@@ -474,9 +482,10 @@ def train_vit_stage(
     checkpoint; a finished stage with the same settings returns at once. Writes `out_dir/skipped.jsonl`
     (samples left out, with file, id and reason) and `out_dir/stage.json` (a summary).
 
-    `distributed`: `ddp` (every process holds the whole model; also one process) or `fsdp` (FULL_SHARD with
-    FSDP2 across the launched processes, the decoder and tower layers as units; see `xlang.train.engine`).
-    Either way the folder written is the plain one a single process writes.
+    `distributed`: `ddp` (every process holds the whole model; also one process), `fsdp` (FULL_SHARD with
+    FSDP2 across the launched processes, the decoder and tower layers as units; see `xlang.train.engine`) or
+    `deepspeed` (ZeRO through accelerate; see `xlang.train.accelerators`). In every mode the folder written is
+    the plain one a single process writes.
     """
     import torch
     from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -486,8 +495,7 @@ def train_vit_stage(
     from xlang.vlm.modeling import compile_language_layers, merged_llava, trainable_selector
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if distributed not in ("ddp", "fsdp"):
-        raise XlangError(f"distributed={distributed!r} is not known; choose ddp or fsdp")
+    check_distributed(distributed)
     if not (model_dir / "config.json").is_file():
         raise XlangError(f"LLaVA folder {model_dir} has no config.json; run the assembly stage first")
     fingerprint = {
@@ -514,17 +522,15 @@ def train_vit_stage(
                 eval_loss_end=summary.get("eval_loss_end"),
                 already_done=True,
                 processes=summary.get("processes", 1),
-                sharded=summary.get("sharded", False),
+                sharded=_sharding_in(summary),
             )
 
     if accelerator is None:
-        from accelerate import Accelerator
-
-        probe = "cuda" if torch.cuda.is_available() else "cpu"
+        cuda = torch.cuda.is_available()
         # bf16 is the engine's own autocast; only fp16 needs accelerate's scaler. One precision per process,
         # so a pretrain stage earlier in the same process does not clash with this one.
-        wanted = _device_defaults(config, probe)[1]
-        accelerator = Accelerator(mixed_precision="fp16") if wanted == "fp16" else Accelerator()
+        wanted = _device_defaults(config, "cuda" if cuda else "cpu")[1]
+        accelerator = make_accelerator(mixed_precision=wanted, cuda=cuda, distributed=distributed)
     dtype, mixed = _device_defaults(config, accelerator.device.type)
     processor = load_pretrained(AutoProcessor, model_dir, weights=False)
     llava = load_pretrained(LlavaForConditionalGeneration, model_dir, dtype=dtype)
@@ -592,6 +598,7 @@ def train_vit_stage(
             return {"loss": total / max(tokens, 1)}
 
     fsdp = distributed == "fsdp" and accelerator.num_processes > 1
+    sharding = sharding_of(accelerator, fsdp)
     result = run_training(
         module,
         batches,
@@ -646,7 +653,7 @@ def train_vit_stage(
             "skipped": [vars(s) for s in data.skipped],
             "peak_memory_bytes": result.peak_memory_bytes,
             "processes": accelerator.num_processes,
-            "sharded": fsdp,
+            "sharded": sharding,
         }
         tmp = summary_path.with_name(f".{summary_path.name}.tmp")
         tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -664,5 +671,5 @@ def train_vit_stage(
         eval_loss_end=evals[-1] if len(evals) > 1 else None,
         peak_memory_bytes=result.peak_memory_bytes,
         processes=accelerator.num_processes,
-        sharded=fsdp,
+        sharded=sharding,
     )

@@ -1,0 +1,37 @@
+"""The Accelerator a training stage gets: DeepSpeed's refusals come before any model loads, in one message
+naming the setting and the way out. (The DeepSpeed runs themselves are in tests/test_distributed.py and the
+torchrun test of tests/test_recipe_e2e.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from xlang.errors import XlangError
+from xlang.train.accelerators import check_distributed, deepspeed_requested, make_accelerator
+
+
+def test_an_unknown_mode_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(XlangError, match=r"distributed='zero9' is not known; choose one of ddp, fsdp, deepspeed"):
+        check_distributed("zero9")
+
+
+def test_zero_stage_3_is_refused_before_accelerate_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from accelerate.state import is_initialized
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    monkeypatch.delenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", raising=False)
+    with pytest.raises(XlangError, match=r"ZeRO stage 3 was asked for .* runs ZeRO stage 2.* use distributed=fsdp"):
+        make_accelerator(mixed_precision=None, cuda=False, distributed="deepspeed")
+    assert not is_initialized(), "accelerate's process state was set up before the refusal"
+
+
+def test_deepspeed_is_for_launched_runs_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process has nothing to shard: `deepspeed` then trains as a plain run, as `fsdp` does."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert not deepspeed_requested("deepspeed")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert deepspeed_requested("ddp"), "an accelerate config file that chose DeepSpeed was ignored"
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    assert deepspeed_requested("deepspeed") and not deepspeed_requested("fsdp")
