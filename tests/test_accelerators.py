@@ -35,3 +35,18 @@ def test_deepspeed_is_for_launched_runs_only(monkeypatch: pytest.MonkeyPatch) ->
     assert deepspeed_requested("ddp"), "an accelerate config file that chose DeepSpeed was ignored"
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
     assert deepspeed_requested("deepspeed") and not deepspeed_requested("fsdp")
+
+
+def test_deepspeed_without_the_package_stops_when_the_settings_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test environment has deepspeed; its absence is simulated by the lookup every check uses."""
+    import importlib.util
+
+    from xlang.settings import load_settings
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(XlangError, match=r"distributed.*deepspeed is not installed; `pip install --no-build-isolation"):
+        load_settings(None, language="ko", distributed="deepspeed")
+    with pytest.raises(XlangError, match=r"needs the deepspeed package"):
+        check_distributed("deepspeed")
+    assert load_settings(None, language="ko", distributed="fsdp").distributed == "fsdp"

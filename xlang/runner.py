@@ -601,7 +601,6 @@ def extend(
     """
     from xlang.resolve import Resolver
     from xlang.settings import load_settings
-    from xlang.train.accelerators import check_distributed
 
     composed = overrides.pop("recipe", None) if isinstance(overrides.get("recipe"), Recipe) else None
     if composed is not None:
@@ -615,7 +614,6 @@ def extend(
     recipe = composed or resolver.recipe()
     language = resolver.language()
     # every knob, strategy name and strategy option is checked before a model is downloaded or converted
-    check_distributed(settings.distributed)
     if until is not None and until not in recipe.stage_names():
         raise XlangError(
             f"unknown stage {until!r} for --until; stages of recipe {recipe.name!r}: {', '.join(recipe.stage_names())}"

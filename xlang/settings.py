@@ -8,13 +8,14 @@ knob is an error there. Stage defaults live only in those configs.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -67,6 +68,17 @@ class XlangSettings(BaseSettings):
     stage (`--distributed`): `ddp`, each holds the whole model; `fsdp`, the model is sharded across them;
     `deepspeed`, ZeRO stage 2 (gradients and optimizer state sharded; needs the deepspeed package and
     grad_accum 1). The global batch is micro_batch x grad_accum x processes. One process: not used."""
+
+    @field_validator("distributed")
+    @classmethod
+    def _deepspeed_installed(cls, value: str) -> str:
+        """Said when the settings load, not after expansion and initialization have run."""
+        if value == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+            raise ValueError(
+                "deepspeed is not installed; `pip install --no-build-isolation deepspeed` (docs/scale.md), or use fsdp"
+            )
+        return value
+
     trust_remote_code: bool = False
     """Let a model folder run the Python code it ships (`auto_map`) when it is loaded. Off: such a folder is
     refused, as `transformers` does by default; turn it on only for folders whose code you trust."""
