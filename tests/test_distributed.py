@@ -111,7 +111,12 @@ def _kill_a_rank_after_the_first_checkpoint(command: list[str], checkpoints: Pat
 
 
 def _command(
-    tmp_path: Path, tiny: tuple[Path, Path, list[int]], name: str, processes: int, distributed: str = "fsdp"
+    tmp_path: Path,
+    tiny: tuple[Path, Path, list[int]],
+    name: str,
+    processes: int,
+    distributed: str = "fsdp",
+    save_every: int = 2,
 ) -> list[str]:
     model_dir, tokenizer_dir, new_ids = tiny
     config = {
@@ -119,7 +124,7 @@ def _command(
         "seq_len": 64,
         "micro_batch": 2,
         "grad_accum": 2 // processes,  # the same global batch: 4 blocks per step
-        "save_every": 2,
+        "save_every": save_every,
         "eval_every": 8,
         "log_every": 1,
         "mix": {"ko": 0.5, "en": 0.5},
@@ -229,7 +234,8 @@ def test_deepspeed_zero2_two_processes_match_one_survive_kill_9_and_export_plain
     checkpoints its optimizer shard (frozen weights left out), and a restart after a rank's SIGKILL lands on
     the one-process curve."""
     sharded = tmp_path / "zero2"
-    command = _command(tmp_path, tiny_expanded, "zero2", 2, distributed="deepspeed")
+    # DeepSpeed's save_checkpoint takes seconds even at this size: one checkpoint before the kill, two after
+    command = _command(tmp_path, tiny_expanded, "zero2", 2, distributed="deepspeed", save_every=8)
     checkpoints = sharded / "stages" / "lora" / "checkpoints"
     kept = _kill_a_rank_after_the_first_checkpoint(command, checkpoints, tmp_path / "pid-zero2-rank1")
     assert not (sharded / "pretrain.json").exists(), "the run finished before the kill"

@@ -68,12 +68,12 @@ def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: st
     from accelerate.state import is_initialized
     from accelerate.utils import DeepSpeedPlugin, DistributedType, InitProcessGroupKwargs
 
+    stage = os.environ.get(ZERO_STAGE_VARIABLE, "2")
+    if stage != "2":
+        raise _zero_stage_refused(stage)
     plugin = None
     # a config file names its own stage; a later stage of the same process keeps the first one's plugin
     if os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") is None and not is_initialized():
-        stage = os.environ.get(ZERO_STAGE_VARIABLE, "2")
-        if stage != "2":
-            raise _zero_stage_refused(stage)
         plugin = DeepSpeedPlugin(zero_stage=2, gradient_accumulation_steps=1)
     handlers = [] if cuda else [InitProcessGroupKwargs(backend="gloo")]
     if not cuda:  # `accelerate launch --cpu` sets it, and accelerate then drops DeepSpeed without a word
