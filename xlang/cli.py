@@ -33,7 +33,7 @@ from rich.table import Table
 from xlang import plugins
 from xlang.contract import STRATEGY_KINDS, Flag, Recipe, kind_label, stage_flags
 from xlang.errors import XlangError
-from xlang.settings import XlangSettings, load_settings, merge_nested
+from xlang.settings import DISTRIBUTED_MODES, XlangSettings, load_settings, merge_nested
 
 PIPE_WIDTH = 10_000
 """Console width when output is not a terminal: a pipe or a log file has no width, so nothing is wrapped
@@ -528,7 +528,7 @@ def _stage_overrides(
 )
 @click.option(
     "--distributed",
-    type=click.Choice(["ddp", "fsdp", "deepspeed"]),
+    type=click.Choice(DISTRIBUTED_MODES),
     default=None,
     help="Under torchrun or accelerate launch: each process holds the whole model (ddp), a shard of it "
     "(fsdp), or the whole model with sharded gradients and optimizer state (deepspeed, ZeRO stage 2) "

@@ -13,7 +13,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -41,6 +41,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "xlang"
 
 
+DistributedMode = Literal["ddp", "fsdp", "deepspeed"]
+"""How the launched processes of a training stage share it (the setting `distributed`, `--distributed`)."""
+DISTRIBUTED_MODES: tuple[str, ...] = get_args(DistributedMode)
+DEEPSPEED_MISSING = (
+    "distributed=deepspeed needs the deepspeed package, but deepspeed is not installed; "
+    "`pip install --no-build-isolation deepspeed` (docs/scale.md), or use fsdp"
+)
+
+
+def deepspeed_installed() -> bool:
+    """Looked up, not imported: importing DeepSpeed costs seconds and probes the machine's accelerators."""
+    return importlib.util.find_spec("deepspeed") is not None
+
+
 class XlangSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="XLANG_", env_nested_delimiter="__", extra="forbid")
 
@@ -63,7 +77,7 @@ class XlangSettings(BaseSettings):
     corpus_kind: Literal["offline", "hub"] = "offline"
     """Which of a language's corpus sources a run reads: those that work offline, or the hub-scale ones."""
     stages: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    distributed: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    distributed: DistributedMode = "ddp"
     """How the processes of an `xlang extend` launched with torchrun or accelerate launch share a training
     stage (`--distributed`): `ddp`, each holds the whole model; `fsdp`, the model is sharded across them;
     `deepspeed`, ZeRO stage 2 (gradients and optimizer state sharded; needs the deepspeed package and
@@ -73,10 +87,8 @@ class XlangSettings(BaseSettings):
     @classmethod
     def _deepspeed_installed(cls, value: str) -> str:
         """Said when the settings load, not after expansion and initialization have run."""
-        if value == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-            raise ValueError(
-                "deepspeed is not installed; `pip install --no-build-isolation deepspeed` (docs/scale.md), or use fsdp"
-            )
+        if value == "deepspeed" and not deepspeed_installed():
+            raise ValueError(DEEPSPEED_MISSING)
         return value
 
     trust_remote_code: bool = False

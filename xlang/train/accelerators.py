@@ -7,23 +7,22 @@ process group without a backend, so that every rank believes it is rank 0 of one
 asks for DeepSpeed therefore names gloo itself and is not marked CPU-only; DeepSpeed's own CPU accelerator
 then runs ZeRO over gloo, which is what the CPU tests exercise.
 
-    from xlang.train.accelerators import make_accelerator, DISTRIBUTED_MODES
+    from xlang.train.accelerators import make_accelerator
     accelerator = make_accelerator(mixed_precision=None, cuda=False, distributed="deepspeed")
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from xlang.collective import world_size
 from xlang.errors import XlangError
+from xlang.settings import DEEPSPEED_MISSING, DISTRIBUTED_MODES, deepspeed_installed
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-DistributedMode = Literal["ddp", "fsdp", "deepspeed"]
-DISTRIBUTED_MODES: tuple[str, ...] = ("ddp", "fsdp", "deepspeed")
 ZERO_STAGE_VARIABLE = "ACCELERATE_DEEPSPEED_ZERO_STAGE"
 """accelerate's own variable (also written by `accelerate launch` from a config file): the ZeRO stage."""
 
@@ -32,23 +31,15 @@ def check_distributed(distributed: str) -> None:
     """Refuse an unknown mode, or DeepSpeed where the package is missing, before any model loads."""
     if distributed not in DISTRIBUTED_MODES:
         raise XlangError(f"distributed={distributed!r} is not known; choose one of {', '.join(DISTRIBUTED_MODES)}")
-    if distributed == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-        raise XlangError(
-            "distributed=deepspeed needs the deepspeed package, which is not installed; install it with "
-            "`pip install --no-build-isolation deepspeed` (docs/scale.md), or choose fsdp"
-        )
-
-
-def launched_processes() -> int:
-    """The world size a launcher (torchrun, accelerate launch) gave this process; 1 when run directly."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    if distributed == "deepspeed" and not deepspeed_installed():
+        raise XlangError(DEEPSPEED_MISSING)
 
 
 def deepspeed_requested(distributed: str) -> bool:
     """DeepSpeed by our setting or by accelerate's (a config file passed to `accelerate launch`), and only
     for a launched run: one process has nothing to shard."""
     by_accelerate = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    return (distributed == "deepspeed" or by_accelerate) and launched_processes() > 1
+    return (distributed == "deepspeed" or by_accelerate) and world_size() > 1
 
 
 def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: str = "ddp") -> Accelerator:
@@ -63,7 +54,7 @@ def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: st
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if not deepspeed_requested(distributed):
         return Accelerator(mixed_precision=precision, cpu=not cuda)
-    if importlib.util.find_spec("deepspeed") is None:
+    if not deepspeed_installed():
         raise XlangError("accelerate was told to use DeepSpeed, but the deepspeed package is not installed")
     from accelerate.state import is_initialized
     from accelerate.utils import DeepSpeedPlugin, DistributedType, InitProcessGroupKwargs

@@ -323,6 +323,18 @@ def _is_sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
+def _checkpoint_sharding(accelerator: Accelerator, fsdp: bool) -> str | bool:
+    """What `meta.json` and the finished run's record say as `sharded`, which picks the load path: `fsdp2`
+    (the engine's own `dcp/` shards), `deepspeed`, True (accelerate's FSDP from a config file), False."""
+    if fsdp:
+        return "fsdp2"
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return "deepspeed"
+    return _is_sharded(accelerator)
+
+
 def _is_fsdp2(model: Any) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
@@ -468,7 +480,7 @@ def _save_checkpoint(
                 **({"stream": stream_position} if stream_position is not None else {}),
             },
             "loss": loss,
-            "sharded": "fsdp2" if fsdp else ("deepspeed" if _is_sharded(accelerator) else False),
+            "sharded": _checkpoint_sharding(accelerator, fsdp),
             "time": time.time(),
         }
         _write_json_atomic(staging / "meta.json", meta)
@@ -841,7 +853,7 @@ def run_training(
                 "steps": config.steps,
                 "final_loss": last_loss,
                 "checkpoint": str(result.checkpoint.relative_to(out_dir)),
-                "sharded": "fsdp2" if fsdp else ("deepspeed" if _is_sharded(accelerator) else False),
+                "sharded": _checkpoint_sharding(accelerator, fsdp),
             },
         )
     accelerator.wait_for_everyone()

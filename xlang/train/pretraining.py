@@ -370,7 +370,7 @@ def pretrain(
     eval_fn: replaces the default validation (called with the training wrapper; `.model` is the peft
         model) and returns `{"bpc/<code>": value, ...}`.
     distributed: `ddp` (every process holds the whole model; also one process), `fsdp` (FULL_SHARD
-        with FSDP2 across the launched processes: see `xlang.train.engine`) or `deepspeed` (ZeRO 2 or 3
+        with FSDP2 across the launched processes: see `xlang.train.engine`) or `deepspeed` (ZeRO stage 2
         through accelerate: see `xlang.train.accelerators`); the exported folders are the same plain ones
         in every mode.
     """
