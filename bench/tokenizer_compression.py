@@ -176,7 +176,8 @@ def settings(
     for budget in args.budgets:
         for names, options in variants:
             sources = {name: resolver.strategy("token_candidate_sources", name) for name in names}
-            weight = options.get("vocabulary", {}).get("prior_weight")
+            own = spec.defaults.source_options.get("vocabulary", {}) if "vocabulary" in names else {}
+            weight = options.get("vocabulary", {}).get("prior_weight", own.get("prior_weight"))
             label = "+".join(names) + ("" if weight is None else f" prior={weight:g}")
             rows.append((budget, label, sources, options))
     return rows

@@ -91,7 +91,11 @@ EXAMPLES: dict[str, str] = {
                     license="CC-BY-SA-4.0 (wordfreq data; its code is Apache-2.0)",
                 ),
             ),
-            defaults=Strategies(candidate_sources=("corpus-bpe", "vocabulary")),
+            # the help corpus is small (209k characters): more general text lets the word list fill the budget
+            defaults=Strategies(
+                candidate_sources=("corpus-bpe", "vocabulary"),
+                source_options={"vocabulary": {"prior_weight": 0.6}},
+            ),
             chat=ChatBits(system_prompt="आप एक सहायक हैं। हिन्दी में उत्तर दें।"),
             companions=("en",),
             vit_data=("file:///data/hi/vit_seed.jsonl",),
@@ -119,7 +123,11 @@ EXAMPLES: dict[str, str] = {
     """,
     "ChatBits": """ChatBits(system_prompt="You are a helpful assistant. Answer in Hindi.")""",
     "Strategies": """
-        Strategies(candidate_sources=("corpus-bpe", "vocabulary"), embedding_initializer="subword-freq")
+        Strategies(
+            candidate_sources=("corpus-bpe", "vocabulary"),
+            embedding_initializer="subword-freq",
+            source_options={"vocabulary": {"prior_weight": 0.6}},
+        )
     """,
     "TeacherPrompts": """
         TeacherPrompts(

@@ -43,17 +43,21 @@ class ExpandConfig(StageConfig):
 def resolve_expand(config: ExpandConfig, language: LanguageSpec, resolver: Resolver) -> ExpandConfig:
     """Strategy names from the language's defaults; every source's and the expander's options validated.
 
-    A source given options (e.g. `--word-list`) but not named in `candidate_sources` joins the sources.
+    A source given options (e.g. `--word-list`) but not named in `candidate_sources` joins the sources. The
+    language's own source options (`Strategies.source_options`) are the starting point of each used source's.
     """
+    from xlang.tokenizer import with_language_defaults
+
     names = tuple(config.candidate_sources or language.defaults.candidate_sources)
     names += tuple(name for name in config.source_options if name not in names)
     expander = config.expander or language.defaults.tokenizer_expander
+    given = with_language_defaults(language, names, config.source_options)
     return config.model_copy(
         update={
             "candidate_sources": names,
             "source_options": {
                 name: resolver.strategy("token_candidate_sources", name)
-                .configure(config.source_options.get(name))
+                .configure(given.get(name))
                 .model_dump(mode="json")
                 for name in names
             },

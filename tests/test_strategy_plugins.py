@@ -180,3 +180,50 @@ def test_the_tokenizer_stage_checks_options_before_any_work(resolver: Resolver, 
                 expander_options=expander_options,
             )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_language_plugin_s_source_options_are_where_a_run_starts(
+    resolver: Resolver, smollm2_dir: Path, tmp_path: Path
+) -> None:
+    """A language's `Strategies.source_options` reach its sources through both the recipe (what the manifest
+    records) and `expand_tokenizer`; a run's own options override them field by field."""
+    from xlang_recipes.x_llava import ExpandConfig, resolve_expand
+
+    from xlang.spec import Strategies
+    from xlang.tokenizer import expand_tokenizer
+
+    words = ("대화", "상자")
+    spec = resolver.language("ko").model_copy(
+        update={
+            "code": "ko-test",
+            "defaults": Strategies(candidate_sources=("fixed-words",), source_options={"fixed-words": {"words": words}}),
+        }
+    )
+
+    class SmallCorpusLanguage:
+        @hookimpl
+        def register_languages(self, register: Any) -> None:
+            register(spec)
+
+    plugins.register_plugin(SmallCorpusLanguage(), name="small-corpus-language", pm=resolver.pm)
+    language = resolver.language("ko-test")
+
+    resolved = resolve_expand(ExpandConfig(), language, resolver)
+    assert resolved.source_options == {"fixed-words": {"words": list(words)}}
+    overridden = resolve_expand(ExpandConfig(source_options={"fixed-words": {"words": ["클릭"]}}), language, resolver)
+    assert overridden.source_options == {"fixed-words": {"words": ["클릭"]}}
+    # a run that does not use the source leaves its options aside
+    assert resolve_expand(ExpandConfig(candidate_sources=("corpus-bpe",)), language, resolver).source_options == {
+        "corpus-bpe": {"min_frequency": 2}
+    }
+
+    result = expand_tokenizer(
+        smollm2_dir,
+        language,
+        KOREAN,
+        40,
+        tmp_path / "tokenizer",
+        candidate_sources={"fixed-words": resolver.strategy("token_candidate_sources", "fixed-words")},
+    )
+    assert result.candidates == {"fixed-words": 2}
+    assert all(token.strip(" \ufffd") in "".join(words) for token in result.new_tokens), result.new_tokens

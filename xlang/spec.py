@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -233,6 +233,11 @@ class Strategies(_Frozen):
     embedding_initializer: str = "subword-freq"
     """The initializer of new embedding rows unless `--initializer` names another
     (`register_embedding_initializers`)."""
+    source_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Options per candidate source name that this language's expansions start from (a run's
+    `stages.expand.source_options` override them field by field), for what depends on the language's text:
+    a small corpus wants more of the general-text prior (`{"vocabulary": {"prior_weight": 0.6}}`). They
+    apply only to the sources a run uses and are checked by each source's options class."""
 
 
 class LanguageSpec(_Frozen):

@@ -175,7 +175,7 @@ def expand_tokenizer(
     started = time.perf_counter()
     sources = dict(candidate_sources) if candidate_sources is not None else {"corpus-bpe": CORPUS_BPE}
     expander = expander if expander is not None else MERGES
-    chosen_options = _source_options(sources, source_options)
+    chosen_options = _source_options(sources, with_language_defaults(language, sources, source_options))
     if expander_options is not None and isinstance(expander, Strategy):
         expander_options = expander.configure(expander_options)
     if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
@@ -299,6 +299,25 @@ def expand_tokenizer(
         return result
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def with_language_defaults(
+    language: LanguageSpec, sources: Iterable[str], options: Mapping[str, Options | Mapping[str, Any]] | None
+) -> dict[str, Options | Mapping[str, Any]]:
+    """`options` on top of the language's own (`Strategies.source_options`), for the sources in use: a run's
+    field overrides the plugin's, a field neither sets keeps the source's default. Options already validated
+    (an `Options` object) are complete and taken as they are."""
+    merged: dict[str, Options | Mapping[str, Any]] = dict(options or {})
+    for name in sources:
+        default = language.defaults.source_options.get(name)
+        if not default:
+            continue
+        given = merged.get(name)
+        if given is None:
+            merged[name] = dict(default)
+        elif not isinstance(given, Options):
+            merged[name] = {**default, **given}
+    return merged
 
 
 def _source_options(
