@@ -69,6 +69,7 @@ def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: st
     handlers = [] if cuda else [InitProcessGroupKwargs(backend="gloo")]
     if not cuda:  # `accelerate launch --cpu` sets it, and accelerate then drops DeepSpeed without a word
         os.environ.pop("ACCELERATE_USE_CPU", None)
+        _skip_inference_collective()
     if plugin is None:
         accelerator = Accelerator(mixed_precision=precision, kwargs_handlers=handlers)
     else:
@@ -82,6 +83,22 @@ def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: st
     if chosen is not None and chosen.zero_stage != 2:
         raise _zero_stage_refused(chosen.zero_stage)
     return accelerator
+
+
+SHARED_MEMORY_OP = "deepspeed_shm_comm"
+"""DeepSpeed's CPU shared-memory all-reduce, which its comm backend compiles when it starts."""
+
+
+def _skip_inference_collective() -> None:
+    """Tell DeepSpeed its CPU shared-memory all-reduce is unavailable, so that it does not compile it.
+
+    Its comm backend JIT-compiles the op when it starts (about a minute on two cores, once per machine, and a
+    failure on a machine without a C++ compiler), yet only `inference_all_reduce` calls it: ZeRO training
+    reduces through torch.distributed (gloo here) either way. Must run before the Accelerator starts DeepSpeed's
+    process group."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__[SHARED_MEMORY_OP] = False
 
 
 def _zero_stage_refused(stage: object) -> XlangError:
