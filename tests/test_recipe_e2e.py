@@ -3,6 +3,7 @@
 supplies the languages and a tiny vision tower; the base is a tiny random Llama with SmolLM2's real
 tokenizer; the text and the photos are real. All six stages run; a run killed in the middle resumes;
 the final LLaVA folder loads and generates in plain transformers; the report's BPC equals `xlang eval bpc`.
+The A/B recipe runs under torchrun with DeepSpeed, both arms sharded over two processes.
 """
 
 from __future__ import annotations
