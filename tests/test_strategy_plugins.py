@@ -196,7 +196,9 @@ def test_a_language_plugin_s_source_options_are_where_a_run_starts(
     spec = resolver.language("ko").model_copy(
         update={
             "code": "ko-test",
-            "defaults": Strategies(candidate_sources=("fixed-words",), source_options={"fixed-words": {"words": words}}),
+            "defaults": Strategies(
+                candidate_sources=("fixed-words",), source_options={"fixed-words": {"words": words}}
+            ),
         }
     )
 
