@@ -228,11 +228,13 @@ def _assert_plain_exports(tiny: tuple[Path, Path, list[int]], single: Path, shar
 
 @pytest.mark.slow
 def test_deepspeed_zero2_two_processes_match_one_survive_kill_9_and_export_plain_folders(
-    tiny_expanded: tuple[Path, Path, list[int]], single_run: Path, tmp_path: Path
+    tiny_expanded: tuple[Path, Path, list[int]], single_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`distributed="deepspeed"` under torchrun on CPU: DeepSpeed's engine (ZeRO-2 over gloo) trains, each rank
     checkpoints its optimizer shard (frozen weights left out), and a restart after a rank's SIGKILL lands on
-    the one-process curve."""
+    the one-process curve. Nothing is compiled on the way (DeepSpeed's CPU all-reduce op is left unbuilt)."""
+    extensions = tmp_path / "torch-extensions"  # where DeepSpeed would JIT-compile its ops
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions))
     sharded = tmp_path / "zero2"
     # DeepSpeed's save_checkpoint takes seconds even at this size: one checkpoint before the kill, two after
     command = _command(tmp_path, tiny_expanded, "zero2", 2, distributed="deepspeed", save_every=8)
@@ -250,6 +252,7 @@ def test_deepspeed_zero2_two_processes_match_one_survive_kill_9_and_export_plain
     assert (summary["processes"], summary["sharded"]) == (2, "deepspeed")
     _assert_same_curve(single_run, sharded)
     _assert_plain_exports(tiny_expanded, single_run, sharded)
+    assert not extensions.exists() or not any(extensions.iterdir()), "DeepSpeed compiled an op"
 
 
 # ----------------------------------------------------------------------------------------- VIT stage 2
