@@ -51,15 +51,13 @@ def resolve_expand(config: ExpandConfig, language: LanguageSpec, resolver: Resol
     names = tuple(config.candidate_sources or language.defaults.candidate_sources)
     names += tuple(name for name in config.source_options if name not in names)
     expander = config.expander or language.defaults.tokenizer_expander
-    given = with_language_defaults(language, names, config.source_options)
+    sources = {name: resolver.strategy("token_candidate_sources", name) for name in names}
+    given = with_language_defaults(language, sources, config.source_options)
     return config.model_copy(
         update={
             "candidate_sources": names,
             "source_options": {
-                name: resolver.strategy("token_candidate_sources", name)
-                .configure(given.get(name))
-                .model_dump(mode="json")
-                for name in names
+                name: source.configure(given.get(name)).model_dump(mode="json") for name, source in sources.items()
             },
             "expander": expander,
             "expander_options": resolver.strategy("tokenizer_expanders", expander)

@@ -229,3 +229,19 @@ def test_a_language_plugin_s_source_options_are_where_a_run_starts(
     )
     assert result.candidates == {"fixed-words": 2}
     assert all(token.strip(" \ufffd") in "".join(words) for token in result.new_tokens), result.new_tokens
+
+    # an option the source does not take, given by the language plugin, is said to come from it
+    mistaken = Strategies(candidate_sources=("fixed-words",), source_options={"fixed-words": {"word": "x"}})
+    wrong = language.model_copy(update={"defaults": mistaken})
+    with pytest.raises(XlangError, match=r"no option 'word'.*language 'ko-test'.*Strategies.source_options"):
+        resolve_expand(ExpandConfig(), wrong, resolver)
+    with pytest.raises(XlangError, match=r"no option 'word'.*language 'ko-test'"):
+        expand_tokenizer(
+            smollm2_dir,
+            wrong,
+            KOREAN,
+            40,
+            tmp_path / "wrong",
+            candidate_sources={"fixed-words": resolver.strategy("token_candidate_sources", "fixed-words")},
+        )
+    assert not (tmp_path / "wrong").exists()

@@ -302,21 +302,29 @@ def expand_tokenizer(
 
 
 def with_language_defaults(
-    language: LanguageSpec, sources: Iterable[str], options: Mapping[str, Options | Mapping[str, Any]] | None
+    language: LanguageSpec,
+    sources: Mapping[str, CandidateSource],
+    options: Mapping[str, Options | Mapping[str, Any]] | None,
 ) -> dict[str, Options | Mapping[str, Any]]:
     """`options` on top of the language's own (`Strategies.source_options`), for the sources in use: a run's
     field overrides the plugin's, a field neither sets keeps the source's default. Options already validated
-    (an `Options` object) are complete and taken as they are."""
+    (an `Options` object) are complete and taken as they are. A registered source validates the merge here, so
+    that a bad option the language plugin gave is said to come from it."""
     merged: dict[str, Options | Mapping[str, Any]] = dict(options or {})
-    for name in sources:
+    for name, source in sources.items():
         default = language.defaults.source_options.get(name)
-        if not default:
-            continue
         given = merged.get(name)
-        if given is None:
-            merged[name] = dict(default)
-        elif not isinstance(given, Options):
-            merged[name] = {**default, **given}
+        if not default or isinstance(given, Options):
+            continue
+        merged[name] = {**default, **(given or {})}
+        if isinstance(source, Strategy):
+            try:
+                merged[name] = source.configure(merged[name])
+            except XlangError as error:
+                raise XlangError(
+                    f"{error} (language {language.code!r} starts these options from its Strategies.source_options "
+                    f"{default}: fix the language plugin, or override the option in stages.expand.source_options)"
+                ) from None
     return merged
 
 
