@@ -558,6 +558,36 @@ def test_kill_9_then_restart_continues_the_same_curve(tiny: tuple[Path, Path, li
     assert (killed / "pretrain.json").is_file()
 
 
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(
+    tiny: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    """The restart begins at step 0 again, its evaluation included: the killed attempt's lines must go."""
+    out = tmp_path / "killed"
+    spec = _spec(tmp_path, tiny, out, steps=6, save_every=100, eval_every=3)
+    metrics = out / "stages" / "lora" / "metrics.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, str(tmp_path / "run.py"), str(spec)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    # poll the file the run appends to: the kill lands after its step-0 evaluation and first step
+    while not (metrics.is_file() and '"kind": "train"' in metrics.read_text()):
+        assert process.poll() is None, "the run ended before it logged a step"
+        assert time.monotonic() < deadline, "no step was logged"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "pretrain.json").exists(), "the run finished before the kill"
+    assert not list((out / "stages" / "lora").glob("checkpoints/step-*/meta.json"))
+
+    subprocess.run([sys.executable, str(tmp_path / "run.py"), str(spec)], check=True, env=_env(), capture_output=True)
+    records = [json.loads(line) for line in metrics.open()]
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 3, 6]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 7))
+
+
 DDP_SCRIPT = """
 import hashlib, json, sys
 import torch

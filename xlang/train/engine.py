@@ -239,11 +239,12 @@ class _Metrics:
         if not enabled:
             return
         if self.path.is_file():
-            # a killed run may have logged past its last checkpoint: those lines will be logged again
+            # a killed run may have logged past its last checkpoint: those lines will be logged again. One
+            # killed before any checkpoint starts over, its step-0 evaluation included, so nothing is kept.
             kept = [
                 line
                 for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+                if resume_step and line.strip() and json.loads(line).get("step", 0) <= resume_step
             ]
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
@@ -255,7 +256,7 @@ class _Metrics:
                 SummaryWriter = None  # noqa: N806
             if SummaryWriter is not None:
                 self.writer = SummaryWriter(
-                    log_dir=str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else None
+                    log_dir=str(out_dir / "tensorboard"), purge_step=resume_step + 1 if resume_step else 0
                 )
 
     def log(self, record: dict[str, Any]) -> None:
