@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -519,6 +520,23 @@ def _train_losses(out: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
 
 
+def _kill_9_when(spec: Path, ready: Callable[[], bool], what: str) -> None:
+    """Start the run of `spec` and SIGKILL it as soon as `ready()` holds (polling the files it writes)."""
+    process = subprocess.Popen(
+        [sys.executable, str(spec.parent / "run.py"), str(spec)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert process.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} appeared"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 @pytest.mark.slow
 def test_kill_9_then_restart_continues_the_same_curve(tiny: tuple[Path, Path, list[int]], tmp_path: Path) -> None:
     settings = dict(steps=40, save_every=4, eval_every=0, keep_checkpoints=3)
@@ -532,20 +550,9 @@ def test_kill_9_then_restart_continues_the_same_curve(tiny: tuple[Path, Path, li
 
     killed = tmp_path / "killed"
     spec = _spec(tmp_path, tiny, killed, **settings)
-    process = subprocess.Popen(
-        [sys.executable, str(tmp_path / "run.py"), str(spec)],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     checkpoints = killed / "stages" / "lora" / "checkpoints"
-    deadline = time.monotonic() + 300
-    while not any(checkpoints.glob("step-*/meta.json")):  # poll the filesystem: the first checkpoint is complete
-        assert process.poll() is None, "the run ended before its first checkpoint"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    # meta.json is written last: the first checkpoint is complete
+    _kill_9_when(spec, lambda: any(checkpoints.glob("step-*/meta.json")), "first checkpoint")
     assert not (killed / "pretrain.json").exists(), "the run finished before the kill"
     resumed_from = max(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*") if (p / "meta.json").is_file())
     assert resumed_from < 40
@@ -565,20 +572,8 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(
     out = tmp_path / "killed"
     spec = _spec(tmp_path, tiny, out, steps=6, save_every=100, eval_every=3)
     metrics = out / "stages" / "lora" / "metrics.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, str(tmp_path / "run.py"), str(spec)],
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    # poll the file the run appends to: the kill lands after its step-0 evaluation and first step
-    while not (metrics.is_file() and '"kind": "train"' in metrics.read_text()):
-        assert process.poll() is None, "the run ended before it logged a step"
-        assert time.monotonic() < deadline, "no step was logged"
-        time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    # the kill lands after the run's step-0 evaluation and first step
+    _kill_9_when(spec, lambda: metrics.is_file() and '"kind": "train"' in metrics.read_text(), "logged step")
     assert not (out / "pretrain.json").exists(), "the run finished before the kill"
     assert not list((out / "stages" / "lora").glob("checkpoints/step-*/meta.json"))
 
