@@ -9,9 +9,9 @@ validation splits (paragraphs joined into their documents, the first --max-chars
 - bits per character of the expanded model under each initializer, with the expanded tokenizer,
 - English bits per character next to it (the expansion must leave it almost unchanged),
 - the wall time of the initializer call;
-- where the bits go: bits per character of the text covered by new tokens and by base tokens, each split
-  into first occurrences in their document and repeats (which the base model predicts by copying from
-  its context), and a copy probe (random frequent tokens read twice: a model that copies predicts the
+- where the bits go, on both texts (out-of-domain first): bits per character of the text covered by new
+  tokens and by base tokens, each split into first occurrences in their document and repeats (which the
+  base model predicts by copying from its context), and a copy probe (random frequent tokens read twice: a model that copies predicts the
   second reading almost perfectly);
 - the same for SmolLM2 with its output matrix copied ("untied": the same function, the layout of
   Llama-2-style models), where input and output rows are initialized separately.
@@ -179,6 +179,24 @@ def split_bits(profiles: list[Any], labels: list[list[int]]) -> list[float]:
     return totals
 
 
+def scores(
+    model: Any, tokenizer: Any, texts: dict[str, list[str]], labels: dict[str, list[list[int]]]
+) -> dict[str, Any]:
+    """`ood_bpc` and `bpc` (in-domain), and the bits of each text split by CATEGORIES, from one scoring pass per
+    text (the per-character bits sum to the BPC). `ood_bpc` is None for a language without heldout text."""
+    split: dict[str, list[float]] = {}
+    totals: dict[str, float | None] = {}
+    for text, documents in texts.items():
+        characters = sum(len(document) for document in documents)
+        if not characters:
+            totals[text] = None
+            continue
+        bits = profile(model, tokenizer, documents)
+        totals[text] = sum(float(values.sum()) for values in bits) / characters
+        split[text] = split_bits(bits, labels[text])
+    return {"ood_bpc": totals["ood"], "bpc": totals["id"], "split_bits": split}
+
+
 def frequent_tokens(tokenizer: Any, texts: list[str], keep: Any, count: int = 1000) -> list[int]:
     """The ``count`` most frequent token ids on ``texts`` that satisfy ``keep``."""
     from collections import Counter
@@ -224,30 +242,31 @@ def measure_language(
 
     from xlang.data.views import take_chars
 
-    documents = take_chars(validation, args.max_chars)
-    heldout = heldout_texts(spec, args.cache_dir, args.max_chars)
-    characters = sum(len(document) for document in documents)
-    labels = occurrences(tokenizer, documents, len(base_tokenizer))
+    texts = {
+        "ood": heldout_texts(spec, args.cache_dir, args.max_chars),
+        "id": take_chars(validation, args.max_chars),
+    }
+    labels = {text: occurrences(tokenizer, documents, len(base_tokenizer)) for text, documents in texts.items()}
     separator = base_tokenizer.bos_token_id
     probe_text = paragraphs[:2000]
     base_pool = frequent_tokens(base_tokenizer, probe_text, lambda token_id: token_id != separator)
     new_pool = frequent_tokens(tokenizer, probe_text, lambda token_id: token_id >= len(base_tokenizer))
 
     base_model = load_causal_lm(base_dir, dtype=args.dtype)
-    base_bits = profile(base_model, base_tokenizer, documents)
     rows = [
         {
             "language": code,
             "model": "base",
-            "bpc": sum(float(bits.sum()) for bits in base_bits) / characters,
-            "ood_bpc": bpc(base_model, base_tokenizer, heldout, args.max_chars) if heldout else None,
+            **scores(base_model, base_tokenizer, texts, labels),
             "en_bpc": base_english,
             "init_s": None,
-            "split_bits": split_bits(base_bits, labels),
             "copy": copy_probe(base_model, base_pool, separator),
+            "split_chars": {
+                text: [sum(per_char.count(index) for per_char in per_text) for index in range(len(CATEGORIES))]
+                for text, per_text in labels.items()
+            },
         }
     ]
-    rows[0]["split_chars"] = [sum(per_char.count(index) for per_char in labels) for index in range(len(CATEGORIES))]
     del base_model
     print(f"{code} base: {rows[0]['bpc']:.4f} bits/char", file=sys.stderr, flush=True)
     import torch
@@ -271,14 +290,11 @@ def measure_language(
             "language": code,
             "model": label,
             "en_bpc": bpc(model, tokenizer, english, args.max_chars),
-            "ood_bpc": bpc(model, tokenizer, heldout, args.max_chars) if heldout else None,
+            **scores(model, tokenizer, texts, labels),
             "init_s": seconds,
             "facts": done["facts"],
             "copy": copy_probe(model, new_pool, separator),
         }
-        bits = profile(model, tokenizer, documents)
-        row["bpc"] = sum(float(values.sum()) for values in bits) / characters
-        row["split_bits"] = split_bits(bits, labels)
         rows.append(row)
         print(
             f"{code} {label}: {row['bpc']:.4f} bits/char in-domain, {row['ood_bpc'] or float('nan'):.4f} "
@@ -292,7 +308,8 @@ def measure_language(
 
 
 def breakdown_table(code: str, rows: list[dict[str, Any]]) -> Any:
-    """Bits per character by where the text's tokens occur, and the copy probe, one column per model."""
+    """Bits per character by where the text's tokens occur, out-of-domain first, and the copy probe, one column
+    per model."""
     from rich.table import Table
 
     base = rows[0]
@@ -304,13 +321,16 @@ def breakdown_table(code: str, rows: list[dict[str, Any]]) -> Any:
     table.add_column("chars", justify="right")
     for row in rows:
         table.add_column(row["model"], justify="right")
-    for index, category in enumerate(CATEGORIES):
-        chars = base["split_chars"][index]
-        table.add_row(
-            category,
-            f"{chars:,}",
-            *[f"{row['split_bits'][index] / chars:.3f}" if chars else "" for row in rows],
-        )
+    for text, name in (("ood", "out-of-domain"), ("id", "in-domain")):
+        if text not in base["split_bits"]:
+            continue
+        for index, category in enumerate(CATEGORIES):
+            chars = base["split_chars"][text][index]
+            table.add_row(
+                f"{name}: {category}",
+                f"{chars:,}",
+                *[f"{row['split_bits'][text][index] / chars:.3f}" if chars else "" for row in rows],
+            )
     table.add_row("copy probe, 1st reading", "", *[f"{row['copy'][0]:.2f}" for row in rows])
     table.add_row("copy probe, 2nd reading", "", *[f"{row['copy'][1]:.2f}" for row in rows])
     return table
@@ -443,7 +463,8 @@ def main() -> None:
             "" if row["init_s"] is None else f"{row['init_s']:.1f}",
         )
         key = (row["language"], "untied" if row["model"].endswith("(untied)") else "tied")
-        if row["model"] != "base" and (key not in best or row["ratio"] < best[key]["ratio"]):
+        ranked = "ood_ratio" if row["ood_ratio"] is not None else "ratio"  # out-of-domain decides
+        if row["model"] != "base" and (key not in best or row[ranked] < best[key][ranked]):
             best[key] = row
     console = Console(width=max(Console().width, 110))
     console.print(table)
@@ -462,9 +483,9 @@ def main() -> None:
         args.json.write_text(json.dumps({"rows": rows, "seven_b": big}, indent=2, default=str))
 
     parts = [
-        f"{code}: best {row['model']} {row['ratio']:.2f}x base BPC in-domain"
-        + ("" if row["ood_ratio"] is None else f", {row['ood_ratio']:.2f}x out-of-domain")
-        + f" (en {row['en_change']:+.2%})"
+        f"{code}: best {row['model']} "
+        + ("" if row["ood_ratio"] is None else f"{row['ood_ratio']:.2f}x base BPC out-of-domain, ")
+        + f"{row['ratio']:.2f}x in-domain (en {row['en_change']:+.2%})"
         for (code, _layout), row in best.items()
     ]
     randoms = [r for r in rows if r["model"] == "random"]
