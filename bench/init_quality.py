@@ -11,8 +11,8 @@ validation splits (paragraphs joined into their documents, the first --max-chars
 - the wall time of the initializer call;
 - where the bits go, on both texts (out-of-domain first): bits per character of the text covered by new
   tokens and by base tokens, each split into first occurrences in their document and repeats (which the
-  base model predicts by copying from its context), and a copy probe (random frequent tokens read twice: a model that copies predicts the
-  second reading almost perfectly);
+  base model predicts by copying from its context), and a copy probe (random frequent tokens read twice:
+  a model that copies predicts the second reading almost perfectly);
 - the same for SmolLM2 with its output matrix copied ("untied": the same function, the layout of
   Llama-2-style models), where input and output rows are initialized separately.
 
