@@ -570,7 +570,7 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(
 ) -> None:
     """The restart begins at step 0 again, its evaluation included: the killed attempt's lines must go."""
     out = tmp_path / "killed"
-    spec = _spec(tmp_path, tiny, out, steps=6, save_every=100, eval_every=3)
+    spec = _spec(tmp_path, tiny, out, steps=6, save_every=100, eval_every=3, tensorboard=True)
     metrics = out / "stages" / "lora" / "metrics.jsonl"
     # the kill lands after the run's step-0 evaluation and first step
     _kill_9_when(spec, lambda: metrics.is_file() and '"kind": "train"' in metrics.read_text(), "logged step")
@@ -581,6 +581,13 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(
     records = [json.loads(line) for line in metrics.open()]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [0, 3, 6]
     assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 7))
+    # TensorBoard reads both attempts' event files; the restart's purge drops the killed attempt's points
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "stages" / "lora" / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("pretrain:lora/eval/bpc/ko")] == [0, 3, 6]
+    assert [event.step for event in events.Scalars("pretrain:lora/train/loss")] == list(range(1, 7))
 
 
 DDP_SCRIPT = """

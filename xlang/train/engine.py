@@ -241,11 +241,15 @@ class _Metrics:
         if self.path.is_file():
             # a killed run may have logged past its last checkpoint: those lines will be logged again. One
             # killed before any checkpoint starts over, its step-0 evaluation included, so nothing is kept.
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if resume_step and line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
+            kept = (
+                [
+                    line
+                    for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step
+                ]
+                if resume_step
+                else []
+            )
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, self.path)
