@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,3 +118,36 @@ def test_only_names_with_a_pid_of_this_host_count_as_owned(tmp_path: Path) -> No
     other_host = ours.replace(f"-{host}-", f"-{'0' if host[0] != '0' else '1'}{host[1:]}-")
     for name in ("model", ".model-abc12345", ".model-stage-12-zzzzzzzz-abc", other_host):
         assert atomic.owner_pid(tmp_path / name) is None, name
+
+
+WRITE_UNDER_A_SIZE_LIMIT = """
+import json, resource, signal, sys
+from pathlib import Path
+from xlang import atomic
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+folder, file = Path(sys.argv[1]), Path(sys.argv[2])
+named = []
+for write in (
+    lambda: atomic.write_folder_atomically(folder, lambda staging: (staging / "weights.bin").write_bytes(bytes(4096))),
+    lambda: atomic.write_file_atomically(file, bytes(4096)),
+):
+    try:
+        write()
+    except OSError as error:
+        named.append(error.filename)
+print(json.dumps(named))
+"""
+
+
+def test_a_write_that_hits_the_size_limit_names_the_destination_and_leaves_nothing(tmp_path: Path) -> None:
+    """A real EFBIG (a 1 KiB file-size limit in a child process, SIGXFSZ ignored): the OS names no file, so the
+    error names the folder or file the caller asked for, the one a user would recognise."""
+    folder, file = tmp_path / "model", tmp_path / "record.json"
+    child = subprocess.run(
+        [sys.executable, "-c", WRITE_UNDER_A_SIZE_LIMIT, str(folder), str(file)], capture_output=True, text=True
+    )
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout) == [str(folder), str(file)]
+    assert list(tmp_path.iterdir()) == []

@@ -583,3 +583,42 @@ def test_real_pool_path_with_a_literal_plus(real_plugins, real_resolver, test_ca
     assert path == tmp_path / "debian-files" / pin.filename.removesuffix(".deb") / member
     assert spec.has_target_text(path.read_text(encoding="utf-8"))
     assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == [pin.filename]  # nothing else fetched
+
+
+FETCH_UNDER_A_SIZE_LIMIT = """
+import json, resource, signal, sys
+from pathlib import Path
+from xlang_debian.archive import DebPin, fetch_deb
+from xlang.cli import os_error_message
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+pool, sha256, downloads, mirror = sys.argv[1:]
+try:
+    fetch_deb(DebPin(pool, sha256), Path(downloads), mirror=mirror, resolve=None)
+except OSError as error:
+    print(json.dumps({"type": type(error).__name__, "filename": error.filename, "message": os_error_message(error)}))
+"""
+
+
+def test_a_full_disk_while_downloading_blames_the_disk_not_the_network(archive, tmp_path):
+    """A child process may write no file past 1 KiB (EFBIG, SIGXFSZ ignored) while the handmade package is larger:
+    the download fails on the local write, with the network fine. The message must name the file being written
+    and say what happened to it; nothing may be left in the downloads folder."""
+    import subprocess
+    import sys
+
+    downloads = tmp_path / "downloads"
+    pool = archive["paths"]["ko"]
+    assert len(make_deb(_help_files("ko", translate=True))) > 1024
+    arguments = [pool, archive["sha256"]["ko"], str(downloads), archive["mirror"]]
+    child = subprocess.run(
+        [sys.executable, "-c", FETCH_UNDER_A_SIZE_LIMIT, *arguments], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    raised = json.loads(child.stdout)
+    target = downloads / "xlang-help-ko_1.0-1+test1_all.deb"
+    assert raised["filename"] == str(target), raised
+    assert raised["message"].startswith(f"{target}: the file grew past the size"), raised
+    assert "network" not in raised["message"] and "Debian archive" not in raised["message"]
+    assert list(downloads.iterdir()) == []

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -290,3 +291,28 @@ def test_a_read_only_out_folder_is_one_line_naming_it(site: Path, env: dict[str,
         result = _xlang(_extend(site, run, "--until", "init"), env)
         _assert_one_line_and_nothing_half_written(result, run, str(run))
         assert not run.exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_tokenizer_expand_names_out_and_leaves_nothing(
+    cli_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
+) -> None:
+    """The OS names no file when a write fails (only the scratch file's descriptor is known), so xlang names the
+    folder the user asked for. The command runs once with room (which also fetches what it reads), then again
+    with a 512 KiB file-size limit in the child: the expanded tokenizer.json is 3.5 MB."""
+
+    def expand(out: Path, limit: Any = None) -> subprocess.CompletedProcess[str]:
+        command = _command(
+            "tokenizer", "expand", "--lang", "ko", "--base", str(smollm2_dir), "--budget", "300", "--out", str(out)
+        )
+        return subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+
+    with_room = expand(tmp_path / "with-room")
+    assert with_room.returncode == 0, with_room.stderr
+    outs = tmp_path / "outs"
+    out = outs / "ko-tokenizer"
+    result = expand(out, _limit_file_size)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out}: the file grew past the size"), result.stderr
+    assert list(outs.iterdir()) == []  # no tokenizer folder, no scratch folder

@@ -17,7 +17,8 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _OWNED = re.compile(r"^\..+?(?:-stage|-tmp|\.old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[A-Za-z0-9_]+(?:\.tmp)?$")
@@ -76,6 +77,23 @@ def remove_dead_staging(parent: Path) -> list[Path]:
     return removed
 
 
+@contextmanager
+def naming_destination(path: Path) -> Iterator[None]:
+    """A write that fails on a full disk or a file-size limit raises an OSError that names no file (the
+    temporary one is all the OS knows); name the destination the user chose, so the message says where."""
+    try:
+        yield
+    except OSError as error:
+        name_destination(error, path)
+        raise
+
+
+def name_destination(error: OSError, path: Path) -> None:
+    """Set `path` as the file an OSError is about when the OS named none (see `naming_destination`)."""
+    if error.filename is None and error.errno is not None:
+        error.filename = str(path)
+
+
 def write_folder_atomically(out_dir: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(staging)`` on a temporary sibling folder, then move it to ``out_dir`` in one step.
 
@@ -87,8 +105,9 @@ def write_folder_atomically(out_dir: Path, write: Callable[[Path], None]) -> Pat
     remove_dead_staging(out_dir.parent)
     staging = make_staging(out_dir.parent, out_dir.name)
     try:
-        write(staging)
-        move_into_place(staging, out_dir)
+        with naming_destination(out_dir):
+            write(staging)
+            move_into_place(staging, out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -132,7 +151,7 @@ def write_file_atomically(path: Path, data: str | bytes) -> Path:
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=owned_prefix(path.name, "-tmp"), suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with naming_destination(path), os.fdopen(fd, "wb") as handle:
             handle.write(payload)
         os.replace(temporary, path)
     except BaseException:

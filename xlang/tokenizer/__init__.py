@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from xlang.assets.loading import trust_remote_code
-from xlang.atomic import move_into_place, owned_prefix, remove_dead_staging
+from xlang.atomic import move_into_place, name_destination, owned_prefix, remove_dead_staging
 from xlang.contract import Options, Strategy
 from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
@@ -297,6 +297,9 @@ def expand_tokenizer(
         (staging / MANIFEST).write_text(json.dumps(result.to_json(), ensure_ascii=False, indent=2), encoding="utf-8")
         move_into_place(staging, out)
         return result
+    except OSError as error:  # a full disk names --out, not the scratch file being written
+        name_destination(error, out)
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
