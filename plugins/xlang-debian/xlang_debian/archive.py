@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from xlang.assets.integrity import record_entry, reuse_entry
-from xlang.atomic import naming_destination, owned_prefix, remove_dead_staging
+from xlang.atomic import failed_on_disk, owned_prefix, remove_dead_staging, write_all
 from xlang.errors import XlangError
 from xlang_debian.options import FILE_FORM
 from xlang_debian.options import FILE_OPTIONS as FILE_OPTION_TABLE
@@ -139,14 +139,10 @@ def _download(url: str, target: Path, sha256: str) -> None:
     remove_dead_staging(target.parent)
     fd, part = tempfile.mkstemp(prefix=owned_prefix(target.name, "-tmp"), suffix=".tmp", dir=target.parent)
     try:
-        # unbuffered, so that every write that can fail is here and none is left for close()
         with os.fdopen(fd, "wb", buffering=0) as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
             while chunk := response.read(_CHUNK):
                 digest.update(chunk)
-                with naming_destination(target):  # a full disk is the disk's fault, not the network's
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[out.write(view) :]
+                write_all(out, chunk, target)  # a full disk is the disk's fault, not the network's
         got = digest.hexdigest()
         if got != sha256.lower():
             raise XlangError(
@@ -157,12 +153,6 @@ def _download(url: str, target: Path, sha256: str) -> None:
     finally:
         if os.path.exists(part):
             os.unlink(part)
-
-
-def _local_write_failed(error: OSError) -> bool:
-    """A write to the downloads folder failed (full disk, quota, size limit): `_download` names the file, and the
-    error goes up as it is, so the message says the disk and not the network."""
-    return not isinstance(error, urllib.error.URLError) and error.filename is not None
 
 
 def fetch_deb(
@@ -189,7 +179,7 @@ def fetch_deb(
                 f"cannot download {url} (HTTP {error.code}); retry later or set {MIRROR_ENV} to another mirror"
             ) from error
     except (urllib.error.URLError, OSError) as error:
-        if _local_write_failed(error):
+        if failed_on_disk(error):  # write_all named the file
             raise
         reason = getattr(error, "reason", error)
         raise XlangError(
