@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from file_limits import limit_file_size
 
 from xlang import atomic
 
@@ -121,12 +122,10 @@ def test_only_names_with_a_pid_of_this_host_count_as_owned(tmp_path: Path) -> No
 
 
 WRITE_UNDER_A_SIZE_LIMIT = """
-import json, resource, signal, sys
+import json, sys
 from pathlib import Path
 from xlang import atomic
 
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 folder, file = Path(sys.argv[1]), Path(sys.argv[2])
 named = []
 for write in (
@@ -146,7 +145,10 @@ def test_a_write_that_hits_the_size_limit_names_the_destination_and_leaves_nothi
     error names the folder or file the caller asked for, the one a user would recognise."""
     folder, file = tmp_path / "model", tmp_path / "record.json"
     child = subprocess.run(
-        [sys.executable, "-c", WRITE_UNDER_A_SIZE_LIMIT, str(folder), str(file)], capture_output=True, text=True
+        [sys.executable, "-c", WRITE_UNDER_A_SIZE_LIMIT, str(folder), str(file)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size(1024),
     )
     assert child.returncode == 0, child.stderr
     assert json.loads(child.stdout) == [str(folder), str(file)]

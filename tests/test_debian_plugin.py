@@ -24,6 +24,7 @@ from pathlib import Path
 import pluggy
 import pytest
 import xlang_debian
+from file_limits import limit_file_size
 from xlang_debian import build as corpus_build
 from xlang_debian.archive import MIRROR_ENV
 from xlang_debian.build import build_debian_corpus, parse_debian_uri, read_meta
@@ -586,13 +587,11 @@ def test_real_pool_path_with_a_literal_plus(real_plugins, real_resolver, test_ca
 
 
 FETCH_UNDER_A_SIZE_LIMIT = """
-import json, resource, signal, sys
+import json, sys
 from pathlib import Path
 from xlang_debian.archive import DebPin, fetch_deb
 from xlang.cli import os_error_message
 
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 pool, sha256, downloads, mirror = sys.argv[1:]
 try:
     fetch_deb(DebPin(pool, sha256), Path(downloads), mirror=mirror, resolve=None)
@@ -613,7 +612,11 @@ def test_a_full_disk_while_downloading_blames_the_disk_not_the_network(archive, 
     assert len(make_deb(_help_files("ko", translate=True))) > 1024
     arguments = [pool, archive["sha256"]["ko"], str(downloads), archive["mirror"]]
     child = subprocess.run(
-        [sys.executable, "-c", FETCH_UNDER_A_SIZE_LIMIT, *arguments], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", FETCH_UNDER_A_SIZE_LIMIT, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit_file_size(1024),
     )
     assert child.returncode == 0, child.stderr
     raised = json.loads(child.stdout)

