@@ -227,29 +227,48 @@ def _assert_plain_exports(tiny: tuple[Path, Path, list[int]], single: Path, shar
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_two_processes_match_one_survive_kill_9_and_export_plain_folders(
-    tiny_expanded: tuple[Path, Path, list[int]], single_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("stage", "kind"), [("2", "deepspeed"), ("3", "deepspeed-zero3")])
+def test_deepspeed_two_processes_match_one_survive_kill_9_and_export_plain_folders(
+    stage: str,
+    kind: str,
+    tiny_expanded: tuple[Path, Path, list[int]],
+    single_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`distributed="deepspeed"` under torchrun on CPU: DeepSpeed's engine (ZeRO-2 over gloo) trains, each rank
-    checkpoints its optimizer shard (frozen weights left out), and a restart after a rank's SIGKILL lands on
-    the one-process curve. Nothing is compiled on the way (DeepSpeed's CPU all-reduce op is left unbuilt)."""
+    """`distributed="deepspeed"` under torchrun on CPU: DeepSpeed's engine (ZeRO-2 or ZeRO-3 over gloo) trains,
+    each rank checkpoints its shards (frozen weights left out), and a restart after a rank's SIGKILL lands on
+    the one-process curve. Under ZeRO-3 the parameters are partitioned too: the fused loss reads the output
+    layer outside its forward, the validation BPC reads whole matrices, and the export gathers the trained
+    rows. Nothing is compiled on the way (DeepSpeed's CPU all-reduce op is left unbuilt)."""
     extensions = tmp_path / "torch-extensions"  # where DeepSpeed would JIT-compile its ops
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(extensions))
-    sharded = tmp_path / "zero2"
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", stage)
+    name = f"zero{stage}"
+    sharded = tmp_path / name
     # DeepSpeed's save_checkpoint takes seconds even at this size: one checkpoint before the kill, two after
-    command = _command(tmp_path, tiny_expanded, "zero2", 2, distributed="deepspeed", save_every=8)
+    command = _command(tmp_path, tiny_expanded, name, 2, distributed="deepspeed", save_every=8)
     checkpoints = sharded / "stages" / "lora" / "checkpoints"
-    kept = _kill_a_rank_after_the_first_checkpoint(command, checkpoints, tmp_path / "pid-zero2-rank1")
+    kept = _kill_a_rank_after_the_first_checkpoint(command, checkpoints, tmp_path / f"pid-{name}-rank1")
     assert not (sharded / "pretrain.json").exists(), "the run finished before the kill"
     assert int(kept.name.split("-")[1]) < STEPS
     meta = json.loads((kept / "meta.json").read_text())
-    assert meta["sharded"] == "deepspeed"
+    assert meta["sharded"] == kind
     engine_files = {path.name for path in (kept / "accelerate").rglob("*.pt")}
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= engine_files
 
+    if stage == "3":  # resumed under the other stage: one line, the checkpoint left as it was
+        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+        before = sorted((path.name, path.stat().st_mtime_ns) for path in kept.rglob("*"))
+        refused = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+        assert refused.returncode != 0
+        assert "was written sharded as 'deepspeed-zero3' and this run is 'deepspeed'" in refused.stderr
+        assert sorted((path.name, path.stat().st_mtime_ns) for path in kept.rglob("*")) == before
+        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", stage)
+
     _run(command)
     summary = json.loads((sharded / "report" / "summary.json").read_text())
-    assert (summary["processes"], summary["sharded"]) == (2, "deepspeed")
+    assert (summary["processes"], summary["sharded"]) == (2, kind)
     _assert_same_curve(single_run, sharded)
     _assert_plain_exports(tiny_expanded, single_run, sharded)
     assert not extensions.exists() or not any(extensions.iterdir()), "DeepSpeed compiled an op"
@@ -272,7 +291,9 @@ train_vit_stage(spec["model"], spec["records"], InstructConfig(**spec["config"])
 """
 
 
-def _vit_command(tmp_path: Path, llava: Path, records: list[dict], name: str, processes: int) -> list[str]:
+def _vit_command(
+    tmp_path: Path, llava: Path, records: list[dict], name: str, processes: int, distributed: str = "fsdp"
+) -> list[str]:
     config = {
         "steps": VIT_STEPS,
         "micro_batch": 2,
@@ -292,17 +313,24 @@ def _vit_command(tmp_path: Path, llava: Path, records: list[dict], name: str, pr
         "out_root": str(tmp_path),
         "name": name,
         "config": config,
-        "distributed": "fsdp" if processes > 1 else "ddp",
+        "distributed": distributed if processes > 1 else "ddp",
     }
     return _script_command(tmp_path, "vit.py", VIT_SCRIPT, spec, processes)
 
 
 @pytest.mark.slow
-def test_fsdp_vit_stage_matches_one_process_survives_kill_9_and_exports_a_plain_llava(
-    smollm2_dir: Path, test_cache_dir: Path, tmp_path: Path
+@pytest.mark.parametrize(("distributed", "checkpoint_kind"), [("fsdp", "fsdp2"), ("zero3", "deepspeed-zero3")])
+def test_sharded_vit_stage_matches_one_process_survives_kill_9_and_exports_a_plain_llava(
+    distributed: str,
+    checkpoint_kind: str,
+    smollm2_dir: Path,
+    test_cache_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Stage 2 (projector + LoRA) on a tiny random LLaVA (a 2-layer Llama with SmolLM2's tokenizer, a 2-layer
-    DINOv2) with the ko and en plugins' seed records: sharded over two processes, killed, restarted."""
+    DINOv2) with the ko and en plugins' seed records: sharded over two processes (FSDP2, or DeepSpeed ZeRO-3,
+    whose fused loss reads the output layer outside its forward), killed, restarted."""
     import torch
     from serving import build_tiny_llava
     from transformers import LlavaForConditionalGeneration
@@ -321,8 +349,10 @@ def test_fsdp_vit_stage_matches_one_process_survives_kill_9_and_exports_a_plain_
     ]
     _run(_vit_command(tmp_path, llava, records, "single", 1))
 
+    if distributed == "zero3":
+        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     sharded = tmp_path / "sharded"
-    command = _vit_command(tmp_path, llava, records, "sharded", 2)
+    command = _vit_command(tmp_path, llava, records, "sharded", 2, "fsdp" if distributed == "fsdp" else "deepspeed")
     checkpoints = sharded / "run" / "checkpoints"
     kept = _kill_a_rank_after_the_first_checkpoint(command, checkpoints, tmp_path / "pid-sharded-rank0")
     assert not (sharded / "model").exists(), "the killed run exported a model"
@@ -331,7 +361,7 @@ def test_fsdp_vit_stage_matches_one_process_survives_kill_9_and_exports_a_plain_
     _run(command)
     assert (kept / "meta.json").stat().st_mtime_ns == written, "the restart did not resume from the checkpoint"
     first = sorted(checkpoints.glob("step-*"))[0]
-    assert json.loads((first / "meta.json").read_text())["sharded"] == "fsdp2"
+    assert json.loads((first / "meta.json").read_text())["sharded"] == checkpoint_kind
 
     # the same answer-loss curve as one process on the same global batch
     def losses(out: Path, kind: str) -> dict[int, float]:

@@ -13,7 +13,9 @@ then runs ZeRO over gloo, which is what the CPU tests exercise.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from xlang.collective import world_size
@@ -44,8 +46,9 @@ def deepspeed_requested(distributed: str) -> bool:
 
 def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: str = "ddp") -> Accelerator:
     """An Accelerator for this process: plain (one process, DDP, or FSDP2 applied by the engine) or DeepSpeed
-    ZeRO stage 2 when asked for under a launcher. Stage 3 is refused: the fused loss and the new rows' masks
-    read whole matrices, and FSDP2 (`distributed="fsdp"`) is the tested way to shard parameters."""
+    ZeRO when asked for under a launcher: stage 2 by default, stage 3 by `ACCELERATE_DEEPSPEED_ZERO_STAGE=3` or
+    a config file. Under stage 3 models still load whole (see `_load_whole_models`); DeepSpeed partitions
+    them when the engine prepares them."""
     from accelerate import Accelerator
 
     check_distributed(distributed)
@@ -60,12 +63,12 @@ def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: st
     from accelerate.utils import DeepSpeedPlugin, DistributedType, InitProcessGroupKwargs
 
     stage = os.environ.get(ZERO_STAGE_VARIABLE, "2")
-    if stage != "2":
+    if stage not in SUPPORTED_ZERO_STAGES:
         raise _zero_stage_refused(stage)
     plugin = None
     # a config file names its own stage; a later stage of the same process keeps the first one's plugin
     if os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") is None and not is_initialized():
-        plugin = DeepSpeedPlugin(zero_stage=2, gradient_accumulation_steps=1)
+        plugin = DeepSpeedPlugin(zero_stage=int(stage), gradient_accumulation_steps=1, zero3_init_flag=False)
     handlers = [] if cuda else [InitProcessGroupKwargs(backend="gloo")]
     if not cuda:  # `accelerate launch --cpu` sets it, and accelerate then drops DeepSpeed without a word
         os.environ.pop("ACCELERATE_USE_CPU", None)
@@ -80,9 +83,60 @@ def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: st
             "(an Accelerator made earlier in this process without DeepSpeed); launch a fresh process"
         )
     chosen = accelerator.state.deepspeed_plugin
-    if chosen is not None and chosen.zero_stage != 2:
+    if chosen is not None and str(chosen.zero_stage) not in SUPPORTED_ZERO_STAGES:
         raise _zero_stage_refused(chosen.zero_stage)
+    _load_whole_models()
     return accelerator
+
+
+SUPPORTED_ZERO_STAGES = ("2", "3")
+
+
+def _load_whole_models() -> None:
+    """Let transformers load whole models under ZeRO-3, as under every other mode.
+
+    accelerate registers its DeepSpeed config with transformers, and under stage 3 `from_pretrained` then
+    builds the model inside `deepspeed.zero.Init`: every matrix is an empty shard outside a forward pass, so
+    the size checks, the new rows' initialization and peft's wrapping, which read whole matrices, would see a
+    vocabulary of 0 rows. Loaded whole, the model is partitioned by DeepSpeed's engine in `prepare()`; the
+    cost is one whole copy per process while it loads."""
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+
+
+def zero_stage(accelerator: Any) -> int | None:
+    """The DeepSpeed ZeRO stage this accelerator trains with, or None when it is not DeepSpeed."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return None if plugin is None else int(plugin.zero_stage)
+
+
+def partitions_parameters(accelerator: Any) -> bool:
+    """True under ZeRO-3: outside a module's forward its parameters are empty shards."""
+    return zero_stage(accelerator) == 3
+
+
+def register_outside_reads(model: Any) -> None:
+    """Tell ZeRO-3 which parameters `model`'s forward reads without calling their module (the fused loss
+    reads the output layer's matrix and new rows directly), so it gathers them for that forward and for
+    its backward. A model without `outside_reads()` reads nothing that way."""
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+    for param in getattr(model, "outside_reads", list)():
+        register_external_parameter(model, param)
+
+
+@contextlib.contextmanager
+def whole_parameters(params: Sequence[Any], accelerator: Any) -> Iterator[None]:
+    """Inside, `params` hold their full values on every process (a collective: every process enters);
+    outside ZeRO-3 parameters are always whole and this does nothing."""
+    if not partitions_parameters(accelerator):
+        yield
+        return
+    from deepspeed.runtime.zero.partition_parameters import GatheredParameters
+
+    with GatheredParameters(list(params), modifier_rank=None):
+        yield
 
 
 SHARED_MEMORY_OP = "deepspeed_shm_comm"
@@ -104,16 +158,38 @@ def _skip_inference_collective() -> None:
 def _zero_stage_refused(stage: object) -> XlangError:
     return XlangError(
         f"DeepSpeed ZeRO stage {stage} was asked for ({ZERO_STAGE_VARIABLE} or the accelerate config file); xlang "
-        "runs ZeRO stage 2, which shards gradients and optimizer state. To shard the parameters too, use "
-        "distributed=fsdp (FULL_SHARD)"
+        "runs ZeRO stage 2 (gradients and optimizer state sharded) or 3 (parameters too); set "
+        f"{ZERO_STAGE_VARIABLE}=2 or 3"
     )
 
 
 def sharding_of(accelerator: Any, fsdp: bool) -> str | None:
-    """What a stage's summary records as `sharded`: `fsdp` (FSDP2 applied by the engine), `deepspeed` (ZeRO
-    through accelerate), or None when every process held the whole model and its optimizer state."""
+    """What a stage's summary records as `sharded`: `fsdp` (FSDP2 applied by the engine), `deepspeed` (ZeRO-2
+    through accelerate), `deepspeed-zero3`, or None when every process held the whole model and its
+    optimizer state."""
     if fsdp:
         return "fsdp"
-    from accelerate.utils import DistributedType
+    return deepspeed_label(accelerator)
 
-    return "deepspeed" if accelerator.distributed_type == DistributedType.DEEPSPEED else None
+
+def deepspeed_label(accelerator: Any) -> str | None:
+    """`deepspeed` (ZeRO-2), `deepspeed-zero3`, or None when the accelerator is not DeepSpeed: the names
+    summaries and checkpoints carry, so that a checkpoint is not resumed under the other stage."""
+    stage = zero_stage(accelerator)
+    if stage is None:
+        return None
+    return "deepspeed-zero3" if stage == 3 else "deepspeed"
+
+
+@contextlib.contextmanager
+def whole_model_for_inference(engine: Any, accelerator: Any) -> Iterator[None]:
+    """Inside, the prepared `engine`'s model is whole on every process and ZeRO-3's hooks are off, so an
+    eval may read any weight directly (the row-count check, peft's merged rows) and call any submodule
+    (a collective: every process enters). Does nothing outside ZeRO-3."""
+    if not partitions_parameters(accelerator):
+        yield
+        return
+    from deepspeed.runtime.zero import unwrap_model_for_generation
+
+    with unwrap_model_for_generation(engine):
+        yield

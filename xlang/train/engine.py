@@ -81,6 +81,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xlang.errors import XlangError
+from xlang.train.accelerators import (
+    deepspeed_label,
+    partitions_parameters,
+    register_outside_reads,
+    whole_model_for_inference,
+    whole_parameters,
+)
 from xlang.train.config import TrainLoopConfig
 from xlang.train.progress import StepProgress
 
@@ -330,14 +337,11 @@ def _is_sharded(accelerator: Accelerator) -> bool:
 
 def _checkpoint_sharding(accelerator: Accelerator, fsdp: bool) -> str | bool:
     """What `meta.json` and the finished run's record say as `sharded`, which picks the load path: `fsdp2`
-    (the engine's own `dcp/` shards), `deepspeed`, True (accelerate's FSDP from a config file), False."""
+    (the engine's own `dcp/` shards), `deepspeed` or `deepspeed-zero3`, True (accelerate's FSDP from a
+    config file), False."""
     if fsdp:
         return "fsdp2"
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        return "deepspeed"
-    return _is_sharded(accelerator)
+    return deepspeed_label(accelerator) or _is_sharded(accelerator)
 
 
 def _is_fsdp2(model: Any) -> bool:
@@ -390,6 +394,16 @@ def _gathered_trainable_state(model: Any) -> dict[str, torch.Tensor]:
                 tensor = tensor.full_tensor()
             state[name] = tensor.to("cpu").contiguous().clone()
     return state
+
+
+def _partitioned_trainable_state(accelerator: Accelerator, model: Any) -> dict[str, torch.Tensor] | None:
+    """Under ZeRO-3, the full trainable tensors on every process (a collective: all must call it); None
+    under other DeepSpeed stages, whose parameters are whole and whose export reads them directly."""
+    if not partitions_parameters(accelerator):
+        return None
+    named = [(name, param) for name, param in accelerator.unwrap_model(model).named_parameters() if param.requires_grad]
+    with whole_parameters([param for _, param in named], accelerator):
+        return {name: param.detach().to("cpu").contiguous().clone() for name, param in named}
 
 
 def _dcp_state(model: Any, optimizer: Any) -> dict[str, Any]:
@@ -467,8 +481,12 @@ def _save_checkpoint(
                 save_file(full, str(staging / "trainable.safetensors"))
     elif _is_sharded(accelerator):  # DeepSpeed: its engine writes model and optimizer shards per rank
         accelerator.save_state(str(staging / "accelerate"), exclude_frozen_parameters=True)
+        # ZeRO-3's last checkpoint also holds the whole trainable tensors, which the export loads
+        full = _partitioned_trainable_state(accelerator, model) if step == config.steps else None
         if accelerator.is_main_process:  # the scheduler is ours, not prepared: accelerate does not save it
             _write_json_atomic(staging / "scheduler.json", scheduler.state_dict())
+            if full is not None:
+                save_file(full, str(staging / "trainable.safetensors"))
     elif accelerator.is_main_process:
         save_file(_trainable_state(accelerator.unwrap_model(model)), str(staging / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
@@ -512,6 +530,13 @@ def _load_checkpoint(
     import torch
 
     meta = json.loads((checkpoint / "meta.json").read_text())
+    written, current = meta.get("sharded", False), _checkpoint_sharding(accelerator, _is_fsdp2(model))
+    if written != current:
+        raise XlangError(
+            f"checkpoint {checkpoint} was written sharded as {written!r} and this run is {current!r}; resume "
+            "it as it was launched (the same --distributed, and for DeepSpeed the same ZeRO stage, "
+            "ACCELERATE_DEEPSPEED_ZERO_STAGE), or start in a new output folder"
+        )
     if meta.get("world_size") != accelerator.num_processes:
         raise XlangError(
             f"checkpoint {checkpoint} was written by {meta.get('world_size')} process(es), this run has "
@@ -584,8 +609,13 @@ def _run_eval(eval_fn: EvalFn, accelerator: Accelerator, model: Any, config: Tra
     for unit in units:
         unit.set_reshard_after_forward(False, recurse=False)
         unit.unshard()
-    try:
-        with torch.no_grad(), accelerator.autocast(), _autocast(accelerator, config):
+    try:  # under ZeRO-3 the same: every parameter whole for the eval, on every process
+        with (
+            whole_model_for_inference(model, accelerator),
+            torch.no_grad(),
+            accelerator.autocast(),
+            _autocast(accelerator, config),
+        ):
             metrics = {key: float(value) for key, value in dict(eval_fn(inner)).items()}
     finally:
         for unit in units:
@@ -707,6 +737,8 @@ def run_training(
     if fsdp:  # already sharded: accelerate would wrap it again in DDP
         optimizer = accelerator.prepare(optimizer)
     else:
+        if partitions_parameters(accelerator):
+            register_outside_reads(model)
         model, optimizer = accelerator.prepare(model, optimizer)
 
     start_step = 0

@@ -166,6 +166,15 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         )
 
 
+def head_parameters(head: nn.Module) -> list[nn.Parameter]:
+    """The parameters `head_parts` hands to the fused loss (the matrix and the new rows), none when the head
+    is one it does not recognise (the fallback calls the head itself)."""
+    parts = head_parts(head)
+    if parts is None:
+        return []
+    return [tensor for tensor in (parts.weight, parts.rows) if isinstance(tensor, nn.Parameter)]
+
+
 def fused_linear_cross_entropy(
     hidden: torch.Tensor, parts: HeadParts, labels: torch.Tensor, *, chunk_tokens: int = 4096
 ) -> torch.Tensor:
@@ -216,6 +225,10 @@ class CausalLMWithFusedLoss(nn.Module):
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
+
+    def outside_reads(self) -> list[nn.Parameter]:
+        """The output layer's parameters, which the fused loss reads without calling the layer (for ZeRO-3)."""
+        return head_parameters(causal_lm_parts(self.model)[1])
 
     def forward(
         self,

@@ -29,7 +29,7 @@ from typing import Any
 from xlang.assets.loading import load_pretrained
 from xlang.data.views import take_chars
 from xlang.errors import XlangError
-from xlang.train.accelerators import check_distributed, make_accelerator, sharding_of
+from xlang.train.accelerators import check_distributed, make_accelerator, partitions_parameters, sharding_of
 from xlang.train.config import NON_TRAJECTORY_FIELDS, PARALLEL_KEY, PretrainConfig
 
 RESULT_FILE = "pretrain.json"
@@ -478,10 +478,13 @@ def pretrain(
     prepared = prepare_model(base, new_token_ids or [], config, mixed=mixed, compile_layers=compile_layers)
     trainable, wrapper, selections = prepared.trainable, prepared.wrapper, prepared.selections
     fsdp = distributed == "fsdp" and accelerator.num_processes > 1
-    if fsdp and any(masked for _, masked in selections):
+    partitioned = fsdp or partitions_parameters(accelerator)
+    if partitioned and any(masked for _, masked in selections):
+        mode = "fsdp" if fsdp else "DeepSpeed ZeRO-3"
         raise XlangError(
-            "fsdp cannot train part of a whole vocabulary matrix (a stage with 'new-rows' and 'output' or "
-            "'embeddings'): its row mask would be lost when the matrix is sharded; use distributed=ddp"
+            f"{mode} cannot train part of a whole vocabulary matrix (a stage with 'new-rows' and 'output' or "
+            "'embeddings'): its row mask would be lost when the matrix is sharded; use distributed=ddp or "
+            "DeepSpeed ZeRO-2"
         )
     # by name: sharding replaces the parameter objects, names stay
     stage_names = [{n for n, p in wrapper.named_parameters() if predicate(n, p)} for predicate, _ in selections]
@@ -528,7 +531,7 @@ def pretrain(
     curve = None
     summary: dict[str, Any] = {}
     if accelerator.is_main_process:
-        if fsdp:  # the trained model is in shards: export from a whole copy with the gathered weights
+        if partitioned:  # the trained model is in shards: export from a whole copy with the gathered weights
             trainable = _whole_copy(model_dir, load_kwargs, new_token_ids or [], config, mixed, stage_runs)
         trainable.model.to("cpu")
         if adapter_dir is not None:

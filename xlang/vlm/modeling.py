@@ -43,6 +43,12 @@ class LlavaForTraining(nn.Module):
         """The LlavaForConditionalGeneration inside (through a peft wrapper if there is one)."""
         return self.llava.get_base_model() if hasattr(self.llava, "get_base_model") else self.llava
 
+    def outside_reads(self) -> list[nn.Parameter]:
+        """The output layer's parameters, which the fused loss reads without calling the layer (for ZeRO-3)."""
+        from xlang.train.loss import head_parameters
+
+        return head_parameters(self.base().lm_head)
+
     def forward(
         self,
         input_ids: torch.Tensor,

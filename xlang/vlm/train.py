@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from xlang.assets.loading import load_pretrained
 from xlang.errors import XlangError
-from xlang.train.accelerators import check_distributed, make_accelerator, sharding_of
+from xlang.train.accelerators import check_distributed, make_accelerator, partitions_parameters, sharding_of
 from xlang.vlm.config import AlignConfig, InstructConfig, VitStageConfig
 from xlang.vlm.data import IMAGE_PLACEHOLDER, SkippedSample, check_record, to_messages, write_skipped
 
@@ -616,7 +616,7 @@ def train_vit_stage(
     losses = [record["loss"] for record in metrics if record.get("kind") == "train"]
     evals = [record["loss"] for record in metrics if record.get("kind") == "eval"]
     if accelerator.is_main_process:
-        if fsdp:  # the trained weights are in shards: export from a whole copy that loads the gathered ones
+        if fsdp or partitions_parameters(accelerator):  # in shards: export from a whole copy, gathered weights
             whole = load_pretrained(LlavaForConditionalGeneration, model_dir, dtype=dtype)
             _float_trainable(whole, config)
             module = _training_module(whole, config, image_token_id)
