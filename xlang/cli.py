@@ -531,8 +531,8 @@ def _stage_overrides(
     type=click.Choice(DISTRIBUTED_MODES),
     default=None,
     help="Under torchrun or accelerate launch: each process holds the whole model (ddp), a shard of it "
-    "(fsdp), or the whole model with sharded gradients and optimizer state (deepspeed, ZeRO stage 2) "
-    "(setting `distributed`).  [default: ddp]",
+    "(fsdp), or DeepSpeed (deepspeed: ZeRO stage 2, gradients and optimizer state sharded; stage 3, the "
+    "parameters too, with ACCELERATE_DEEPSPEED_ZERO_STAGE=3) (setting `distributed`).  [default: ddp]",
 )
 @click.option(
     "--config",

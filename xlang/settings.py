@@ -80,8 +80,9 @@ class XlangSettings(BaseSettings):
     distributed: DistributedMode = "ddp"
     """How the processes of an `xlang extend` launched with torchrun or accelerate launch share a training
     stage (`--distributed`): `ddp`, each holds the whole model; `fsdp`, the model is sharded across them;
-    `deepspeed`, ZeRO stage 2 (gradients and optimizer state sharded; needs the deepspeed package and
-    grad_accum 1). The global batch is micro_batch x grad_accum x processes. One process: not used."""
+    `deepspeed`, ZeRO stage 2 (gradients and optimizer state sharded), or stage 3 with
+    `ACCELERATE_DEEPSPEED_ZERO_STAGE=3` (the parameters too); needs the deepspeed package and grad_accum 1.
+    The global batch is micro_batch x grad_accum x processes. One process: not used."""
 
     @field_validator("distributed")
     @classmethod
