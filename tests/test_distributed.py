@@ -117,9 +117,11 @@ def _command(
     processes: int,
     distributed: str = "fsdp",
     save_every: int = 2,
+    **options: Any,
 ) -> list[str]:
     model_dir, tokenizer_dir, new_ids = tiny
     config = {
+        **options,
         "steps": STEPS,
         "seq_len": 64,
         "micro_batch": 2,
@@ -246,6 +248,12 @@ def test_deepspeed_two_processes_match_one_survive_kill_9_and_export_plain_folde
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", stage)
     name = f"zero{stage}"
     sharded = tmp_path / name
+    if stage == "3":  # compiled layers would recompile around ZeRO-3's hooks every step: refused up front
+        compiled = _command(tmp_path, tiny_expanded, "compiled", 2, distributed="deepspeed", compile="yes")
+        refused = subprocess.run(compiled, env=_env(), capture_output=True, text=True, timeout=600)
+        assert refused.returncode != 0
+        assert "compile=yes cannot be used with DeepSpeed ZeRO-3" in refused.stderr
+        assert not (tmp_path / "compiled").exists(), "the refused run wrote its folder"
     # DeepSpeed's save_checkpoint takes seconds even at this size: one checkpoint before the kill, two after
     command = _command(tmp_path, tiny_expanded, name, 2, distributed="deepspeed", save_every=8)
     checkpoints = sharded / "stages" / "lora" / "checkpoints"

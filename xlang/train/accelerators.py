@@ -116,6 +116,20 @@ def partitions_parameters(accelerator: Any) -> bool:
     return zero_stage(accelerator) == 3
 
 
+def layers_may_compile(compile_setting: str, accelerator: Any) -> bool:
+    """False under ZeRO-3, whose gather and release hooks run around every layer: dynamo traces into them and
+    recompiles until it gives up (24 steps of a tiny model took minutes instead of seconds). `compile=yes`
+    there is refused with one line rather than quietly ignored."""
+    if not partitions_parameters(accelerator):
+        return True
+    if compile_setting == "yes":
+        raise XlangError(
+            "compile=yes cannot be used with DeepSpeed ZeRO-3: torch.compile traces into ZeRO-3's parameter "
+            "hooks and recompiles every step; set compile to auto or no (or use ZeRO-2 or fsdp)"
+        )
+    return False
+
+
 def register_outside_reads(model: Any) -> None:
     """Tell ZeRO-3 which parameters `model`'s forward reads without calling their module (the fused loss
     reads the output layer's matrix and new rows directly), so it gathers them for that forward and for

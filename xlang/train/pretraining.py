@@ -29,7 +29,13 @@ from typing import Any
 from xlang.assets.loading import load_pretrained
 from xlang.data.views import take_chars
 from xlang.errors import XlangError
-from xlang.train.accelerators import check_distributed, make_accelerator, partitions_parameters, sharding_of
+from xlang.train.accelerators import (
+    check_distributed,
+    layers_may_compile,
+    make_accelerator,
+    partitions_parameters,
+    sharding_of,
+)
 from xlang.train.config import NON_TRAJECTORY_FIELDS, PARALLEL_KEY, PretrainConfig
 
 RESULT_FILE = "pretrain.json"
@@ -423,6 +429,7 @@ def pretrain(
     dtype_name, mixed, compile_layers = choose_runtime(config, cuda)
     if accelerator is None:
         accelerator = make_accelerator(mixed_precision=mixed, cuda=cuda, distributed=distributed)
+    compile_layers = compile_layers and layers_may_compile(config.compile, accelerator)
     tokenizer = load_pretrained(AutoTokenizer, tokenizer_dir, weights=False)
 
     # data: tokenized sources, validation split, mixing weights, packing

@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from xlang.assets.loading import load_pretrained
 from xlang.errors import XlangError
-from xlang.train.accelerators import check_distributed, make_accelerator, partitions_parameters, sharding_of
+from xlang.train.accelerators import (
+    check_distributed,
+    layers_may_compile,
+    make_accelerator,
+    partitions_parameters,
+    sharding_of,
+)
 from xlang.vlm.config import AlignConfig, InstructConfig, VitStageConfig
 from xlang.vlm.data import IMAGE_PLACEHOLDER, SkippedSample, check_record, to_messages, write_skipped
 
@@ -583,7 +589,8 @@ def train_vit_stage(
         module.base().model.language_model.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
-    if config.compile == "yes" or (config.compile == "auto" and accelerator.device.type == "cuda"):
+    wants_compile = config.compile == "yes" or (config.compile == "auto" and accelerator.device.type == "cuda")
+    if wants_compile and layers_may_compile(config.compile, accelerator):
         compile_language_layers(module)
     eval_fn = None
     if config.eval_samples:
