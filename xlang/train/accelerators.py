@@ -118,8 +118,8 @@ def partitions_parameters(accelerator: Any) -> bool:
 
 def layers_may_compile(compile_setting: str, accelerator: Any) -> bool:
     """False under ZeRO-3, whose gather and release hooks run around every layer: dynamo traces into them and
-    recompiles until it gives up (24 steps of a tiny model took minutes instead of seconds). `compile=yes`
-    there is refused with one line rather than quietly ignored."""
+    recompiles until it hits its limit (24 steps of a tiny model took minutes instead of seconds).
+    `compile=yes` there is refused with one line rather than quietly ignored."""
     if not partitions_parameters(accelerator):
         return True
     if compile_setting == "yes":
