@@ -282,6 +282,41 @@ def test_deepspeed_two_processes_match_one_survive_kill_9_and_export_plain_folde
     assert not extensions.exists() or not any(extensions.iterdir()), "DeepSpeed compiled an op"
 
 
+@pytest.mark.slow
+def test_deepspeed_staged_run_resumed_in_a_later_stage_keeps_what_the_finished_stage_trained(
+    tiny_expanded: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    """Staged unfreezing under DeepSpeed ZeRO-2: stage `rows` trains the new rows, stage `lora` freezes them and
+    trains LoRA. A rank is killed during `lora`; the restart finds `rows` finished and must restore its rows,
+    which `lora`'s engine checkpoints leave out as frozen (they were lost before: the export had the rows of
+    `init`)."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    model_dir, _, new_ids = tiny_expanded
+    stages = [
+        {"name": "rows", "train": ["new-rows"], "steps": 2, "lr": 5e-3},
+        {"name": "lora", "train": ["lora"], "steps": 4, "lr": 5e-3},
+    ]
+    command = _command(
+        tmp_path, tiny_expanded, "staged", 2, distributed="deepspeed", save_every=2, stages=stages, eval_every=0
+    )
+    run = tmp_path / "staged"
+    _kill_a_rank_after_the_first_checkpoint(
+        command, run / "stages" / "lora" / "checkpoints", tmp_path / "pid-staged-rank1"
+    )
+    assert not (run / "pretrain.json").exists(), "the run finished before the kill"
+    _run(command)
+
+    rows_final = load_file(str(run / "stages" / "rows" / "checkpoints" / "step-000002" / "trainable.safetensors"))
+    trained = next(tensor for name, tensor in rows_final.items() if "embed_tokens" in name)
+    exported = AutoModelForCausalLM.from_pretrained(run / "model").get_input_embeddings().weight.detach()
+    base = AutoModelForCausalLM.from_pretrained(model_dir).get_input_embeddings().weight.detach()
+    assert not torch.equal(trained, base[new_ids]), "stage rows did not train the new rows"
+    torch.testing.assert_close(exported[new_ids], trained.to(exported.dtype), atol=0, rtol=0)
+
+
 # ----------------------------------------------------------------------------------------- VIT stage 2
 
 VIT_STEPS = 4

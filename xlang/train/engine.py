@@ -396,11 +396,9 @@ def _gathered_trainable_state(model: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def _partitioned_trainable_state(accelerator: Accelerator, model: Any) -> dict[str, torch.Tensor] | None:
-    """Under ZeRO-3, the full trainable tensors on every process (a collective: all must call it); None
-    under other DeepSpeed stages, whose parameters are whole and whose export reads them directly."""
-    if not partitions_parameters(accelerator):
-        return None
+def _whole_trainable_state(accelerator: Accelerator, model: Any) -> dict[str, torch.Tensor]:
+    """The full trainable tensors of a DeepSpeed model on every process (gathered under ZeRO-3: a
+    collective, all must call it)."""
     named = [(name, param) for name, param in accelerator.unwrap_model(model).named_parameters() if param.requires_grad]
     with whole_parameters([param for _, param in named], accelerator):
         return {name: param.detach().to("cpu").contiguous().clone() for name, param in named}
@@ -481,8 +479,10 @@ def _save_checkpoint(
                 save_file(full, str(staging / "trainable.safetensors"))
     elif _is_sharded(accelerator):  # DeepSpeed: its engine writes model and optimizer shards per rank
         accelerator.save_state(str(staging / "accelerate"), exclude_frozen_parameters=True)
-        # ZeRO-3's last checkpoint also holds the whole trainable tensors, which the export loads
-        full = _partitioned_trainable_state(accelerator, model) if step == config.steps else None
+        # the last checkpoint also holds the whole trainable tensors: the export of a ZeRO-3 run loads them,
+        # and a later stage resumed in a fresh process restores this finished one from them (its engine
+        # checkpoints leave out what that stage froze)
+        full = _whole_trainable_state(accelerator, model) if step == config.steps else None
         if accelerator.is_main_process:  # the scheduler is ours, not prepared: accelerate does not save it
             _write_json_atomic(staging / "scheduler.json", scheduler.state_dict())
             if full is not None:
