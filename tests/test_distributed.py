@@ -248,12 +248,26 @@ def test_deepspeed_two_processes_match_one_survive_kill_9_and_export_plain_folde
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", stage)
     name = f"zero{stage}"
     sharded = tmp_path / name
-    if stage == "3":  # compiled layers would recompile around ZeRO-3's hooks every step: refused up front
-        compiled = _command(tmp_path, tiny_expanded, "compiled", 2, distributed="deepspeed", compile="yes")
-        refused = subprocess.run(compiled, env=_env(), capture_output=True, text=True, timeout=600)
-        assert refused.returncode != 0
-        assert "compile=yes cannot be used with DeepSpeed ZeRO-3" in refused.stderr
-        assert not (tmp_path / "compiled").exists(), "the refused run wrote its folder"
+    if stage == "3":  # refused up front, nothing written: compiled layers (they would recompile around
+        # ZeRO-3's hooks every step), and a row mask on a whole vocabulary matrix (it would act on a shard)
+        refusals = {
+            "compiled": ({"compile": "yes"}, "compile=yes cannot be used with DeepSpeed ZeRO-3"),
+            "masked": (
+                {
+                    "stages": [
+                        {"name": "rows", "train": ["new-rows"], "steps": 2, "lr": 5e-3},
+                        {"name": "head", "train": ["output"], "steps": 2, "lr": 5e-3},
+                    ]
+                },
+                "DeepSpeed ZeRO-3 cannot train part of a whole vocabulary matrix",
+            ),
+        }
+        for refused_name, (options, message) in refusals.items():
+            launch = _command(tmp_path, tiny_expanded, refused_name, 2, distributed="deepspeed", **options)
+            refused = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=600)
+            assert refused.returncode != 0
+            assert message in refused.stderr, refused.stderr[-2000:]
+            assert not (tmp_path / refused_name / "stages").exists(), f"the refused run {refused_name} trained"
     # DeepSpeed's save_checkpoint takes seconds even at this size: one checkpoint before the kill, two after
     command = _command(tmp_path, tiny_expanded, name, 2, distributed="deepspeed", save_every=8)
     checkpoints = sharded / "stages" / "lora" / "checkpoints"
