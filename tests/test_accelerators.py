@@ -1,5 +1,5 @@
 """The Accelerator a training stage gets: DeepSpeed's refusals come before any model loads, in one message
-naming the setting and the way out. (The DeepSpeed runs themselves are in tests/test_distributed.py and the
+naming the setting and the way out. (The DeepSpeed runs themselves are in tests/test_deepspeed.py and the
 torchrun test of tests/test_recipe_e2e.py.)"""
 
 from __future__ import annotations
