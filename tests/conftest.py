@@ -94,3 +94,20 @@ def xlang_cli(test_cache_dir: Path, smollm2_dir: Path, tmp_path: Path, monkeypat
         return result.exit_code, result.stdout, result.stderr
 
     return invoke
+
+
+@pytest.fixture(scope="module")
+def tiny_expanded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[int]]:
+    """(model_dir, tokenizer_dir, new ids): an untied tiny Llama whose 305 rows match a grown tokenizer, for the
+    sharded runs of tests/test_distributed.py and tests/test_deepspeed.py (one per module)."""
+    from sharded_runs import make_tiny_expanded
+
+    return make_tiny_expanded(tmp_path_factory.mktemp("tiny-sharded"))
+
+
+@pytest.fixture(scope="module")
+def single_run(tiny_expanded: tuple[Path, Path, list[int]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one-process run the sharded runs must reproduce (same global batch: 4 blocks per step)."""
+    from sharded_runs import run_one_process
+
+    return run_one_process(tmp_path_factory.mktemp("single-process"), tiny_expanded)

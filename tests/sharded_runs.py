@@ -82,11 +82,30 @@ def launch_env() -> dict[str, str]:
     }
 
 
-def script_command(tmp_path: Path, script: str, text: str, spec: dict[str, Any], processes: int) -> list[str]:
-    """Write the run's script and its spec (`<name>.json`), and the command that runs them in `processes`."""
-    (tmp_path / f"{spec['name']}.json").write_text(json.dumps(spec, ensure_ascii=False))
+def script_command(
+    tmp_path: Path,
+    script: str,
+    text: str,
+    name: str,
+    processes: int,
+    *,
+    config: dict[str, Any],
+    distributed: str,
+    **inputs: Any,
+) -> list[str]:
+    """Write the run's script and its spec (`<name>.json`: `inputs`, `config`, the output folder `<name>`),
+    and the command that runs them in `processes` (one process runs as `ddp`)."""
+    spec = {
+        **inputs,
+        "out": str(tmp_path / name),
+        "out_root": str(tmp_path),
+        "name": name,
+        "config": config,
+        "distributed": distributed if processes > 1 else "ddp",
+    }
+    (tmp_path / f"{name}.json").write_text(json.dumps(spec, ensure_ascii=False))
     (tmp_path / script).write_text(text)
-    return python_command([str(tmp_path / script), str(tmp_path / f"{spec['name']}.json")], processes)
+    return python_command([str(tmp_path / script), str(tmp_path / f"{name}.json")], processes)
 
 
 def run_to_completion(command: list[str]) -> None:
@@ -135,18 +154,19 @@ def pretrain_command(
         "lr": 5e-3,
         "keep_checkpoints": 3,
     }
-    spec = {
-        "model": str(model_dir),
-        "tokenizer": str(tokenizer_dir),
-        "texts": {"ko": random_texts(KO_WORDS, 120, "ko"), "en": random_texts(EN_WORDS, 120, "en")},
-        "new_ids": new_ids,
-        "out": str(tmp_path / name),
-        "out_root": str(tmp_path),
-        "name": name,
-        "config": config,
-        "distributed": distributed if processes > 1 else "ddp",
-    }
-    return script_command(tmp_path, "run.py", RUN_SCRIPT, spec, processes)
+    return script_command(
+        tmp_path,
+        "run.py",
+        RUN_SCRIPT,
+        name,
+        processes,
+        config=config,
+        distributed=distributed,
+        model=str(model_dir),
+        tokenizer=str(tokenizer_dir),
+        texts={"ko": random_texts(KO_WORDS, 120, "ko"), "en": random_texts(EN_WORDS, 120, "en")},
+        new_ids=new_ids,
+    )
 
 
 def step_records(out: Path) -> list[dict[str, float]]:
@@ -233,16 +253,10 @@ def vit_command(
         "progress": False,
         "seed": 3,
     }
-    spec = {
-        "model": str(llava),
-        "records": records,
-        "out": str(tmp_path / name),
-        "out_root": str(tmp_path),
-        "name": name,
-        "config": config,
-        "distributed": distributed if processes > 1 else "ddp",
-    }
-    return script_command(tmp_path, "vit.py", VIT_SCRIPT, spec, processes)
+    inputs = {"model": str(llava), "records": records}
+    return script_command(
+        tmp_path, "vit.py", VIT_SCRIPT, name, processes, config=config, distributed=distributed, **inputs
+    )
 
 
 def check_sharded_vit_stage(

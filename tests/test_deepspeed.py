@@ -17,23 +17,9 @@ from sharded_runs import (
     check_sharded_vit_stage,
     kill_a_rank_after_the_first_checkpoint,
     launch_env,
-    make_tiny_expanded,
     pretrain_command,
-    run_one_process,
     run_to_completion,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_expanded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[int]]:
-    """(model_dir, tokenizer_dir, new ids): an untied tiny Llama whose 305 rows match the grown tokenizer."""
-    return make_tiny_expanded(tmp_path_factory.mktemp("tiny-sharded"))
-
-
-@pytest.fixture(scope="module")
-def single_run(tiny_expanded: tuple[Path, Path, list[int]], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The one-process run the sharded runs must reproduce (same global batch: 4 blocks per step)."""
-    return run_one_process(tmp_path_factory.mktemp("single-process"), tiny_expanded)
 
 
 @pytest.mark.slow
