@@ -1,7 +1,8 @@
 """Launching a test's script as several processes on 127.0.0.1 (`torchrun`, gloo on CPU), or as one.
 
 `from launching import python_command`: the command line that runs `args` (a script and its arguments, or
-`-m MODULE ...`) in one process, or under torch's launcher in `processes` processes on a free port.
+`-m MODULE ...`) in one process, or under torch's launcher in `processes` processes on a free port;
+`accelerate_command` runs a script under `accelerate launch` with a config file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ def python_command(args: list[str], processes: int = 1) -> list[str]:
         return [sys.executable, *args]
     launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port", str(free_port())]
     return [sys.executable, *launcher, *args]
+
+
+def accelerate_command(args: list[str], processes: int, config_file: str) -> list[str]:
+    """`accelerate launch --config_file CONFIG --num_processes N ARGS` on a free port: accelerate's own launcher,
+    which passes the file's choices (DeepSpeed, its ZeRO stage) to the workers as environment variables."""
+    launcher = ["-m", "accelerate.commands.launch", "--config_file", config_file, "--num_processes", str(processes)]
+    return [sys.executable, *launcher, "--main_process_port", str(free_port()), *args]
 
 
 def rank_pids(launcher_pid: int) -> dict[int, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from launching import python_command
+from launching import accelerate_command, python_command
 
 KO_WORDS = "고양이 는 작은 빨간 집 근처 강 에서 사람들 이 걸어가는 동안 매트 위에 앉아 있었다".split()
 EN_WORDS = "the cat sat on a mat and looked at the small red house near the river while people walked by".split()
@@ -91,10 +91,12 @@ def script_command(
     *,
     config: dict[str, Any],
     distributed: str,
+    accelerate_config: Path | None = None,
     **inputs: Any,
 ) -> list[str]:
     """Write the run's script and its spec (`<name>.json`: `inputs`, `config`, the output folder `<name>`),
-    and the command that runs them in `processes` (one process runs as `ddp`)."""
+    and the command that runs them in `processes` (one process runs as `ddp`): torchrun's, or `accelerate
+    launch` with `accelerate_config`."""
     spec = {
         **inputs,
         "out": str(tmp_path / name),
@@ -105,7 +107,10 @@ def script_command(
     }
     (tmp_path / f"{name}.json").write_text(json.dumps(spec, ensure_ascii=False))
     (tmp_path / script).write_text(text)
-    return python_command([str(tmp_path / script), str(tmp_path / f"{name}.json")], processes)
+    args = [str(tmp_path / script), str(tmp_path / f"{name}.json")]
+    if accelerate_config is not None and processes > 1:
+        return accelerate_command(args, processes, str(accelerate_config))
+    return python_command(args, processes)
 
 
 def run_to_completion(command: list[str]) -> None:
@@ -239,7 +244,13 @@ train_vit_stage(spec["model"], spec["records"], InstructConfig(**spec["config"])
 
 
 def vit_command(
-    tmp_path: Path, llava: Path, records: list[dict], name: str, processes: int, distributed: str = "fsdp"
+    tmp_path: Path,
+    llava: Path,
+    records: list[dict],
+    name: str,
+    processes: int,
+    distributed: str = "fsdp",
+    accelerate_config: Path | None = None,
 ) -> list[str]:
     config = {
         "steps": VIT_STEPS,
@@ -255,8 +266,34 @@ def vit_command(
     }
     inputs = {"model": str(llava), "records": records}
     return script_command(
-        tmp_path, "vit.py", VIT_SCRIPT, name, processes, config=config, distributed=distributed, **inputs
+        tmp_path,
+        "vit.py",
+        VIT_SCRIPT,
+        name,
+        processes,
+        config=config,
+        distributed=distributed,
+        accelerate_config=accelerate_config,
+        **inputs,
     )
+
+
+ZERO3_ACCELERATE_CONFIG = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: DEEPSPEED
+deepspeed_config:
+  zero_stage: 3
+  zero3_init_flag: true
+  gradient_accumulation_steps: 1
+mixed_precision: 'no'
+num_machines: 1
+machine_rank: 0
+rdzv_backend: static
+same_network: true
+use_cpu: false
+"""
+"""What `accelerate config` writes for DeepSpeed ZeRO-3 on one machine, with `zero3_init_flag` on: the
+setting under which transformers would build the model as empty shards."""
 
 
 def check_sharded_vit_stage(
@@ -265,7 +302,6 @@ def check_sharded_vit_stage(
     smollm2_dir: Path,
     test_cache_dir: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Stage 2 (projector + LoRA) on a tiny random LLaVA (a 2-layer Llama with SmolLM2's tokenizer, a 2-layer
     DINOv2) with the ko and en plugins' seed records: sharded over two processes (FSDP2, or DeepSpeed ZeRO-3,
@@ -288,10 +324,15 @@ def check_sharded_vit_stage(
     ]
     run_to_completion(vit_command(tmp_path, llava, records, "single", 1))
 
-    if distributed == "zero3":
-        monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    accelerate_config = None
+    if distributed == "zero3":  # through `accelerate launch` and its config file, not torchrun
+        accelerate_config = tmp_path / "zero3.yaml"
+        accelerate_config.write_text(ZERO3_ACCELERATE_CONFIG)
     sharded = tmp_path / "sharded"
-    command = vit_command(tmp_path, llava, records, "sharded", 2, "fsdp" if distributed == "fsdp" else "deepspeed")
+    # under the DeepSpeed config file, `distributed` is left at its default, as a user's command would be
+    command = vit_command(
+        tmp_path, llava, records, "sharded", 2, "ddp" if accelerate_config else distributed, accelerate_config
+    )
     checkpoints = sharded / "run" / "checkpoints"
     kept = kill_a_rank_after_the_first_checkpoint(command, checkpoints, tmp_path / "pid-sharded-rank0")
     assert not (sharded / "model").exists(), "the killed run exported a model"

@@ -56,3 +56,16 @@ def test_deepspeed_without_the_package_stops_when_the_settings_load(monkeypatch:
     with pytest.raises(XlangError, match=r"needs the deepspeed package"):
         check_distributed("deepspeed")
     assert load_settings(None, language="ko", distributed="fsdp").distributed == "fsdp"
+
+
+def test_a_deepspeed_config_file_and_fsdp_together_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`accelerate launch --config_file ds.yaml ... --distributed fsdp` asks for two ways to shard: one line, before
+    any Accelerator exists."""
+    from accelerate.state import is_initialized
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    before = is_initialized()
+    with pytest.raises(XlangError, match=r"config file that selects DeepSpeed, and distributed=fsdp.*choose one"):
+        make_accelerator(mixed_precision=None, cuda=False, distributed="fsdp")
+    assert is_initialized() == before

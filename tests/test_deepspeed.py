@@ -127,9 +127,9 @@ def test_deepspeed_staged_run_resumed_in_a_later_stage_keeps_what_the_finished_s
 
 @pytest.mark.slow
 def test_zero3_vit_stage_matches_one_process_survives_kill_9_and_exports_a_plain_llava(
-    smollm2_dir: Path, test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    smollm2_dir: Path, test_cache_dir: Path, tmp_path: Path
 ) -> None:
     """Stage 2 (projector + LoRA) of a tiny LLaVA under DeepSpeed ZeRO-3, whose fused loss reads the output
-    layer outside its forward: sharded over two processes, killed, restarted
-    (`sharded_runs.check_sharded_vit_stage`)."""
-    check_sharded_vit_stage("zero3", "deepspeed-zero3", smollm2_dir, test_cache_dir, tmp_path, monkeypatch)
+    layer outside its forward, launched by `accelerate launch` with a config file that turns `zero3_init_flag`
+    on: sharded over two processes, killed, restarted (`sharded_runs.check_sharded_vit_stage`)."""
+    check_sharded_vit_stage("zero3", "deepspeed-zero3", smollm2_dir, test_cache_dir, tmp_path)

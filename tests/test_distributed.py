@@ -45,8 +45,8 @@ def test_fsdp_two_processes_match_one_survive_kill_9_and_export_plain_folders(
 
 @pytest.mark.slow
 def test_fsdp_vit_stage_matches_one_process_survives_kill_9_and_exports_a_plain_llava(
-    smollm2_dir: Path, test_cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    smollm2_dir: Path, test_cache_dir: Path, tmp_path: Path
 ) -> None:
     """Stage 2 (projector + LoRA) of a tiny LLaVA under FSDP2: sharded over two processes, killed, restarted
     (`sharded_runs.check_sharded_vit_stage`)."""
-    check_sharded_vit_stage("fsdp", "fsdp2", smollm2_dir, test_cache_dir, tmp_path, monkeypatch)
+    check_sharded_vit_stage("fsdp", "fsdp2", smollm2_dir, test_cache_dir, tmp_path)

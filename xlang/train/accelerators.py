@@ -41,6 +41,11 @@ def deepspeed_requested(distributed: str) -> bool:
     """DeepSpeed by our setting or by accelerate's (a config file passed to `accelerate launch`), and only
     for a launched run: one process has nothing to shard."""
     by_accelerate = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if by_accelerate and distributed == "fsdp" and world_size() > 1:
+        raise XlangError(
+            "accelerate was launched with a config file that selects DeepSpeed, and distributed=fsdp asks for "
+            "FSDP; choose one: drop --distributed (or set it to deepspeed), or launch without the DeepSpeed config"
+        )
     return (distributed == "deepspeed" or by_accelerate) and world_size() > 1
 
 
