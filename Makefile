@@ -37,7 +37,7 @@ demo: setup
 	$(VENV)/bin/xlang extend --lang ko --steps 100 --out runs/demo-ko
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 bench: setup
 	$(PY) bench/tokenizer_compression.py

@@ -20,11 +20,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+LONGEST_MODULES = ("test_deepspeed", "test_recipe_e2e", "test_distributed", "test_train", "test_embeddings_quality")
+"""Modules that take minutes each on two cores (CI's `--durations`), the longest first."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Modules that hold slow tests run first (in their own order otherwise): with two workers taking whole
-    modules, a slow module left for last would keep one worker busy while the other has nothing to do."""
+    """The longest modules run first, then the other modules with slow tests, then the rest (in their own
+    order otherwise). Two workers take whole modules (`--dist loadfile`, with `--no-loadscope-reorder`, which
+    keeps this order instead of xdist's, by number of tests), so a long module left for last would keep one
+    worker busy while the other has nothing to do."""
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow") and item.module is not None}
-    items.sort(key=lambda item: item.module is None or item.module.__name__ not in slow)
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.module.__name__ if item.module is not None else ""
+        if name in LONGEST_MODULES:
+            return (0, LONGEST_MODULES.index(name))
+        return (1, 0) if name in slow else (2, 0)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
