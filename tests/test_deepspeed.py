@@ -61,7 +61,8 @@ def test_deepspeed_two_processes_match_one_survive_kill_9_and_export_plain_folde
             refused = subprocess.run(launch, env=launch_env(), capture_output=True, text=True, timeout=600)
             assert refused.returncode != 0
             assert message in refused.stderr, refused.stderr[-2000:]
-            assert not (tmp_path / refused_name / "stages").exists(), f"the refused run {refused_name} trained"
+            # no folder at all: a record of the refused configuration would refuse the corrected one
+            assert not (tmp_path / refused_name).exists(), f"the refused run {refused_name} wrote its folder"
     # DeepSpeed's save_checkpoint takes seconds even at this size: one checkpoint before the kill, two after
     command = pretrain_command(tmp_path, tiny_expanded, name, 2, distributed="deepspeed", save_every=8)
     checkpoints = sharded / "stages" / "lora" / "checkpoints"

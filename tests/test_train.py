@@ -433,6 +433,31 @@ def test_bad_inputs_exit_2_and_touch_nothing(tiny: tuple[Path, Path, list[int]],
     assert tree_digest(out) == before
 
 
+def test_a_model_without_the_new_rows_is_refused_and_the_corrected_run_uses_the_same_folder(
+    tiny: tuple[Path, Path, list[int]], tmp_path: Path
+) -> None:
+    """A model folder from before the embedding stage (fewer rows than the tokenizer): one line, no folder. The
+    refused run must not leave a record of its configuration, or the corrected run (another model folder)
+    would be refused as "another configuration" in the same output folder."""
+    from transformers import AutoModelForCausalLM
+
+    from xlang.train import pretrain
+
+    model_dir, tokenizer_dir, new_ids = tiny
+    short = AutoModelForCausalLM.from_pretrained(model_dir)
+    short.resize_token_embeddings(min(new_ids))
+    short.save_pretrained(tmp_path / "short")
+    out = tmp_path / "run"
+    with pytest.raises(
+        XlangError, match=r"embedding rows; pretrain needs the model the embedding stage wrote"
+    ) as refused:
+        pretrain(tmp_path / "short", tokenizer_dir, corpora(), None, quick_config(), out, new_token_ids=new_ids)
+    assert refused.value.exit_code == 2 and not out.exists()
+    config = quick_config(steps=2, save_every=2, eval_every=0)
+    result = pretrain(model_dir, tokenizer_dir, corpora(), None, config, out, new_token_ids=new_ids)
+    assert result.model_dir.is_dir()
+
+
 def test_engine_refuses_a_folder_of_another_config(tmp_path: Path) -> None:
     import torch
 

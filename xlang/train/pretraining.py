@@ -465,12 +465,6 @@ def pretrain(
         document_mask=config.document_mask,
     )
 
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not existing.is_file():
-            _write_json_atomic(existing, {"config_hash": run_hash, "fingerprint": fingerprint})
-    accelerator.wait_for_everyone()
-
     # model: the expanded base, wrapped once for every stage's parts
     load_kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype_name)}
     if config.attn_implementation:
@@ -493,6 +487,13 @@ def pretrain(
             "'embeddings'): its row mask would be lost when the matrix is sharded; use distributed=ddp or "
             "DeepSpeed ZeRO-2"
         )
+    # the run's record only once every check has passed: a refused run leaves no folder whose configuration
+    # would refuse the corrected one
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not existing.is_file():
+            _write_json_atomic(existing, {"config_hash": run_hash, "fingerprint": fingerprint})
+    accelerator.wait_for_everyone()
     # by name: sharding replaces the parameter objects, names stay
     stage_names = [{n for n, p in wrapper.named_parameters() if predicate(n, p)} for predicate, _ in selections]
     evaluate = eval_fn or (
