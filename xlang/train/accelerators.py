@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 ZERO_STAGE_VARIABLE = "ACCELERATE_DEEPSPEED_ZERO_STAGE"
 """accelerate's own variable (also written by `accelerate launch` from a config file): the ZeRO stage."""
 
+SUPPORTED_ZERO_STAGES = ("2", "3")
+"""Stage 2 (gradients and optimizer state sharded) and 3 (parameters too); 0 and 1 are refused."""
+
 
 def check_distributed(distributed: str) -> None:
     """Refuse an unknown mode, or DeepSpeed where the package is missing, before any model loads."""
@@ -92,9 +95,6 @@ def make_accelerator(*, mixed_precision: str | None, cuda: bool, distributed: st
         raise _zero_stage_refused(chosen.zero_stage)
     _load_whole_models()
     return accelerator
-
-
-SUPPORTED_ZERO_STAGES = ("2", "3")
 
 
 def _load_whole_models() -> None:

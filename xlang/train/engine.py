@@ -399,9 +399,9 @@ def _gathered_trainable_state(model: Any) -> dict[str, torch.Tensor]:
 def _whole_trainable_state(accelerator: Accelerator, model: Any) -> dict[str, torch.Tensor]:
     """The full trainable tensors of a DeepSpeed model on every process (gathered under ZeRO-3: a
     collective, all must call it)."""
-    named = [(name, param) for name, param in accelerator.unwrap_model(model).named_parameters() if param.requires_grad]
-    with whole_parameters([param for _, param in named], accelerator):
-        return {name: param.detach().to("cpu").contiguous().clone() for name, param in named}
+    inner = accelerator.unwrap_model(model)
+    with whole_parameters([param for param in inner.parameters() if param.requires_grad], accelerator):
+        return _trainable_state(inner)
 
 
 def _dcp_state(model: Any, optimizer: Any) -> dict[str, Any]:
