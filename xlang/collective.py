@@ -104,3 +104,15 @@ def stop_serving() -> None:
 
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         _broadcast((_STOP,))
+
+
+def end_process_group() -> None:
+    """Every rank, once the run is over: close the process group before the interpreter exits. Left open,
+    gloo's threads were torn down at exit, and a finished run once ended in `terminate called without an
+    active exception` (SIGABRT) on rank 0 after its last line, so torchrun reported a failure."""
+    if world_size() <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

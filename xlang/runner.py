@@ -626,6 +626,7 @@ def extend(
         collective.start_process_group()
         if collective.rank() != 0:
             collective.serve_calls()
+            collective.end_process_group()
             manifest_path = run_dir / MANIFEST
             return json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     base_model = resolver.base_model()
@@ -634,4 +635,5 @@ def extend(
     # only after a whole run: a failed rank 0 may have left the others inside a training call, where a message
     # would meet the wrong collective; its exit ends them instead (torchrun stops every rank when one fails)
     collective.stop_serving()
+    collective.end_process_group()
     return manifest
