@@ -100,3 +100,101 @@ def test_models_answer_in_turn_with_the_order_reversed_every_other_prompt(smollm
     for name in ("A", "B"):
         assert found[name]["tokens_per_s"] > 0
         assert 0 <= found[name]["in_language_share"] <= 1
+
+
+REFERENCE = "고양이가 매트 위에 앉아 있습니다. 고양이는 노란 눈으로 카메라를 봅니다."
+WORDS = ["고양이", "매트", "있습니다", "카메라"]
+
+
+def _save_expanded_chat_lm(folder: Path, base: Path, words: list[str]) -> Path:
+    """The tiny chat model with whole Korean words added to its real tokenizer and rows grown to match."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    assert tokenizer.add_tokens(words) == len(words)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _count_passes(chat: Any) -> list[int]:
+    calls: list[int] = []
+    chat.model.register_forward_hook(lambda module, args, output: calls.append(1))
+    return calls
+
+
+def test_writing_a_reply_takes_the_steps_of_generation_one_per_token_of_its_spelling(
+    smollm2_dir: Path, tmp_path: Path
+) -> None:
+    """`ChatModel.write` decodes the given reply as generation would (one pass over the cache per token, then the
+    end of the turn) and returns exactly that text; a tokenizer that spells it shorter takes fewer passes."""
+    from tiny_models import save_tiny_chat_lm
+
+    from xlang.serve.engine import ChatModel
+
+    base_folder = save_tiny_chat_lm(tmp_path / "base", smollm2_dir)
+    expanded_folder = _save_expanded_chat_lm(tmp_path / "expanded", base_folder, WORDS)
+    messages = [{"role": "user", "content": "무엇이 보이나요?"}]
+    written = {}
+    for name, folder in (("base", base_folder), ("expanded", expanded_folder)):
+        chat = ChatModel.load(folder)
+        passes = _count_passes(chat)
+        generation = chat.write(messages, REFERENCE)
+        spelling = chat.tokenizer(REFERENCE, add_special_tokens=False)["input_ids"]
+        assert generation.text == REFERENCE
+        assert generation.completion_tokens == len(spelling) + 1  # and the end of the turn
+        assert generation.finish_reason == "stop"
+        assert len(passes) == generation.completion_tokens
+        assert 0 < generation.prompt_seconds
+        # free generation of as many tokens costs the same passes
+        passes.clear()
+        free = chat.generate(messages, max_tokens=5, temperature=0.0)
+        assert len(passes) == free.completion_tokens
+        written[name] = generation
+    assert written["expanded"].completion_tokens < written["base"].completion_tokens
+
+
+def test_a_reply_that_does_not_fit_the_context_is_refused_before_any_pass(smollm2_dir: Path, tmp_path: Path) -> None:
+    from tiny_models import save_tiny_chat_lm
+
+    from xlang.serve.engine import ChatModel, RequestError
+
+    chat = ChatModel.load(save_tiny_chat_lm(tmp_path / "base", smollm2_dir))
+    chat.context_length = 64
+    passes = _count_passes(chat)
+    with pytest.raises(RequestError, match="do not fit"):
+        chat.write([{"role": "user", "content": "?"}], REFERENCE * 4)
+    with pytest.raises(RequestError, match="empty"):
+        chat.write([{"role": "user", "content": "?"}], "")
+    assert passes == []
+
+
+def test_models_write_the_same_references_in_turn_and_the_shorter_spelling_shows(
+    smollm2_dir: Path, tmp_path: Path
+) -> None:
+    """With references, `interleaved_speed` has every model write them too (`same_text_*`): characters per token
+    on the same text are the tokenizers' own, whatever the models would answer."""
+    from tiny_models import save_tiny_chat_lm
+
+    from xlang import plugins
+    from xlang.serve.engine import ChatModel
+
+    base_folder = save_tiny_chat_lm(tmp_path / "base", smollm2_dir)
+    expanded_folder = _save_expanded_chat_lm(tmp_path / "expanded", base_folder, WORDS)
+    chats = {"expanded": ChatModel.load(expanded_folder), "base": ChatModel.load(base_folder)}
+    prompts = [("q0", "무엇이 보이나요?", None), ("q1", "고양이는 어디에 있나요?", None), ("q2", "왜?", None)]
+    references = {"q0": REFERENCE, "q1": "고양이는 매트 위에 있습니다."}  # q2 has none: only answered
+    found: dict[str, Any] = interleaved_speed(
+        chats, prompts, plugins.get_language("ko"), max_tokens=3, references=references
+    )
+    chars = len(REFERENCE) + len(references["q1"])
+    for name, chat in chats.items():
+        spellings = [chat.tokenizer(text, add_special_tokens=False)["input_ids"] for text in references.values()]
+        steps = sum(len(spelling) + 1 for spelling in spellings)
+        assert found[name]["same_text_chars_per_token"] == pytest.approx(chars / steps)
+        assert found[name]["same_text_reply_chars_per_s"] > found[name]["same_text_chars_per_s"] > 0
+    assert found["expanded"]["same_text_chars_per_token"] > found["base"]["same_text_chars_per_token"]
+    without: dict[str, Any] = interleaved_speed(chats, prompts[2:], plugins.get_language("ko"), max_tokens=3)
+    assert not any(name.startswith("same_text") for name in without["base"])

@@ -323,12 +323,19 @@ def test_the_ab_recipe_under_torchrun_trains_both_arms_with_deepspeed_resumes_an
         assert 0 <= metrics[f"speed/{arm_name}/qaa/in_language_share"] <= 1
     both_replied = all(f"speed/{arm}/qaa/in_language_chars_per_s" in metrics for arm in ("expanded", "base-vocab"))
     assert ("chars_per_s_ratio/qaa" in metrics) is both_replied
+    # and both wrote the smoke set's reference replies: the expanded spelling takes fewer steps for the same text
+    assert (
+        metrics["speed/expanded/qaa/same_text_chars_per_token"]
+        > metrics["speed/base-vocab/qaa/same_text_chars_per_token"]
+    )
+    assert metrics["same_text_chars_per_s_ratio/qaa"] > 0
     assert (run / "evaluate" / "ab.png").is_file()
     report = (run / "report.md").read_text()
     assert "base-vocab" in report
     # a ratio sentence when both arms replied in the language, else how often each did
     assert ("characters per second of the base-vocabulary model" in report) is both_replied
     assert ("no speed ratio" in report) is not both_replied
+    assert "Testish, the same text: writing the suites' reference replies" in report
     # the same command in one process finds everything finished, the inner arm included
     again = _xlang(*extend, env=env, cwd=tmp_path)
     assert again.returncode == 0 and "running" not in again.stdout, again.stdout + again.stderr

@@ -8,6 +8,7 @@ judge that gave no score resumes where it stopped; a changed model or setting as
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
@@ -35,6 +36,8 @@ class Answer:
     saw_image: bool
     language_bearing: bool
     """Whether the reply is free text that should be in the language (not a letter picked among options)."""
+    prompt_seconds: float = 0.0
+    """Of `seconds`, the pass over the prompt before the first token (the rest is spent writing the reply)."""
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -123,6 +126,7 @@ class Answerer:
             completion_tokens=generation.completion_tokens,
             saw_image=image is not None and self.reads_images,
             language_bearing=language_bearing,
+            prompt_seconds=generation.prompt_seconds,
         )
         if self._file is not None:
             self._file.append({"fingerprint": self.fingerprint, **asdict(answer)})
@@ -130,6 +134,24 @@ class Answerer:
         if self.on_answer is not None:
             self.on_answer(answer)
         return answer
+
+    def write(self, key: str, question: str, reply: str, image: Any | None = None) -> Answer:
+        """The model writing `reply` to `question` token by token as if it had chosen it
+        (`ChatModel.write`): the cost of that text in this model, timed like `ask`. Never kept in the book:
+        it says how fast, not what the model would answer."""
+        messages = self._messages(question, image)
+        began = time.perf_counter()
+        generation = self.chat.write(messages, reply)
+        return Answer(
+            key=f"{self.scope}/{key}" if self.scope else key,
+            text=generation.text,
+            seconds=time.perf_counter() - began,
+            prompt_tokens=generation.prompt_tokens,
+            completion_tokens=generation.completion_tokens,
+            saw_image=image is not None and self.reads_images,
+            language_bearing=True,
+            prompt_seconds=generation.prompt_seconds,
+        )
 
     def _messages(self, question: str, image: Any | None) -> list[dict[str, Any]]:
         content: Any = question
@@ -175,9 +197,10 @@ def _read_book(book: Path, fingerprint: str) -> dict[str, Answer]:
     if not book.is_file():
         raise XlangError(f"{book} is not a file; remove it or choose another --out")
     fields = set(Answer.__dataclass_fields__)
+    required = {field.name for field in dataclasses.fields(Answer) if field.default is dataclasses.MISSING}
     for line in log_lines(book):
-        if line.get("fingerprint") == fingerprint and fields <= set(line):
-            found[line["key"]] = Answer(**{name: line[name] for name in fields})
+        if line.get("fingerprint") == fingerprint and required <= set(line):
+            found[line["key"]] = Answer(**{name: line[name] for name in fields if name in line})
     return found
 
 

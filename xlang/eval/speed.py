@@ -5,6 +5,10 @@ Timing each model's evaluation on its own compares two moments of a machine, not
 machine the load can change by 2x between them. Here every prompt is answered by every model in turn, the
 order reversed on every other prompt (A B, B A, ...), and only replies in the language count: a reply in
 another language has other characters per token and would flatter the model that drifts into it.
+
+Free replies time what each model chooses to write, so a model that loops or drifts out of the language says
+little about its tokenizer. With references, every model also writes the same reference replies token by token
+(`ChatModel.write`): characters per second on the same text, the payoff of a shorter spelling on its own.
 """
 
 from __future__ import annotations
@@ -25,21 +29,46 @@ def interleaved_speed(
     language: LanguageSpec,
     *,
     max_tokens: int,
+    references: Mapping[str, str] | None = None,
     on_answer: Callable[[str, Answer], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per model (`name -> xlang.serve.engine.ChatModel`): `in_language_chars_per_s` (characters of the replies
     in the language over their generation seconds), `in_language_share`, `tokens_per_s` and `chars_per_token`
-    (all replies). Greedy; every model answers every prompt with the same `max_tokens`."""
+    (all replies). Greedy; every model answers every prompt with the same `max_tokens`. `references` (prompt
+    key -> a reply in the language) adds the `same_text_*` figures of `same_text_metrics`."""
     answerers = {name: Answerer(chat, language, None, max_tokens=max_tokens) for name, chat in chats.items()}
     answers: dict[str, list[Answer]] = {name: [] for name in chats}
+    written: dict[str, list[Answer]] = {name: [] for name in chats}
     names = list(chats)
     for position, (key, question, image) in enumerate(prompts):
-        for name in names if position % 2 == 0 else reversed(names):
+        order = names if position % 2 == 0 else list(reversed(names))
+        for name in order:
             answer = answerers[name].ask(key, question, image)
             answers[name].append(answer)
             if on_answer is not None:
                 on_answer(name, answer)
-    return {name: speed_metrics(replies, language) for name, replies in answers.items()}
+        reference = (references or {}).get(key)
+        for name in order if reference else ():
+            written[name].append(answerers[name].write(key, question, reference, image))
+    return {
+        name: {**speed_metrics(replies, language), **same_text_metrics(written[name])}
+        for name, replies in answers.items()
+    }
+
+
+def same_text_metrics(written: Sequence[Answer]) -> dict[str, float]:
+    """Figures of the same reference replies written by a model (`Answerer.write`): `same_text_chars_per_s`
+    (prompt included, as the free replies are timed), `same_text_reply_chars_per_s` (after the pass over the
+    prompt: what a reader watching the reply stream sees) and `same_text_chars_per_token`."""
+    rates = generation_rates(written)
+    if not rates:
+        return {}
+    chars = sum(len(answer.text) for answer in written)
+    writing = sum(answer.seconds - answer.prompt_seconds for answer in written)
+    metrics = {"same_text_chars_per_s": rates["chars_per_s"], "same_text_chars_per_token": rates["chars_per_token"]}
+    if writing > 0:
+        metrics["same_text_reply_chars_per_s"] = chars / writing
+    return metrics
 
 
 def speed_metrics(answers: Sequence[Answer], language: LanguageSpec) -> dict[str, float]:

@@ -20,6 +20,7 @@ import json
 import random
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+    prompt_seconds: float = 0.0
+    """Seconds of the pass over the prompt that gave the first token's logits (0 where not timed)."""
 
 
 @dataclass(frozen=True)
@@ -400,6 +403,25 @@ class ChatModel:
         )
         return self.run(prepared, on_text=on_text, cancelled=cancelled)
 
+    def write(self, messages: Any, reply: str) -> Generation:
+        """Decode `reply` as if the model had chosen it: the steps of greedy generation (a pass over the cache
+        per token, the logits read, a token picked, the text detokenized), each picked token replaced by the
+        reply's next one, then the end of the turn. What it costs this model to write that text, whatever it
+        would have written itself: a tokenizer's shorter spelling shows as speed even in a model that cannot
+        yet write the language well."""
+        if not reply:
+            raise RequestError("the reply to write is empty")
+        if not self.eos_ids:
+            raise RequestError(f"model {self.folder.name!r} has no end-of-turn token to end the reply with")
+        forced = [*self.tokenizer(reply, add_special_tokens=False)["input_ids"], self.eos_ids[0]]
+        request = self.prepare(messages, max_tokens=len(forced), temperature=0.0, seed=0)
+        if request.max_tokens < len(forced):
+            raise RequestError(
+                f"the prompt and the reply ({len(forced)} tokens) do not fit model {self.folder.name!r}'s context"
+            )
+        with self._lock:
+            return self._decode(request, None, None, forced=forced)
+
     def choose(self, messages: Any, choices: Sequence[str]) -> Generation:
         """The reply among `choices` that the model finds most likely after the prompt (summed log-probability
         of its tokens, then the end of the turn): a judge that is asked for a verdict always gives one, and a
@@ -452,7 +474,10 @@ class ChatModel:
         request: PreparedRequest,
         on_text: Callable[[str], None] | None,
         cancelled: Callable[[], bool] | None,
+        *,
+        forced: Sequence[int] | None = None,
     ) -> Generation:
+        """Generate; with `forced`, every picked token is replaced by the next of those ids (`write`)."""
         import torch
 
         from xlang.serve.constraints import ConstraintProcessor
@@ -469,11 +494,15 @@ class ChatModel:
         completion_tokens = 0
         text: str | None = None
         model_inputs: dict[str, Any] = {**request.inputs, "use_cache": True}
+        prompt_seconds = 0.0
         with torch.inference_mode():
             while completion_tokens < request.max_tokens:
                 if cancelled is not None and cancelled():
                     break
+                began = time.perf_counter()
                 output = self.model(**model_inputs, **self._keep_last_logits)
+                if completion_tokens == 0:
+                    prompt_seconds = time.perf_counter() - began
                 logits = output.logits[0, -1].float().to("cpu")
                 if self.suppressed:
                     logits[list(self.suppressed)] = float("-inf")
@@ -483,6 +512,8 @@ class ChatModel:
                     finish_reason = "stop"
                     break
                 token = _pick(logits, request.temperature, request.top_p, generator)
+                if forced is not None:
+                    token = forced[completion_tokens]
                 completion_tokens += 1
                 sequence.append(token)
                 if token in self.eos_ids:
@@ -513,7 +544,7 @@ class ChatModel:
                 text, finish_reason = text[:cut], "stop"
         if on_text is not None and len(text) > emitted:
             on_text(text[emitted:])
-        return Generation(text, request.prompt_tokens, completion_tokens, finish_reason)
+        return Generation(text, request.prompt_tokens, completion_tokens, finish_reason, prompt_seconds)
 
 
 def _find_stop(text: str, stops: Sequence[str], start: int) -> int | None:
