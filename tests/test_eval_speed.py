@@ -147,7 +147,7 @@ def test_writing_a_reply_takes_the_steps_of_generation_one_per_token_of_its_spel
         assert generation.completion_tokens == len(spelling) + 1  # and the end of the turn
         assert generation.finish_reason == "stop"
         assert len(passes) == generation.completion_tokens
-        assert 0 < generation.prompt_seconds
+        assert 0 < generation.reply_seconds
         # free generation of as many tokens costs the same passes
         passes.clear()
         free = chat.generate(messages, max_tokens=5, temperature=0.0)

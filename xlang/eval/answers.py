@@ -36,8 +36,8 @@ class Answer:
     saw_image: bool
     language_bearing: bool
     """Whether the reply is free text that should be in the language (not a letter picked among options)."""
-    prompt_seconds: float = 0.0
-    """Of `seconds`, the pass over the prompt before the first token (the rest is spent writing the reply)."""
+    reply_seconds: float = 0.0
+    """Of `seconds`, those after the pass over the prompt (`Generation.reply_seconds`)."""
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -126,7 +126,7 @@ class Answerer:
             completion_tokens=generation.completion_tokens,
             saw_image=image is not None and self.reads_images,
             language_bearing=language_bearing,
-            prompt_seconds=generation.prompt_seconds,
+            reply_seconds=generation.reply_seconds,
         )
         if self._file is not None:
             self._file.append({"fingerprint": self.fingerprint, **asdict(answer)})
@@ -150,7 +150,7 @@ class Answerer:
             completion_tokens=generation.completion_tokens,
             saw_image=image is not None and self.reads_images,
             language_bearing=True,
-            prompt_seconds=generation.prompt_seconds,
+            reply_seconds=generation.reply_seconds,
         )
 
     def _messages(self, question: str, image: Any | None) -> list[dict[str, Any]]:

@@ -64,7 +64,7 @@ def same_text_metrics(written: Sequence[Answer]) -> dict[str, float]:
     if not rates:
         return {}
     chars = sum(len(answer.text) for answer in written)
-    writing = sum(answer.seconds - answer.prompt_seconds for answer in written)
+    writing = sum(answer.reply_seconds for answer in written)
     metrics = {"same_text_chars_per_s": rates["chars_per_s"], "same_text_chars_per_token": rates["chars_per_token"]}
     if writing > 0:
         metrics["same_text_reply_chars_per_s"] = chars / writing

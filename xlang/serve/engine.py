@@ -52,8 +52,9 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
-    prompt_seconds: float = 0.0
-    """Seconds of the pass over the prompt that gave the first token's logits (0 where not timed)."""
+    reply_seconds: float = 0.0
+    """Seconds of decoding after the pass over the prompt: what a reader watching the reply stream waits for
+    (0 where not timed)."""
 
 
 @dataclass(frozen=True)
@@ -494,15 +495,14 @@ class ChatModel:
         completion_tokens = 0
         text: str | None = None
         model_inputs: dict[str, Any] = {**request.inputs, "use_cache": True}
-        prompt_seconds = 0.0
+        replying_since: float | None = None
         with torch.inference_mode():
             while completion_tokens < request.max_tokens:
                 if cancelled is not None and cancelled():
                     break
-                began = time.perf_counter()
                 output = self.model(**model_inputs, **self._keep_last_logits)
-                if completion_tokens == 0:
-                    prompt_seconds = time.perf_counter() - began
+                if replying_since is None:
+                    replying_since = time.perf_counter()
                 logits = output.logits[0, -1].float().to("cpu")
                 if self.suppressed:
                     logits[list(self.suppressed)] = float("-inf")
@@ -544,7 +544,8 @@ class ChatModel:
                 text, finish_reason = text[:cut], "stop"
         if on_text is not None and len(text) > emitted:
             on_text(text[emitted:])
-        return Generation(text, request.prompt_tokens, completion_tokens, finish_reason, prompt_seconds)
+        reply_seconds = time.perf_counter() - replying_since if replying_since is not None else 0.0
+        return Generation(text, request.prompt_tokens, completion_tokens, finish_reason, reply_seconds)
 
 
 def _find_stop(text: str, stops: Sequence[str], start: int) -> int | None:
