@@ -194,6 +194,11 @@ def evaluate_ab(context: StageContext) -> StageOutput:
                 f"model is {same_text:.2f}× as fast in characters per second"
                 + (f" ({reply_only:.2f}× after the pass over the prompt)" if reply_only is not None else "")
                 + ". This is the spelling's payoff alone, whatever each model would write itself."
+                + (
+                    f" {skipped:.0f} reference(s) longer than a model's context were left out for both."
+                    if (skipped := speeds[spec.code][EXPANDED].get("same_text_skipped"))
+                    else ""
+                )
             )
     lines += [
         "",

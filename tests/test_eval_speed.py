@@ -198,3 +198,27 @@ def test_models_write_the_same_references_in_turn_and_the_shorter_spelling_shows
     assert found["expanded"]["same_text_chars_per_token"] > found["base"]["same_text_chars_per_token"]
     without: dict[str, Any] = interleaved_speed(chats, prompts[2:], plugins.get_language("ko"), max_tokens=3)
     assert not any(name.startswith("same_text") for name in without["base"])
+
+
+def test_a_reference_one_model_cannot_fit_is_written_by_none(smollm2_dir: Path, tmp_path: Path) -> None:
+    """Both models must time the same text: a reference longer than one model's context is left out for all,
+    and counted, instead of stopping the probe."""
+    from tiny_models import save_tiny_chat_lm
+
+    from xlang import plugins
+    from xlang.serve.engine import ChatModel
+
+    base_folder = save_tiny_chat_lm(tmp_path / "base", smollm2_dir)
+    expanded_folder = _save_expanded_chat_lm(tmp_path / "expanded", base_folder, WORDS)
+    chats = {"expanded": ChatModel.load(expanded_folder), "base": ChatModel.load(base_folder)}
+    chats["base"].context_length = 300
+    short = "고양이는 매트 위에 있습니다."
+    references = {"long": REFERENCE * 6, "short": short}
+    prompts = [("long", "무엇이 보이나요?", None), ("short", "고양이는 어디에 있나요?", None)]
+    found: dict[str, Any] = interleaved_speed(
+        chats, prompts, plugins.get_language("ko"), max_tokens=2, references=references
+    )
+    for name, chat in chats.items():
+        steps = len(chat.tokenizer(short, add_special_tokens=False)["input_ids"]) + 1
+        assert found[name]["same_text_skipped"] == 1
+        assert found[name]["same_text_chars_per_token"] == pytest.approx(len(short) / steps)

@@ -107,6 +107,7 @@ def testlang(tmp_path_factory: pytest.TempPathFactory, test_cache_dir: Path) -> 
     tokenizer = AutoTokenizer.from_pretrained(str(ensure_smollm2(test_cache_dir)))
     model = tiny_llama(len(tokenizer), tied=True)
     model.config.bos_token_id, model.config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    model.config.max_position_embeddings = 1024  # rotary: room for an image, a question and a reference reply
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
     (root / "xlang.toml").write_text(CONFIG)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from xlang.eval.answers import Answer, Answerer, generation_rates, is_looping
+from xlang.serve.engine import RequestError
 from xlang.spec import LanguageSpec
 
 Prompt = tuple[str, str, Any]
@@ -35,10 +36,12 @@ def interleaved_speed(
     """Per model (`name -> xlang.serve.engine.ChatModel`): `in_language_chars_per_s` (characters of the replies
     in the language over their generation seconds), `in_language_share`, `tokens_per_s` and `chars_per_token`
     (all replies). Greedy; every model answers every prompt with the same `max_tokens`. `references` (prompt
-    key -> a reply in the language) adds the `same_text_*` figures of `same_text_metrics`."""
+    key -> a reply in the language) adds the `same_text_*` figures of `same_text_metrics`; a reference that one
+    model cannot write (longer than its context) is written by none, and `same_text_skipped` counts them."""
     answerers = {name: Answerer(chat, language, None, max_tokens=max_tokens) for name, chat in chats.items()}
     answers: dict[str, list[Answer]] = {name: [] for name in chats}
     written: dict[str, list[Answer]] = {name: [] for name in chats}
+    skipped = 0
     names = list(chats)
     for position, (key, question, image) in enumerate(prompts):
         order = names if position % 2 == 0 else list(reversed(names))
@@ -48,12 +51,22 @@ def interleaved_speed(
             if on_answer is not None:
                 on_answer(name, answer)
         reference = (references or {}).get(key)
-        for name in order if reference else ():
-            written[name].append(answerers[name].write(key, question, reference, image))
-    return {
+        if reference:
+            try:
+                these = {name: answerers[name].write(key, question, reference, image) for name in order}
+            except RequestError:  # e.g. longer than one model's context: no model writes it, so the text stays the same
+                skipped += 1
+                continue
+            for name, answer in these.items():
+                written[name].append(answer)
+    found = {
         name: {**speed_metrics(replies, language), **same_text_metrics(written[name])}
         for name, replies in answers.items()
     }
+    if skipped:
+        for values in found.values():
+            values["same_text_skipped"] = float(skipped)
+    return found
 
 
 def same_text_metrics(written: Sequence[Answer]) -> dict[str, float]:
