@@ -29,8 +29,17 @@ METRIC_LABELS: dict[str, str] = {
     "chars_per_s": "characters/s generated",
     "tokens_per_s": "tokens/s generated",
     "chars_per_token": "characters per generated token",
+    "in_language_share": "speed probe: replies in the language",
+    "in_language_chars_per_s": "characters/s, replies in the language",
+    "in_language_chars_per_token": "characters per token, replies in the language",
+    "same_text_chars_per_s": "characters/s writing the reference replies",
+    "same_text_reply_chars_per_s": "characters/s writing the reference replies, after the prompt",
+    "same_text_chars_per_token": "characters per token of the reference replies",
+    "same_text_skipped": "reference replies too long for a model's context",
     "bpc": "bits/char",
+    "bpc_ood": "bits/char, out-of-domain text",
     "tokens_per_char": "tokens/char",
+    "tokens_per_char_ood": "tokens/char, out-of-domain text",
 }
 SHARES = frozenset(
     {
@@ -38,6 +47,7 @@ SHARES = frozenset(
         "replacement_char_share",
         "looping_share",
         "in_language_looping_share",
+        "in_language_share",
         "circular_accuracy",
         "accuracy",
         "exact_match",
@@ -46,7 +56,17 @@ SHARES = frozenset(
 )
 """Metrics that are shares of answers (0 to 1), drawn on that scale and written as percentages."""
 LOWER_IS_BETTER = frozenset(
-    {"unparsed_share", "replacement_char_share", "looping_share", "in_language_looping_share", "bpc", "tokens_per_char"}
+    {
+        "unparsed_share",
+        "replacement_char_share",
+        "looping_share",
+        "in_language_looping_share",
+        "bpc",
+        "bpc_ood",
+        "tokens_per_char",
+        "tokens_per_char_ood",
+        "same_text_skipped",
+    }
 )
 PLOTTED_FIRST = (
     "relative_score",
