@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -107,27 +107,21 @@ class Answerer:
             self.asked[key] = known
             return known
         messages = self._messages(question, image)
-        began = time.perf_counter()
         if choices:
-            generation = self.chat.choose(messages, choices)
+            answer = self._timed(key, image, language_bearing, lambda: self.chat.choose(messages, choices))
         else:
-            generation = self.chat.generate(
-                messages,
-                max_tokens=max_tokens or self.max_tokens,
-                temperature=0.0,
-                seed=0,
-                valid_utf8=self.valid_utf8,
+            answer = self._timed(
+                key,
+                image,
+                language_bearing,
+                lambda: self.chat.generate(
+                    messages,
+                    max_tokens=max_tokens or self.max_tokens,
+                    temperature=0.0,
+                    seed=0,
+                    valid_utf8=self.valid_utf8,
+                ),
             )
-        answer = Answer(
-            key=key,
-            text=generation.text,
-            seconds=time.perf_counter() - began,
-            prompt_tokens=generation.prompt_tokens,
-            completion_tokens=generation.completion_tokens,
-            saw_image=image is not None and self.reads_images,
-            language_bearing=language_bearing,
-            reply_seconds=generation.reply_seconds,
-        )
         if self._file is not None:
             self._file.append({"fingerprint": self.fingerprint, **asdict(answer)})
         self._known[key] = self.asked[key] = answer
@@ -140,16 +134,21 @@ class Answerer:
         (`ChatModel.write`): the cost of that text in this model, timed like `ask`. Never kept in the book:
         it says how fast, not what the model would answer."""
         messages = self._messages(question, image)
+        key = f"{self.scope}/{key}" if self.scope else key
+        return self._timed(key, image, True, lambda: self.chat.write(messages, reply))
+
+    def _timed(self, key: str, image: Any | None, language_bearing: bool, produce: Callable[[], Any]) -> Answer:
+        """The answer `produce` (a call returning a `Generation`) gives, with the seconds it took."""
         began = time.perf_counter()
-        generation = self.chat.write(messages, reply)
+        generation = produce()
         return Answer(
-            key=f"{self.scope}/{key}" if self.scope else key,
+            key=key,
             text=generation.text,
             seconds=time.perf_counter() - began,
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.completion_tokens,
             saw_image=image is not None and self.reads_images,
-            language_bearing=True,
+            language_bearing=language_bearing,
             reply_seconds=generation.reply_seconds,
         )
 
