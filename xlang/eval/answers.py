@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,27 +102,24 @@ class Answerer:
     ) -> Answer:
         """The model's answer to `question` (about `image`, a PIL image, when the model reads images): greedy
         text, or with `choices` the likeliest of them (a multiple-choice letter, as lm-eval-harness scores)."""
-        key = f"{self.scope}/{key}" if self.scope else key
+        key = self._scoped(key)
         known = self._known.get(key)
         if known is not None:
             self.asked[key] = known
             return known
         messages = self._messages(question, image)
         if choices:
-            answer = self._timed(key, image, language_bearing, lambda: self.chat.choose(messages, choices))
+            produce = partial(self.chat.choose, messages, choices)
         else:
-            answer = self._timed(
-                key,
-                image,
-                language_bearing,
-                lambda: self.chat.generate(
-                    messages,
-                    max_tokens=max_tokens or self.max_tokens,
-                    temperature=0.0,
-                    seed=0,
-                    valid_utf8=self.valid_utf8,
-                ),
+            produce = partial(
+                self.chat.generate,
+                messages,
+                max_tokens=max_tokens or self.max_tokens,
+                temperature=0.0,
+                seed=0,
+                valid_utf8=self.valid_utf8,
             )
+        answer = self._timed(key, image, language_bearing, produce)
         if self._file is not None:
             self._file.append({"fingerprint": self.fingerprint, **asdict(answer)})
         self._known[key] = self.asked[key] = answer
@@ -134,8 +132,11 @@ class Answerer:
         (`ChatModel.write`): the cost of that text in this model, timed like `ask`. Never kept in the book:
         it says how fast, not what the model would answer."""
         messages = self._messages(question, image)
-        key = f"{self.scope}/{key}" if self.scope else key
-        return self._timed(key, image, True, lambda: self.chat.write(messages, reply))
+        return self._timed(self._scoped(key), image, True, partial(self.chat.write, messages, reply))
+
+    def _scoped(self, key: str) -> str:
+        """The key as the book stores it: under this answerer's scope, when it has one."""
+        return f"{self.scope}/{key}" if self.scope else key
 
     def _timed(self, key: str, image: Any | None, language_bearing: bool, produce: Callable[[], Any]) -> Answer:
         """The answer `produce` (a call returning a `Generation`) gives, with the seconds it took."""
