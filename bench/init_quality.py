@@ -121,6 +121,22 @@ def initialize(
     )
 
 
+def prior_texts(spec: Any, paragraphs: list[str], cache_dir: Path) -> list[str]:
+    """The init stage's ``prior_texts``: the language's word-frequency lists written out as general text."""
+    from xlang.tokenizer.candidates import general_text_prior
+
+    return general_text_prior(language=spec, texts=paragraphs, vocabularies=resolver(cache_dir).vocabularies(spec))
+
+
+def untie(model: Any) -> None:
+    """Give ``model`` an output matrix of its own, a copy of its input one: the same function, with the
+    layout of Llama-2-style models, so that input and output rows can be initialized separately."""
+    import torch
+
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+
+
 def bpc(model: Any, tokenizer: Any, documents: list[str], max_chars: int) -> float:
     from xlang.eval.bpc import bits_per_character
 
@@ -233,12 +249,7 @@ def measure_language(
     tokenizer_dir = expanded_tokenizer(base_dir, spec, paragraphs, args.budget, args.cache_dir)
     base_tokenizer = load_tokenizer(base_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
-    from xlang.tokenizer.candidates import general_text_prior
-
-    # the init stage's prior_texts: the language's word-frequency lists written out as general text
-    prior = general_text_prior(
-        language=spec, texts=paragraphs, vocabularies=resolver(args.cache_dir).vocabularies(spec)
-    )
+    prior = prior_texts(spec, paragraphs, args.cache_dir)
 
     from xlang.data.views import take_chars
 
@@ -274,9 +285,8 @@ def measure_language(
     runs = [(name, False) for name in args.initializers] + [(name, True) for name in args.untied]
     for name, untied in runs:
         model = load_causal_lm(base_dir, dtype="float32")
-        if untied:  # the same function with its own output matrix, as Llama-2-style models have
-            model.config.tie_word_embeddings = False
-            model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
+        if untied:
+            untie(model)
         started = time.perf_counter()
         row_steps = args.row_steps if name in FITTING else 0
         done = initialize(

@@ -37,9 +37,10 @@ from init_quality import (  # noqa: E402
     heldout_texts,
     initialize,
     language,
-    resolver,
+    prior_texts,
     training_documents,
     training_texts,
+    untie,
     validation_documents,
 )
 
@@ -78,16 +79,24 @@ def padded(rows: list[list[int]], fill: int) -> tuple[Any, Any]:
 
 
 def state_loss(
-    model: Any, teacher: Any, embeds: Any, ids: Any, mask: Any, batch: list, pieces: dict, layers: list
+    model: Any, teacher: Any, embeds: Any, mask: Any, batch: list, pieces: dict, layers: list, separator: int
 ) -> Any:
-    """Relative squared error between the expanded and the base model's states where both read the same text."""
+    """Relative squared error between the expanded and the base model's states where both read the same text.
+
+    Both models run only their first ``max(layers)`` layers: the teacher is cut once by the caller, the
+    expanded model here, for this pass only (it is scored whole)."""
     import torch
 
+    all_layers = model.model.layers
+    model.model.layers = all_layers[: max(layers)]
     spelled = [spelled_window(window, pieces) for window in batch]
-    teacher_ids, teacher_mask = padded([row for row, _ends in spelled], int(ids[0, 0]))
+    teacher_ids, teacher_mask = padded([row for row, _ends in spelled], separator)
     with torch.no_grad():
         target = teacher.model(input_ids=teacher_ids, attention_mask=teacher_mask, output_hidden_states=True)
-    states = model.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True).hidden_states
+    try:
+        states = model.model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True).hidden_states
+    finally:
+        model.model.layers = all_layers
     total, count = 0.0, 0
     for row, (window, (_spelled, ends)) in enumerate(zip(batch, spelled, strict=True)):
         skip = 4  # the first positions hold the attention-sink states, orders of magnitude larger
@@ -120,7 +129,7 @@ def main() -> None:
     from xlang.assets.models import ensure_smollm2
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
     from xlang.embeddings.pieces import check_extends, spell_new_tokens
-    from xlang.tokenizer.candidates import general_text_prior
+    from xlang.errors import XlangError
 
     torch.manual_seed(args.seed)
     base_dir = ensure_smollm2(args.cache_dir)
@@ -129,13 +138,24 @@ def main() -> None:
     paragraphs = training_texts(spec, args.cache_dir)
     tokenizer_dir = args.tokenizer or expanded_tokenizer(base_dir, spec, paragraphs, args.budget, args.cache_dir)
     base_tokenizer, tokenizer = load_tokenizer(base_dir), load_tokenizer(tokenizer_dir)
+    try:
+        new_ids = check_extends(base_tokenizer, tokenizer)
+    except XlangError as error:
+        parser.error(f"--tokenizer {tokenizer_dir}: {error}")
+    if not new_ids:
+        parser.error(f"--tokenizer {tokenizer_dir} adds no token to the base tokenizer: give an expanded one")
     texts = {
         "out of domain": heldout_texts(spec, args.cache_dir, args.max_chars),
         "in domain": validation_documents(spec, args.cache_dir),
         "English": validation_documents(language("en"), args.cache_dir),
     }
     teacher = load_causal_lm(base_dir, dtype="float32").eval().requires_grad_(False)
+    depth = teacher.config.num_hidden_layers
+    if args.objective == "states" and not all(1 <= layer <= depth for layer in args.layers):
+        parser.error(f"--layers must lie between 1 and {depth} (the model's layers), got {args.layers}")
     reference = {name: bpc(teacher, base_tokenizer, documents, args.max_chars) for name, documents in texts.items()}
+    if args.objective == "states":  # from here on only the teacher's states up to max(--layers) are read
+        teacher.model.layers = teacher.model.layers[: max(args.layers)]
 
     def report(label: str) -> None:
         scored = {name: bpc(model, tokenizer, documents, args.max_chars) for name, documents in texts.items()}
@@ -146,24 +166,20 @@ def main() -> None:
         )
 
     model = load_causal_lm(base_dir, dtype="float32")
-    model.config.tie_word_embeddings = False
-    model.lm_head.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
-    vocabularies = resolver(args.cache_dir).vocabularies(spec)
-    prior = general_text_prior(language=spec, texts=paragraphs, vocabularies=vocabularies)
+    untie(model)
+    prior = prior_texts(spec, paragraphs, args.cache_dir)
     english_train = training_documents(language("en"), args.cache_dir)
     initialize(model, base_tokenizer, tokenizer, "subword-freq", train, english_train, 0, prior)
     model.eval().requires_grad_(False)
     report("subword-freq, untied")
 
     old = len(base_tokenizer)
-    new_ids = check_extends(base_tokenizer, tokenizer)
     pieces = {token.id: token.pieces for token in spell_new_tokens(base_tokenizer, tokenizer, new_ids) if token.pieces}
     table = model.get_input_embeddings().weight
     rows = torch.nn.Parameter(table[old:].detach().clone())
     optimizer = torch.optim.Adam([rows], lr=args.learning_rate)
     separator = base_tokenizer.bos_token_id if base_tokenizer.bos_token_id is not None else base_tokenizer.eos_token_id
     stream = windows(tokenizer, train, separator, args.sequence, args.seed)
-    all_layers = model.model.layers
     started, losses = time.perf_counter(), []
     for step in range(1, args.steps + 1):
         batch = [next(stream) for _ in range(args.batch)]
@@ -171,10 +187,7 @@ def main() -> None:
         new = ids >= old
         embeds = torch.where(new.unsqueeze(-1), rows[(ids - old).clamp(min=0)], table[ids.clamp(max=old - 1)].detach())
         if args.objective == "states":
-            model.model.layers = all_layers[: max(args.layers)]
-            teacher.model.layers = teacher.model.layers[: max(args.layers)]
-            loss = state_loss(model, teacher, embeds, ids, mask, batch, pieces, args.layers)
-            model.model.layers = all_layers
+            loss = state_loss(model, teacher, embeds, mask, batch, pieces, args.layers, separator)
         else:
             loss = model(inputs_embeds=embeds, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
         optimizer.zero_grad()
