@@ -78,11 +78,10 @@ def charge(documents: list[str], base_bits: list[Any], expanded_bits: list[Any],
 def kind_of(token: int, first_new: int, tokenizer: Any) -> str:
     """`base`, or a new token's length in characters (leading space apart): the groups of the table."""
     if token < first_new:
-        return "base tokens"
+        return "base"
     text = tokenizer.decode([token])
     length = len(text.strip())
-    size = "1 character" if length == 1 else "2 characters" if length == 2 else "3 or more characters"
-    return f"new, {size}{', after a space' if text.startswith(' ') else ''}"
+    return f"new, {length if length < 3 else '3+'} chars{', after space' if text.startswith(' ') else ''}"
 
 
 def main() -> None:
@@ -143,7 +142,7 @@ def main() -> None:
     for token, entry in charged.per_token.items():
         groups[kind_of(token, min(new_ids), tokenizer)].append(entry)
     table = Table(title="Excess bits (expanded − base) by the expanded token covering each character")
-    for column in ("tokens", "distinct", "occurrences", "excess bits", "share", "bits each", "of it on repeats"):
+    for column in ("tokens", "distinct", "times", "excess bits", "share", "bits each", "on repeats"):
         table.add_column(column, justify="left" if column == "tokens" else "right")
     for name in sorted(groups):
         entries = groups[name]
@@ -160,7 +159,7 @@ def main() -> None:
     console.print(table)
     ranked = sorted(charged.per_token.items(), key=lambda item: -item[1].bits)
     worst = Table(title=f"The {args.top} tokens that lose the most")
-    for column in ("token", "new", "occurrences", "excess bits", "of it on repeats"):
+    for column in ("token", "new", "times", "excess bits", "on repeats"):
         worst.add_column(column, justify="left" if column == "token" else "right")
     for token, entry in ranked[: args.top]:
         worst.add_row(
