@@ -36,7 +36,6 @@ class TokenExcess:
     bits: float = 0.0
     occurrences: int = 0
     repeat_bits: float = 0.0
-    repeats: int = 0
 
 
 @dataclass
@@ -50,7 +49,12 @@ class Charged:
 
 
 def charge(documents: list[str], base_bits: list[Any], expanded_bits: list[Any], tokenizer: Any) -> Charged:
-    """Sum (expanded − base) bits per expanded token, counting a token's repeats within its document apart."""
+    """Sum (expanded − base) bits per expanded token, counting a token's repeats within its document apart.
+
+    Characters are matched to tokens as `character_bits` spreads the bits (`character_span`), and the byte
+    pieces of one character, which all cover it, split its bits."""
+    from xlang.eval.bpc import character_span
+
     charged = Charged()
     for document, base, expanded in zip(documents, base_bits, expanded_bits, strict=True):
         scored = len(base)  # the character budget may cut the last document
@@ -58,19 +62,16 @@ def charge(documents: list[str], base_bits: list[Any], expanded_bits: list[Any],
         charged.base_bits += float(base.sum())
         charged.expanded_bits += float(expanded.sum())
         encoding = tokenizer(document[:scored], add_special_tokens=False, return_offsets_mapping=True)
-        spans = [(start, min(end, scored)) for start, end in encoding["offset_mapping"]]
-        sharing = Counter(spans)  # the byte pieces of one character all cover that character: split it
+        spans = [character_span(start, end, scored) for start, end in encoding["offset_mapping"]]
+        sharing = Counter(spans)
         seen: set[int] = set()
         for token, (start, end) in zip(encoding["input_ids"], spans, strict=True):
-            if end <= start:
-                continue
             excess = float(expanded[start:end].sum() - base[start:end].sum()) / sharing[(start, end)]
             entry = charged.per_token[token]
             entry.bits += excess
             entry.occurrences += 1
             if token in seen:
                 entry.repeat_bits += excess
-                entry.repeats += 1
             seen.add(token)
     return charged
 
@@ -138,9 +139,10 @@ def main() -> None:
         f"{charged.expanded_bits / charged.characters:.4f} ({charged.expanded_bits / charged.base_bits:.3f}x); "
         f"{excess:,.0f} bits more in all"
     )
+    first_new = min(new_ids)
     groups: dict[str, list[TokenExcess]] = defaultdict(list)
     for token, entry in charged.per_token.items():
-        groups[kind_of(token, min(new_ids), tokenizer)].append(entry)
+        groups[kind_of(token, first_new, tokenizer)].append(entry)
     table = Table(title="Excess bits (expanded − base) by the expanded token covering each character")
     for column in ("tokens", "distinct", "times", "excess bits", "share", "bits each", "on repeats"):
         table.add_column(column, justify="left" if column == "tokens" else "right")
@@ -164,7 +166,7 @@ def main() -> None:
     for token, entry in ranked[: args.top]:
         worst.add_row(
             repr(tokenizer.decode([token])),
-            "yes" if token >= min(new_ids) else "",
+            "yes" if token >= first_new else "",
             str(entry.occurrences),
             f"{entry.bits:,.1f}",
             f"{entry.repeat_bits:,.1f}",
