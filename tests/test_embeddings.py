@@ -400,6 +400,32 @@ def test_subword_fit_lowers_its_losses_and_leaves_the_model_as_it_was(
     assert fitted.training and all(parameter.requires_grad for parameter in fitted.parameters())
 
 
+def test_subword_fit_prints_plain_progress_lines_when_output_is_not_a_terminal(
+    initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any, capsys: Any
+) -> None:
+    """A fit takes up to half an hour on CPUs; in a log (pytest's captured stdout is not a terminal) it must
+    still say where it is: the English states pass, the first and last step of each phase with its loss,
+    and each phase's first and last losses."""
+    model = tiny_llama(len(base_tokenizer), tied=True)
+    options = {**FIT_OPTIONS, "fit_steps": 3, "row_steps": 2, "row_sequence": 32, "progress": True}
+    expand_model(
+        model, base_tokenizer, expanded_tokenizer, initializers["subword-fit"], options=options, inputs=FIT_INPUTS
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.strip().startswith("init:subword-fit English states: step 1/") for line in lines), lines
+    for label, steps in (("map", 3), ("rows", 2)):
+        ours = [line.strip() for line in lines if line.strip().startswith(f"init:subword-fit {label}: ")]
+        assert ours[0].startswith(f"init:subword-fit {label}: step 1/{steps}, loss "), ours
+        assert any(line.startswith(f"init:subword-fit {label}: step {steps}/{steps}, loss ") for line in ours), ours
+        assert "text " in ours[-1] and " -> " in ours[-1] and "nats/token" in ours[-1], ours
+    quiet = tiny_llama(len(base_tokenizer), tied=True)
+    options["progress"] = False
+    expand_model(
+        quiet, base_tokenizer, expanded_tokenizer, initializers["subword-fit"], options=options, inputs=FIT_INPUTS
+    )
+    assert "init:subword-fit" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 def test_subword_fit_row_phase_trains_each_new_row_and_keeps_english(
     tied: bool, initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any

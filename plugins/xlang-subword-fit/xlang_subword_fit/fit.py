@@ -38,6 +38,7 @@ from xlang.embeddings.initializers import embedding_matrices, old_vocab_size, su
 from xlang.embeddings.pieces import spell_new_tokens
 from xlang.errors import XlangError
 from xlang.eval.copying import copy_sequences
+from xlang.train.progress import StepProgress
 from xlang_subword_fit.kept import KeptStates, kept_states
 from xlang_subword_fit.options import SubwordFitOptions
 from xlang_subword_fit.text import FitText, fit_text
@@ -171,18 +172,14 @@ def _next_token_loss(model: Any, maps: list[RowMap], index: Any, inputs: Any, sc
     return torch.nn.functional.cross_entropy(predicted.reshape(-1, predicted.shape[-1]), targets.reshape(-1))
 
 
-def _progress_bar(label: str, enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn(f"[bold]subword-fit {label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("text {task.fields[text]} copy {task.fields[copy]} nats/token"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=True,
-    )
+def _losses_line(losses: Losses) -> str:
+    """Each term's first and last value, for the progress output (the next-token loss is the bar's loss)."""
+    terms = [
+        ("text", losses.text, "nats/token"),
+        ("copy", losses.copy, "nats/token"),
+        ("English mass", losses.keep, "nats"),
+    ]
+    return ", ".join(f"{name} {values[0]:.3f} -> {values[-1]:.3f} {unit}" for name, values, unit in terms if values)
 
 
 def run_phase(
@@ -207,9 +204,9 @@ def run_phase(
     wanted_hard = int(options.keep_hard_share * min(options.keep_sample, trained))
     hardest = torch.zeros(0, dtype=torch.long, device=device)  # found at step 0, then every keep_refresh steps
     losses = Losses()
-    bar = _progress_bar(phase.label, options.progress)
-    with torch.enable_grad(), bar:
-        task = bar.add_task(phase.label, total=phase.steps, text="-", copy="-")
+    # a terminal gets a bar; a log or a pipe gets plain lines, since a fit can take half an hour
+    progress = StepProgress(f"init:subword-fit {phase.label}", phase.steps, enabled=options.progress)
+    with torch.enable_grad(), progress:
         for step in range(phase.steps):
             starts = torch.randint(0, len(text.stream) - phase.sequence, (phase.batch,), generator=generator)
             windows = torch.stack([text.stream[start : start + phase.sequence] for start in starts.tolist()])
@@ -233,12 +230,9 @@ def run_phase(
             total.backward()
             optimizer.step()
             losses.text.append(float(text_loss.detach()))
-            bar.update(
-                task,
-                advance=1,
-                text=f"{losses.text[-1]:.2f}",
-                copy=f"{losses.copy[-1]:.2f}" if losses.copy else "-",
-            )
+            progress.step(step + 1, loss=losses.text[-1])
+        if losses.text:
+            progress.line(_losses_line(losses))
     if any(math.isnan(value) for value in losses.text):
         raise XlangError(
             f"subword-fit: the next-token loss became NaN; lower {phase.learning_rate_option} "

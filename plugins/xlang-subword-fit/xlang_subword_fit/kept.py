@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xlang.embeddings.initializers import output_states
+from xlang.train.progress import StepProgress
 from xlang_subword_fit.options import SubwordFitOptions
 from xlang_subword_fit.text import training_stream
 
@@ -92,9 +93,14 @@ def kept_states(
     ids = torch.tensor(stream, dtype=torch.long)
     if not len(ids):
         return None
-    states = torch.cat(
-        [output_states(model, ids[start : start + length].unsqueeze(0)) for start in range(0, len(ids), length)]
-    )
+    starts = range(0, len(ids), length)
+    parts = []
+    # minutes on CPUs (65,536 positions of SmolLM2: about 3 on two cores), so it shows progress
+    with StepProgress("init:subword-fit English states", len(starts), enabled=options.progress) as progress:
+        for done, start in enumerate(starts, 1):
+            parts.append(output_states(model, ids[start : start + length].unsqueeze(0)))
+            progress.step(done)
+    states = torch.cat(parts)
     fixed_rows = torch.ones(output_weight.shape[0], dtype=torch.bool, device=output_weight.device)
     fixed_rows[new_index] = False
     fixed_weight = output_weight.detach()[fixed_rows].float()

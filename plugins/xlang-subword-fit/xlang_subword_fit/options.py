@@ -96,4 +96,5 @@ class SubwordFitOptions(SubwordFreqOptions):
     """Sequences per row step."""
 
     progress: bool = True
-    """Show a progress bar with the current losses on the terminal."""
+    """Show progress: a bar on a terminal; in a log or a pipe a plain line every 30 s (step, next-token loss,
+    ETA) and each phase's first and last losses, since a fit on CPUs takes minutes to half an hour."""
