@@ -40,6 +40,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`$TMPDIR` for every process a test starts: a folder of this session's pytest folder, which pytest
+    rotates away. torch's launcher leaves an empty `torchelastic_*` folder in `$TMPDIR` per launch, and a
+    suite that launches dozens of jobs would otherwise leave them all in /tmp."""
+    path = tmp_path_factory.mktemp("tmpdir")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def test_cache_dir() -> Path:
     """`$XLANG_TEST_CACHE` or `<repo>/.cache/xlang-test`: survives between sessions so CI downloads once."""
