@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session", autouse=True)
 def subprocess_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """`$TMPDIR` for every process a test starts: a folder of this session's pytest folder, which pytest
-    rotates away. torch's launcher leaves an empty `torchelastic_*` folder in `$TMPDIR` per launch, and a
+    rotates away. torch's launcher leaves a `torchelastic_*` folder (of empty folders) in `$TMPDIR` per launch, and a
     suite that launches dozens of jobs would otherwise leave them all in /tmp."""
     path = tmp_path_factory.mktemp("tmpdir")
     with pytest.MonkeyPatch.context() as patch:
