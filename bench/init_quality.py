@@ -23,6 +23,8 @@ expanded by 16k Chinese tokens: 49k + 16k rows; a one-layer random model so that
     .venv/bin/python bench/init_quality.py --languages ko --initializers subword-mean subword-freq --skip-7b
     .venv/bin/python bench/init_quality.py --languages zh --initializers subword-fit --row-steps 400 --skip-7b
     .venv/bin/python bench/init_quality.py --initializers subword-freq --init-option prior_weight=0.3 --skip-7b
+    .venv/bin/python bench/init_quality.py --languages ko --expansion ko=runs/ko/expand/tokenizer \
+        --initializers subword-freq subword-fit --untied --init-text heldout-rest --skip-7b --max-chars 5000
 
 The last line is a one-line summary.
 """
@@ -63,6 +65,19 @@ def heldout_texts(spec: Any, cache_dir: Path, max_chars: int) -> list[str]:
 
     found = resolver(cache_dir)
     return heldout_documents(spec, [found.load(source, "validation") for source in spec.heldout_corpora], max_chars)
+
+
+def heldout_rest(spec: Any, cache_dir: Path, max_chars: int) -> list[str]:
+    """The held-out text that is *not* scored: what follows the scored part of each document, and the documents
+    not scored at all. Given to the initializers by `--init-text heldout-rest`, it asks how far an initializer
+    gets when what it reads is text of the scored kind, not help pages."""
+    scored = heldout_texts(spec, cache_dir, max_chars)
+    rest = []
+    for document in heldout_texts(spec, cache_dir, None):
+        part = max((text for text in scored if document.startswith(text)), key=len, default="")
+        if len(document) > len(part):
+            rest.append(document[len(part) :])
+    return rest
 
 
 def training_documents(spec: Any, cache_dir: Path) -> list[str]:
@@ -243,10 +258,15 @@ def measure_language(
     from xlang.embeddings.checkpoint import load_causal_lm, load_tokenizer
 
     spec = language(code)
-    train = training_documents(spec, args.cache_dir)
+    if args.init_text == "heldout-rest":
+        train = heldout_rest(spec, args.cache_dir, args.max_chars)
+    else:
+        train = training_documents(spec, args.cache_dir)
     validation = validation_documents(spec, args.cache_dir)
     paragraphs = training_texts(spec, args.cache_dir)
-    tokenizer_dir = expanded_tokenizer(base_dir, spec, paragraphs, args.budget, args.cache_dir)
+    tokenizer_dir = args.expansion.get(code)
+    if tokenizer_dir is None:
+        tokenizer_dir = expanded_tokenizer(base_dir, spec, paragraphs, args.budget, args.cache_dir)
     base_tokenizer = load_tokenizer(base_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     prior = prior_texts(spec, paragraphs, args.cache_dir)
@@ -414,6 +434,21 @@ def main() -> None:
         default=["subword-mean", "subword-freq"],
         help="also run these on SmolLM2 with its output matrix copied (untied, the same function)",
     )
+    parser.add_argument(
+        "--expansion",
+        action="append",
+        default=[],
+        metavar="CODE=DIR",
+        help="score this expanded tokenizer folder for CODE (e.g. a run's expand/tokenizer: the recipe's expansion) "
+        "instead of the bench's own corpus-bpe expansion",
+    )
+    parser.add_argument(
+        "--init-text",
+        choices=["training", "heldout-rest"],
+        default="training",
+        help="what the initializers read: the training documents (as the init stage), or the held-out text "
+        "that is not scored (a ceiling: text of the scored kind)",
+    )
     parser.add_argument("--row-steps", type=int, default=0, help="subword-fit: steps of its per-row phase")
     parser.add_argument(
         "--init-option",
@@ -429,6 +464,7 @@ def main() -> None:
     from xlang.cli import keyed_entry
 
     args.init_option = dict(keyed_entry(entry) for entry in args.init_option)
+    args.expansion = {code: Path(folder) for code, folder in (keyed_entry(entry) for entry in args.expansion)}
 
     from rich.console import Console
     from rich.table import Table
@@ -451,6 +487,7 @@ def main() -> None:
     table = Table(
         title=f"Expanded model before training: bits per character out-of-domain (heldout_corpora) and in-domain "
         f"(validation), first {args.max_chars:,} chars of each, SmolLM2-135M, +{args.budget} tokens, {args.dtype}"
+        + ("; the initializers read the unscored held-out text" if args.init_text == "heldout-rest" else "")
     )
     columns = ("language", "model", "OOD bits/char", "OOD × base", "ID bits/char", "ID × base")
     for column in (*columns, "English bits/char", "English Δ", "init s"):

@@ -19,6 +19,7 @@ from xlang_recipes.llava_stages import ALIGN, VIT, processes_note
 
 from xlang.contract import Flag, Recipe, Resolver, Stage, StageConfig, StageContext, StageOutput
 from xlang.data.views import documents, paragraphs
+from xlang.errors import XlangError
 from xlang.spec import LanguageSpec
 from xlang.train.config import PretrainConfig, parse_mix
 
@@ -189,12 +190,54 @@ class InitConfig(StageConfig):
     options: dict[str, Any] = Field(default_factory=dict)
     """The initializer's options (e.g. `{"fit_steps": 150}` for `subword-fit`), validated by it."""
     seed: int = 0
+    texts: tuple[str, ...] = ()
+    """Local `.txt` or `.jsonl` files (paths or `file://` URIs, read as corpus files are) whose whole text the
+    initializer reads in place of the language's training split (`--init-text`): a sample of the text the
+    model will meet. A fitting initializer learns what it reads (docs/embeddings.md, "Fitted on text of the
+    scored kind"). Unset: the training split."""
+
+
+def init_text_uri(path_or_uri: str) -> str:
+    """`--init-text sample.txt` as an absolute `file://` URI; anything but an existing local `.txt` or `.jsonl`
+    file stops the run before any stage, with the fix."""
+    if "://" in path_or_uri and not path_or_uri.startswith("file://"):
+        raise XlangError(
+            f"--init-text {path_or_uri}: only local files are read here (a stream would be read whole); "
+            "write a sample of it to a .txt or .jsonl file and pass that"
+        )
+    path = Path(path_or_uri.removeprefix("file://").split("?", 1)[0]).expanduser()
+    if not path.is_file() or path.suffix not in (".txt", ".jsonl"):
+        raise XlangError(
+            f"--init-text {path_or_uri}: not a .txt or .jsonl file; pass a file of the text the model will meet "
+            "(.txt: blank-line-separated paragraphs, .jsonl: a text field)"
+        )
+    query = path_or_uri.split("?", 1)[1] if "?" in path_or_uri else ""
+    return f"file://{path.resolve()}" + (f"?{query}" if query else "")
+
+
+def init_text_documents(uris: tuple[str, ...], language: LanguageSpec, resolver: Resolver) -> list[str]:
+    """Every document of the `--init-text` files (both splits of each: the whole file), normalized as the
+    language normalizes its corpora."""
+    from xlang.spec import CorpusSource
+
+    found: list[str] = []
+    for index, uri in enumerate(uris):
+        source = CorpusSource(name=f"init-text-{index}", uri=uri)
+        found += [
+            text for split in ("train", "validation") for text in documents(resolver.load(source, split), language)
+        ]
+    if not found:
+        raise XlangError(f"--init-text {', '.join(uris)}: no text in it; pass a file of the text the model will meet")
+    return found
 
 
 def resolve_init(config: InitConfig, language: LanguageSpec, resolver: Resolver) -> InitConfig:
     name = config.initializer or language.defaults.embedding_initializer
     options = resolver.strategy("embedding_initializers", name).configure(config.options)
-    return config.model_copy(update={"initializer": name, "options": options.model_dump(mode="json")})
+    texts = tuple(init_text_uri(text) for text in config.texts)
+    if texts:
+        init_text_documents(texts, language, resolver)  # an unreadable or empty file stops the run up front
+    return config.model_copy(update={"initializer": name, "options": options.model_dump(mode="json"), "texts": texts})
 
 
 def init(context: StageContext) -> StageOutput:
@@ -207,7 +250,9 @@ def init(context: StageContext) -> StageOutput:
     inputs: dict[str, Any] = {"seed": config.seed}
     # Whole documents, not paragraphs: a fitting initializer must see text in context, as BPC and users
     # read it; the companions' text is what its predictions must keep.
-    if "texts" in needs:
+    if "texts" in needs and config.texts:
+        inputs["texts"] = init_text_documents(config.texts, context.language, context.resolver)
+    elif "texts" in needs:
         inputs["texts"] = documents(context.resolver.dataset(context.language, "train"), context.language)
     if "keep_texts" in needs:
         inputs["keep_texts"] = [
@@ -231,10 +276,15 @@ def init(context: StageContext) -> StageOutput:
         options=strategy.configure(config.options),
         inputs=inputs,
     )
+    read = ""
+    if "texts" in needs:
+        where = ", ".join(f"`{uri}`" for uri in config.texts) or "the training split"
+        texts = inputs["texts"]
+        read = f" It read {len(texts):,} documents ({sum(map(len, texts)):,} characters) of {where}."
     report = (
         f"## init\n\n{result.new_rows:,} new embedding rows ({'tied' if result.tied else 'untied'} embeddings), "
         f"initializer `{name}`, vocabulary {result.base_vocab_size:,} → {result.vocab_size:,}, "
-        f"{result.seconds:.1f} s. The evaluate stage measures what this model scores before any training."
+        f"{result.seconds:.1f} s.{read} The evaluate stage measures what this model scores before any training."
     )
     metrics = {
         "initializer": name,
@@ -242,6 +292,8 @@ def init(context: StageContext) -> StageOutput:
         "vocab_size": result.vocab_size,
         "seconds": result.seconds,
     }
+    if "texts" in needs:  # what the initializer learned from, beside how long it took
+        metrics |= {"text_documents": len(inputs["texts"]), "text_chars": sum(map(len, inputs["texts"]))}
     return StageOutput(metrics=metrics, report=report, model_dir="model")
 
 
@@ -756,6 +808,13 @@ X_LLAVA = Recipe(
             "init: one of the initializer's options, NAME=VALUE (repeatable), e.g. fit_steps=150 for subword-fit; "
             "`xlang plugins` lists each initializer's options.",
             keyed=True,
+        ),
+        Flag(
+            "init-text",
+            "init.texts",
+            "init: a .txt or .jsonl file of the text the model will meet, read by the initializer instead of the "
+            "training split (repeatable).",
+            multiple=True,
         ),
         Flag("steps", "pretrain.steps", "pretrain: optimizer steps.", int),
         Flag("seq-len", "pretrain.seq_len", "pretrain: block length in tokens.", int),

@@ -119,6 +119,15 @@ CASES = [
     Case("--mix malformed", [*EXTEND, "--mix", "ko:0.5"], "mix"),
     Case("--budget too big for an int", [*EXTEND, "--budget", "1" + "0" * 30], "budget"),
     Case("--vit-data missing file", [*EXTEND, "--vit-data", "{tmp}/missing.jsonl"], "missing.jsonl"),
+    Case("--init-text missing file", [*EXTEND, "--init-text", "{tmp}/missing.txt"], "missing.txt"),
+    Case(
+        "--init-text not text",
+        [*EXTEND, "--init-text", "{tmp}/sample.pdf"],
+        "sample.pdf",
+        setup=_write("sample.pdf", "x"),
+    ),
+    Case("--init-text a stream", [*EXTEND, "--init-text", "hf://wikimedia/wikipedia"], "only local files"),
+    Case("--init-text empty", [*EXTEND, "--init-text", "{tmp}/empty.txt"], "no text", setup=_write("empty.txt", "\n")),
     Case(
         "eval run unknown suite",
         ["eval", "run", "--model", "{tmp}", "--lang", "ko", "--suite", "nope", "--out", "{tmp}/ev"],

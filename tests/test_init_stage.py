@@ -149,3 +149,41 @@ def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_pat
     assert facts["fit_steps"] == 2 and len(facts["fit_keep_nats_taken_first_last"]) == 2, facts
     assert facts["fit_row_steps"] == 2 and len(facts["fit_row_text_loss_first_last"]) == 2, facts
     assert facts["fit_stream_tokens"] > 2 * 4 * 257
+
+
+@pytest.mark.slow
+def test_init_text_is_what_the_initializer_reads(smollm2_dir, cli_env, tmp_path):
+    """`xlang extend --init-text FILE`: the initializer counts the file's documents, not the training split's
+    (subword-freq's token counts show which text it read), and the record says which file it was."""
+    import json
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    paragraphs = ["대한민국은 민주공화국이다.", "대한민국의 주권은 국민에게 있고, 모든 권력은 국민으로부터 나온다."]
+    (tmp_path / "laws.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    base = _tiny_base(smollm2_dir, tmp_path / "base", tied=True)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "xlang.cli", "extend", "--lang", "ko", "--base", str(base), "--out", str(run)]
+    command += ["--until", "init", "--budget", "300", "--initializer", "subword-freq", "--init-text", "laws.txt"]
+    result = subprocess.run(command, capture_output=True, text=True, env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["init"]["texts"] == [f"file://{(tmp_path / 'laws.txt').resolve()}"]
+    metrics = manifest["stages"]["init"]["metrics"]
+    assert (metrics["text_documents"], metrics["text_chars"]) == (2, sum(map(len, paragraphs)))
+    assert "It read 2 documents" in (run / "report.md").read_text() and "laws.txt" in (run / "report.md").read_text()
+    # the new tokens the two sentences contain are the only ones with a count from the text
+    tokenizer = AutoTokenizer.from_pretrained(run / "expand" / "tokenizer")
+    base_size = len(AutoTokenizer.from_pretrained(base))
+    in_text = {
+        i for text in paragraphs for i in tokenizer(text, add_special_tokens=False)["input_ids"] if i >= base_size
+    }
+    record = json.loads((run / "init" / "model" / "xlang-init.json").read_text())
+    facts = record["facts"]
+    assert len(in_text) >= 5, in_text
+    not_in_text = facts["unseen_tokens"] + facts["tokens_seen_only_in_the_prior"]
+    new_tokens = len(tokenizer) - base_size - record["zero_rows"]  # rows padded to a multiple stay zero
+    assert new_tokens == 300 and not_in_text == new_tokens - len(in_text), (facts, len(in_text))
