@@ -276,11 +276,18 @@ def init(context: StageContext) -> StageOutput:
         options=strategy.configure(config.options),
         inputs=inputs,
     )
+    # what the initializer learned from, in the report and the metrics
+    read_from = (
+        {"text_documents": len(inputs["texts"]), "text_chars": sum(map(len, inputs["texts"]))}
+        if "texts" in needs
+        else {}
+    )
     read = ""
-    if "texts" in needs:
+    if read_from:
         where = ", ".join(f"`{uri}`" for uri in config.texts) or "the training split"
-        texts = inputs["texts"]
-        read = f" It read {len(texts):,} documents ({sum(map(len, texts)):,} characters) of {where}."
+        read = (
+            f" It read {read_from['text_documents']:,} documents ({read_from['text_chars']:,} characters) of {where}."
+        )
     report = (
         f"## init\n\n{result.new_rows:,} new embedding rows ({'tied' if result.tied else 'untied'} embeddings), "
         f"initializer `{name}`, vocabulary {result.base_vocab_size:,} → {result.vocab_size:,}, "
@@ -291,9 +298,8 @@ def init(context: StageContext) -> StageOutput:
         "new_rows": result.new_rows,
         "vocab_size": result.vocab_size,
         "seconds": result.seconds,
+        **read_from,
     }
-    if "texts" in needs:  # what the initializer learned from, beside how long it took
-        metrics |= {"text_documents": len(inputs["texts"]), "text_chars": sum(map(len, inputs["texts"]))}
     return StageOutput(metrics=metrics, report=report, model_dir="model")
 
 
