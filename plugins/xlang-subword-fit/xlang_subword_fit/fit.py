@@ -147,25 +147,24 @@ class Losses:
     keep: list[float] = field(default_factory=list)
 
 
-def _autocast(device: Any) -> Any:
+def _autocast(device: Any, bf16: bool) -> Any:
     import torch
 
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    from xlang.train.pretraining import cpu_has_fast_bf16
-
-    return torch.autocast("cpu", dtype=torch.bfloat16) if cpu_has_fast_bf16() else contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def _next_token_loss(model: Any, maps: list[RowMap], index: Any, inputs: Any, score_from: int, rows: list[Any]) -> Any:
-    """Cross-entropy of the model with ``rows`` in place of its new rows, on the tokens after ``score_from``."""
+def _next_token_loss(
+    model: Any, maps: list[RowMap], index: Any, inputs: Any, score_from: int, rows: list[Any], bf16: bool
+) -> Any:
+    """Cross-entropy of the model with ``rows`` in place of its new rows, on the tokens after ``score_from``,
+    under bf16 autocast when ``bf16``."""
     import torch
 
     weights = {
         entry.name: entry.weight.detach().index_put((index,), fitted.to(entry.weight.dtype))
         for entry, fitted in zip(maps, rows, strict=True)
     }
-    with _autocast(inputs.device):
+    with _autocast(inputs.device, bf16):
         logits = torch.func.functional_call(model, weights, args=(), kwargs={"input_ids": inputs}).logits
     targets = inputs[:, score_from + 1 :]
     predicted = logits[:, score_from:-1].float()
@@ -211,11 +210,13 @@ def run_phase(
             starts = torch.randint(0, len(text.stream) - phase.sequence, (phase.batch,), generator=generator)
             windows = torch.stack([text.stream[start : start + phase.sequence] for start in starts.tolist()])
             current = [entry.fitted() for entry in maps]  # once a step: every term reads them
-            text_loss = _next_token_loss(model, maps, index, windows.to(device), 0, current)
+            text_loss = _next_token_loss(model, maps, index, windows.to(device), 0, current, options.bf16_autocast)
             total = text_loss
             if phase.copy_weight:
                 copies = copy_sequences(text.copy_pool, phase.batch, options.copy_length, text.separator, generator)
-                copy_loss = _next_token_loss(model, maps, index, copies.to(device), options.copy_length + 1, current)
+                copy_loss = _next_token_loss(
+                    model, maps, index, copies.to(device), options.copy_length + 1, current, options.bf16_autocast
+                )
                 total = total + phase.copy_weight * copy_loss
                 losses.copy.append(float(copy_loss.detach()))
             if kept is not None:
@@ -377,6 +378,7 @@ def subword_fit_init(
     facts.update(
         {
             "fit_steps": options.fit_steps,
+            "fit_bf16_autocast": options.bf16_autocast,
             "fit_seconds": round(time.perf_counter() - started, 1),
             "fit_text_loss_first_last": _ends(map_losses.text),
             "fit_copy_loss_first_last": _ends(map_losses.copy),

@@ -95,6 +95,14 @@ class SubwordFitOptions(SubwordFreqOptions):
     row_batch: int = Field(default=2, ge=1)
     """Sequences per row step."""
 
+    bf16_autocast: bool = False
+    """Compute the fit's forward and backward passes under bf16 autocast (the rows and the map stay float32).
+    Faster where the hardware computes bf16 (CUDA, CPUs with AMX or AVX512-BF16) and worse rows: bf16 keeps 8
+    bits of mantissa, and the new rows start as near-parallel averages whose small differences are what the
+    map must sharpen. SmolLM2, the recipe's Korean expansion, 150 steps on a two-core Xeon with AVX512-BF16:
+    875 s under bf16 against 1,159 s in float32, and 1.22x / 1.18x the base model's bits per character (out
+    of / in domain, English +0.06%) against 1.17x / 1.11x (English +0.00%)."""
+
     progress: bool = True
     """Show progress: a bar on a terminal; in a log or a pipe a plain line every 30 s (step, next-token loss,
     ETA) and each phase's first and last losses, since a fit on CPUs takes minutes to half an hour."""
