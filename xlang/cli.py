@@ -692,7 +692,16 @@ def main(argv: list[str] | None = None) -> None:
             raise
         OneLineError(message).show()
         sys.exit(getattr(error, "exit_code", 2))
-    group.main(args=argv, prog_name="xlang")
+    try:
+        group.main(args=argv, prog_name="xlang")
+    except SystemExit as leaving:
+        from xlang import collective
+
+        if collective.process_group_started():
+            if isinstance(leaving.code, str):  # what the interpreter would print on its way out
+                print(leaving.code, file=sys.stderr)
+            collective.exit_launched_process(leaving.code if isinstance(leaving.code, int) else int(bool(leaving.code)))
+        raise
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from xlang.errors import XlangError
 
 DEFAULT_TIMEOUT_S = 24 * 3600
 _CALL, _STOP = "call", "stop"
+_joined: list[bool] = []
+"""Holds True once :func:`start_process_group` has joined this process to the launch's group."""
 
 
 def world_size() -> int:
@@ -62,6 +64,7 @@ def start_process_group() -> None:
     else:
         backend = "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    _joined.append(True)
 
 
 def _broadcast(message: Any) -> Any:
@@ -116,3 +119,30 @@ def end_process_group() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_launched_process(code: int) -> None:
+    """A launched process (one whose process group was started) exits here, without the interpreter's
+    finalization: every output is written and renamed by then, and stdout, stderr and the log handlers are
+    flushed first.
+
+    Why. `destroy_process_group` drops torch's own references to the groups, not those other libraries keep
+    (DeepSpeed caches its data-parallel groups in module globals). A gloo group that outlives it is destroyed
+    during finalization, with its worker threads still holding work objects, and the process aborts
+    (`terminate called without an active exception`, SIGABRT): a two-process A/B run finished every stage,
+    printed its final model and then failed on rank 0, so torchrun reported the whole launch failed."""
+    import logging
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def process_group_started() -> bool:
+    """Whether this process joined a launched process group (see :func:`exit_launched_process`)."""
+    return bool(_joined)
