@@ -584,21 +584,36 @@ def _stage_line(line: str) -> None:
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """While a run is in progress, SIGTERM stops it the way Ctrl-C does (the stage is recorded as
-    interrupted and can be resumed) instead of killing the process mid-write."""
+    interrupted and can be resumed) instead of killing the process mid-write. Both signals are also noted
+    in `xlang.interrupts`, so one whose exception is lost (raised inside a `__del__`) still stops the run."""
+    from xlang import interrupts
     from xlang.runner import Terminated
 
     def terminate(signum: int, frame: Any) -> None:
+        interrupts.note("SIGTERM")
         raise Terminated()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        interrupts.note("SIGINT")
+        raise KeyboardInterrupt()
 
     try:
         previous = signal.signal(signal.SIGTERM, terminate)
     except ValueError:  # not the main thread (an embedding application): leave signals alone
         yield
         return
+    # Ctrl-C only where Python's own handler is installed: a shell that starts a job in the background
+    # hands it SIGINT ignored, and that stays so
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
+        interrupts.clear()
 
 
 def _report_interrupt(interrupt: KeyboardInterrupt) -> int:

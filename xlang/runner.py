@@ -41,7 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from xlang import collective
+from xlang import collective, interrupts
 from xlang.atomic import make_staging, remove_dead_staging, write_file_atomically
 from xlang.contract import Recipe, Resolver, Stage, StageContext, StageOutput, validation_problems
 from xlang.errors import XlangError
@@ -470,6 +470,7 @@ def _run_stage(
         resolver=resolver,
     )
     try:
+        interrupts.raise_pending()  # a signal whose exception was lost in an earlier stage stops the run here
         output = stage.run(context)
         model_dir = _relative_model_dir(stage, output, staging)
     except KeyboardInterrupt as interrupt:

@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xlang import interrupts
 from xlang.errors import XlangError
 from xlang.train.accelerators import (
     deepspeed_label,
@@ -792,6 +793,7 @@ def run_training(
         if eval_fn is not None and config.eval_every and eval_at_start and start_step == 0:
             evaluate(0)
         for step in range(start_step, config.steps):
+            interrupts.raise_pending()  # a Ctrl-C whose exception was lost (raised inside a __del__)
             _sync(device)
             started = time.perf_counter()
             micro = []

@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from xlang import interrupts
 from xlang.embeddings.initializers import embedding_matrices, old_vocab_size, subword_freq_init, write_rows
 from xlang.embeddings.pieces import spell_new_tokens
 from xlang.errors import XlangError
@@ -207,6 +208,7 @@ def run_phase(
     progress = StepProgress(f"init:subword-fit {phase.label}", phase.steps, enabled=options.progress)
     with torch.enable_grad(), progress:
         for step in range(phase.steps):
+            interrupts.raise_pending()  # a Ctrl-C whose exception was lost (raised inside a __del__)
             starts = torch.randint(0, len(text.stream) - phase.sequence, (phase.batch,), generator=generator)
             windows = torch.stack([text.stream[start : start + phase.sequence] for start in starts.tolist()])
             current = [entry.fitted() for entry in maps]  # once a step: every term reads them

@@ -1,0 +1,31 @@
+"""Signals that stop a run, even when the exception their handler raised was lost.
+
+Python raises a signal handler's exception wherever the main thread happens to be. If that is inside a
+`__del__` (the garbage collector closing a `ZipFile`, say), Python prints `Exception ignored in ...` and
+carries on, and a run sent Ctrl-C would train to the end as if nothing had happened. The `xlang` command's
+handlers therefore also note the signal here, and the runner (before each stage) and the training loop
+(before each step) call :func:`raise_pending`, so a lost interrupt still stops the run one step later.
+"""
+
+from __future__ import annotations
+
+_pending: list[str] = []
+
+
+def note(signal_name: str) -> None:
+    """Record that ``signal_name`` (``"SIGINT"`` or ``"SIGTERM"``) asked the run to stop."""
+    _pending.append(signal_name)
+
+
+def clear() -> None:
+    """Forget noted signals (the command's handlers are gone, or the interrupt was handled)."""
+    _pending.clear()
+
+
+def raise_pending() -> None:
+    """Raise the interrupt of a noted signal: `Terminated` for SIGTERM, `KeyboardInterrupt` for SIGINT."""
+    if not _pending:
+        return
+    from xlang.runner import Terminated
+
+    raise Terminated() if _pending[-1] == "SIGTERM" else KeyboardInterrupt()
