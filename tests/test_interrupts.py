@@ -7,6 +7,7 @@ the training loops raise it again at their next stage or step. A real process, a
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -34,7 +35,15 @@ print("cleared", flush=True)
 
 def test_a_lost_interrupt_is_raised_at_the_next_check() -> None:
     for signal_name, exception in (("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "Terminated")):
-        done = subprocess.run([sys.executable, "-c", SCRIPT, signal_name], capture_output=True, text=True, timeout=120)
+        # SIGINT at its default, as a terminal's Ctrl-C finds a foreground command (a shell's background job,
+        # as CI may start this suite, inherits it ignored, and then no handler, Python's or xlang's, runs)
+        done = subprocess.run(
+            [sys.executable, "-c", SCRIPT, signal_name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         assert done.returncode == 0, done.stderr
         assert "Exception ignored" in done.stderr and exception in done.stderr  # Python lost it
         assert done.stdout.splitlines() == ["survived the signal", f"stopped by {exception}", "cleared"]

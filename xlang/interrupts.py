@@ -12,6 +12,11 @@ from __future__ import annotations
 _pending: list[str] = []
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised by a SIGTERM handler (the `xlang` command installs one) so that a terminated run is recorded
+    like Ctrl-C: the stage is `interrupted`, its checkpoints are kept, and the same command resumes."""
+
+
 def note(signal_name: str) -> None:
     """Record that ``signal_name`` (``"SIGINT"`` or ``"SIGTERM"``) asked the run to stop."""
     _pending.append(signal_name)
@@ -26,6 +31,4 @@ def raise_pending() -> None:
     """Raise the interrupt of a noted signal: `Terminated` for SIGTERM, `KeyboardInterrupt` for SIGINT."""
     if not _pending:
         return
-    from xlang.runner import Terminated
-
     raise Terminated() if _pending[-1] == "SIGTERM" else KeyboardInterrupt()

@@ -45,6 +45,7 @@ from xlang import collective, interrupts
 from xlang.atomic import make_staging, remove_dead_staging, write_file_atomically
 from xlang.contract import Recipe, Resolver, Stage, StageContext, StageOutput, validation_problems
 from xlang.errors import XlangError
+from xlang.interrupts import Terminated
 from xlang.locks import ExclusiveLock, Holder
 from xlang.settings import XlangSettings
 from xlang.spec import LanguageSpec
@@ -70,11 +71,6 @@ TRACKED_PACKAGES = ("xlang", "torch", "transformers", "peft", "tokenizers", "acc
 StageEvents = Callable[[str, str], None]
 """`on_stage(stage_name, event)`, event one of "start", "skip", "redo: <why>" (a finished stage done
 again, before its "start"), "done", "failed", "interrupted"."""
-
-
-class Terminated(KeyboardInterrupt):
-    """Raised by a SIGTERM handler (the `xlang` command installs one) so that a terminated run is recorded
-    like Ctrl-C: the stage is `interrupted`, its checkpoints are kept, and the same command resumes."""
 
 
 class RunInterrupted(KeyboardInterrupt):
