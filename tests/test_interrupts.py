@@ -21,7 +21,7 @@ class SignalsWhileCollected:
         for _ in range(10_000):  # the handler runs here, and its exception is lost with this __del__
             pass
 
-with cli._sigterm_interrupts():
+with cli._interrupting_signals():
     SignalsWhileCollected()  # collected at once: the signal arrives inside __del__
     print("survived the signal", flush=True)
     try:

@@ -553,7 +553,7 @@ def extend(ctx: click.Context, until: str | None, config_file: str | None, **val
     stages = _stage_overrides(values, base_settings.recipe, ExtendCommand.recipe_flags)
     settings = settings_from(ctx, config_file, **run_settings, stages=stages) if stages else base_settings
 
-    with _sigterm_interrupts():
+    with _interrupting_signals():
         try:
             manifest = runner.extend(settings=settings, until=until, on_stage=runner.print_stage_events(_stage_line))
         except KeyboardInterrupt as interrupt:
@@ -582,23 +582,17 @@ def _stage_line(line: str) -> None:
 
 
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _interrupting_signals() -> Iterator[None]:
     """While a run is in progress, SIGTERM stops it the way Ctrl-C does (the stage is recorded as
     interrupted and can be resumed) instead of killing the process mid-write. Both signals are also noted
     in `xlang.interrupts`, so one whose exception is lost (raised inside a `__del__`) still stops the run."""
     from xlang import interrupts
-    from xlang.runner import Terminated
 
-    def terminate(signum: int, frame: Any) -> None:
-        interrupts.note("SIGTERM")
-        raise Terminated()
-
-    def interrupt(signum: int, frame: Any) -> None:
-        interrupts.note("SIGINT")
-        raise KeyboardInterrupt()
+    def stop(signum: int, frame: Any) -> None:
+        interrupts.stop(signal.Signals(signum).name)
 
     try:
-        previous = signal.signal(signal.SIGTERM, terminate)
+        previous = signal.signal(signal.SIGTERM, stop)
     except ValueError:  # not the main thread (an embedding application): leave signals alone
         yield
         return
@@ -606,7 +600,7 @@ def _sigterm_interrupts() -> Iterator[None]:
     # hands it SIGINT ignored, and that stays so
     previous_int = signal.getsignal(signal.SIGINT)
     if previous_int is signal.default_int_handler:
-        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGINT, stop)
     try:
         yield
     finally:

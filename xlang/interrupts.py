@@ -32,3 +32,9 @@ def raise_pending() -> None:
     if not _pending:
         return
     raise Terminated() if _pending[-1] == "SIGTERM" else KeyboardInterrupt()
+
+
+def stop(signal_name: str) -> None:
+    """What the command's handler for ``signal_name`` does: note the signal, then raise its interrupt."""
+    note(signal_name)
+    raise_pending()
