@@ -165,7 +165,7 @@ def profile(model: Any, tokenizer: Any, documents: list[str]) -> list[Any]:
     return character_bits(model, tokenizer, documents, max_chars=None)
 
 
-FITTING = {"subword-fit"}
+FITTING = {"subword-fit", "subword-copy"}
 """Initializers whose cost is passes of the whole model: a one-layer 7B-shaped stand-in would time nothing real."""
 
 CATEGORIES = (

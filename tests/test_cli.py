@@ -192,6 +192,14 @@ def test_strategies_lists_each_strategy_and_a_plugin_initializers_options(cli_en
     options = {row["name"]: row for row in found["subword-fit"]["options"]}
     assert options["fit_steps"]["default"] == "150" and options["fit_steps"]["type"] == "int"
     assert options["row_steps"]["description"].startswith("Adam steps of the second phase")
+    # the same plugin's second name: the same knobs, its own defaults
+    copy = {row["name"]: row for row in found["subword-copy"]["options"]}
+    assert found["subword-copy"]["plugin"] == "subword-fit" and copy.keys() == options.keys()
+    assert (copy["fit_steps"]["default"], copy["text_weight"]["default"], options["text_weight"]["default"]) == (
+        "60",
+        "0.0",
+        "1.0",
+    )
     one = xlang("strategies", "subword-fit", env={**cli_env, "COLUMNS": "200"})
     assert one.returncode == 0 and "row_learning_rate" in one.stdout and "keep_hard_share" in one.stdout
     bare = xlang("strategies", "random", env=cli_env)

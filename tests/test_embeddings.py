@@ -22,7 +22,8 @@ from xlang.embeddings import expand_model, initialize_embeddings  # noqa: E402
 from xlang.embeddings.pieces import check_extends, spell_new_tokens  # noqa: E402
 from xlang.errors import XlangError  # noqa: E402
 
-INITIALIZERS = ("random", "mean", "covariance", "subword-mean", "subword-freq", "subword-fit")
+FITTING = ("subword-fit", "subword-copy")  # the plugin's: they take the fit's options
+INITIALIZERS = ("random", "mean", "covariance", "subword-mean", "subword-freq", "subword-fit", "subword-copy")
 """The built-ins and the first-party plugin's; `test_unknown_initializer_lists_the_known_ones` checks it is
 what the plugin manager registers."""
 
@@ -122,7 +123,7 @@ def test_old_logits_bit_identical_for_every_initializer(
         base_tokenizer,
         expanded_tokenizer,
         initializers[name],
-        options={"fit_steps": 3, "fit_sequence": 16, "progress": False} if name == "subword-fit" else None,
+        options={"fit_steps": 3, "fit_sequence": 16, "progress": False} if name in FITTING else None,
         inputs={"texts": KOREAN, "keep_texts": ENGLISH, "seed": 0},
     )
     with torch.inference_mode():
@@ -555,3 +556,83 @@ def test_hardest_kept_positions_are_the_most_taken_and_never_held_out() -> None:
     assert int(hardest[0]) == 5 and bool((hardest < 32).all())
     assert kept.hardest(output_rows, 0).numel() == 0
     assert kept.held_out_mass(output_rows) == round(float(kept.mass_taken(torch.arange(32, 40), output_rows).mean()), 4)
+
+
+COPY_OPTIONS = {
+    "fit_sequence": 16,
+    "fit_learning_rate": 1e-2,
+    "direction_tokens": 512,
+    "spared_share": 0.5,  # the tiny random model's states are near isotropic: about half its 32 directions
+    "progress": False,
+}
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_subword_copy_changes_output_rows_only_beyond_the_strongest_state_directions(
+    tied: bool, initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
+    """`spared_share` confines the fit's change to the output rows to the weak directions of the model's
+    final states, so it hardly moves any logit; an untied model's input rows are not confined."""
+    from xlang_subword_fit.directions import state_directions
+
+    def fit(initializer: str, options: dict[str, Any] | None) -> tuple[Any, dict[str, Any]]:
+        model = tiny_llama(len(base_tokenizer), tied=tied)
+        done = expand_model(
+            model, base_tokenizer, expanded_tokenizer, initializers[initializer], options=options, inputs=FIT_INPUTS
+        )
+        return model, done
+
+    fitted, done = fit("subword-copy", {**COPY_OPTIONS, "fit_steps": 20})
+    start, _ = fit("subword-freq", None)
+    new = torch.tensor(done["new_token_ids"])
+    # the directions of the same model and text, found again here (their order is fixed by their strength)
+    directions = state_directions(start, base_tokenizer, [KOREAN, ENGLISH], 512, 1024, 0)
+    spared = done["facts"]["fit_spared_directions"]
+    held = directions.values.cumsum(0) / directions.values.sum()
+    assert 1 <= spared < 32 and held[spared - 1] >= 0.5 > (held[spared - 2] if spared > 1 else 0), (spared, held)
+    strong = directions.vectors[:, :spared]
+
+    def change(model: Any, layer: str) -> Any:
+        return (getattr(model, layer)().weight[new] - getattr(start, layer)().weight[new]).detach()
+
+    output_change = change(fitted, "get_output_embeddings")
+    assert float(output_change.norm()) > 1e-3  # the fit did change the rows
+    assert float((output_change @ strong).norm()) < 1e-4 * float(output_change.norm())
+    if not tied:
+        input_change = change(fitted, "get_input_embeddings")
+        assert float((input_change @ strong).norm()) > 0.1 * float(input_change.norm())
+    # unconfined, the same fit does move the strong directions
+    free, _ = fit("subword-copy", {**COPY_OPTIONS, "fit_steps": 20, "spared_share": 0.0})
+    free_change = change(free, "get_output_embeddings")
+    assert float((free_change @ strong).norm()) > 0.1 * float(free_change.norm())
+
+
+def test_subword_copy_reads_no_training_text_counts_its_pool_in_prior_texts_and_stays_anchored(
+    initializers: dict[str, Strategy], base_tokenizer: Any, expanded_tokenizer: Any
+) -> None:
+    """The copy-only map phase: no next-token loss on the training text, the copy task drawn from the
+    general text's new tokens (the training text's when a language has none), and the anchor holding the
+    rows near where `subword-freq` put them; copy and text losses cannot both be off."""
+
+    def fit(options: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        model = tiny_llama(len(base_tokenizer), tied=True)
+        strategy = initializers["subword-copy"]
+        return expand_model(model, base_tokenizer, expanded_tokenizer, strategy, options=options, inputs=inputs)[
+            "facts"
+        ]
+
+    prior = [" 대화", " 상자"] * 5
+    options = {**COPY_OPTIONS, "fit_steps": 30, "anchor_weight": 0.0, "keep_weight": 0.0}  # 0: no English states
+    facts = fit(options, {**FIT_INPUTS, "prior_texts": prior})
+    assert facts["fit_text_loss_first_last"] is None and facts["fit_keep_nats_held_out"] is None, facts
+    copy_first, copy_last = facts["fit_copy_loss_first_last"]
+    assert copy_last < copy_first - 0.1, facts
+    assert facts["fit_copy_source"] == "prior_texts" and facts["fit_copy_pool_tokens"] == 2, facts
+    without_prior = fit(options, FIT_INPUTS)
+    assert without_prior["fit_copy_source"] == "texts" and without_prior["fit_copy_pool_tokens"] > 2, without_prior
+    anchored = fit({**options, "anchor_weight": 1000.0}, {**FIT_INPUTS, "prior_texts": prior})
+    assert anchored["fit_drift_first_last"][1] < 0.5 * facts["fit_drift_first_last"][1], (anchored, facts)
+    with pytest.raises(XlangError, match=r"'subword-copy'.*needs text_weight or copy_weight above 0"):
+        fit({**options, "copy_weight": 0.0}, FIT_INPUTS)
+    with pytest.raises(XlangError, match=r"'subword-copy': spared_share: .*less than 1"):
+        fit({**options, "spared_share": 1.0}, FIT_INPUTS)

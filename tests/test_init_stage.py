@@ -14,7 +14,7 @@ from xlang.contract import Strategy
 from xlang.embeddings import initialize_embeddings
 from xlang.errors import XlangError
 
-INITIALIZERS = ("random", "mean", "covariance", "subword-mean", "subword-freq", "subword-fit")
+INITIALIZERS = ("random", "mean", "covariance", "subword-mean", "subword-freq", "subword-fit", "subword-copy")
 
 KOREAN = [
     "한국어 문장을 여러 번 반복합니다. 안녕하세요, 반갑습니다.",
@@ -52,8 +52,8 @@ def test_old_logits_are_bit_identical(smollm2_dir, initializers, expanded_tokeni
     from transformers import AutoModelForCausalLM
 
     base = _tiny_base(smollm2_dir, tmp_path / "base", tied)
-    # subword-fit needs text to fit on; the others run as the stage runs them without it
-    fitting = name == "subword-fit"
+    # the plugin's fits need text to fit on; the others run as the stage runs them without it
+    fitting = name in ("subword-fit", "subword-copy")
     result = initialize_embeddings(
         base,
         expanded_tokenizer,

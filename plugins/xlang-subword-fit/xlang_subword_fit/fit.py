@@ -40,6 +40,7 @@ from xlang.embeddings.pieces import spell_new_tokens
 from xlang.errors import XlangError
 from xlang.eval.copying import copy_sequences
 from xlang.train.progress import StepProgress
+from xlang_subword_fit.directions import state_directions
 from xlang_subword_fit.kept import KeptStates, kept_states
 from xlang_subword_fit.options import SubwordFitOptions
 from xlang_subword_fit.text import FitText, fit_text
@@ -66,12 +67,19 @@ class RowMap:
     c: Any
     residual: Any
     """The row phase's free residual; zero (and no gradient) until that phase."""
+    allowed: Any = None
+    """A d x d projector the change is confined to (``spared_share``), or None."""
 
     def map_parameters(self) -> list[Any]:
         return [self.A, self.B, self.c]
 
     def fitted(self) -> Any:
-        return self.rows + self.centred @ self.A + self.last @ self.B + self.c + self.residual
+        change = self.centred @ self.A + self.last @ self.B + self.c + self.residual
+        return self.rows + (change if self.allowed is None else change @ self.allowed)
+
+    def drift(self) -> Any:
+        """``|fitted - start|^2 / |start|^2``, means over the new rows: what ``anchor_weight`` weighs."""
+        return (self.fitted() - self.rows).pow(2).sum(1).mean() / self.rows.pow(2).sum(1).mean()
 
 
 def _parameter_names(model: Any) -> dict[str, str]:
@@ -137,6 +145,8 @@ class Phase:
     sequence: int
     batch: int
     copy_weight: float
+    text_weight: float = 1.0
+    anchor_weight: float = 0.0
 
 
 @dataclass
@@ -146,6 +156,7 @@ class Losses:
     text: list[float] = field(default_factory=list)
     copy: list[float] = field(default_factory=list)
     keep: list[float] = field(default_factory=list)
+    drift: list[float] = field(default_factory=list)
 
 
 def _autocast(device: Any, bf16: bool) -> Any:
@@ -178,8 +189,11 @@ def _losses_line(losses: Losses) -> str:
         ("text", losses.text, "nats/token"),
         ("copy", losses.copy, "nats/token"),
         ("English mass", losses.keep, "nats"),
+        ("drift", losses.drift, ""),
     ]
-    return ", ".join(f"{name} {values[0]:.3f} -> {values[-1]:.3f} {unit}" for name, values, unit in terms if values)
+    return ", ".join(
+        f"{name} {values[0]:.3f} -> {values[-1]:.3f}{' ' * bool(unit)}{unit}" for name, values, unit in terms if values
+    )
 
 
 def run_phase(
@@ -194,8 +208,8 @@ def run_phase(
     options: SubwordFitOptions,
 ) -> Losses:
     """``phase.steps`` Adam steps on ``phase.parameters``; returns each term's value at every step. A step
-    draws, in this order and from ``generator``: the text windows, the copy sequences (when the phase has a
-    copy term) and the uniform kept positions."""
+    draws, in this order and from ``generator``: the text windows (when the phase has a text term), the copy
+    sequences (when it has a copy term) and the uniform kept positions."""
     import torch
 
     device = index.device
@@ -205,15 +219,18 @@ def run_phase(
     hardest = torch.zeros(0, dtype=torch.long, device=device)  # found at step 0, then every keep_refresh steps
     losses = Losses()
     # a terminal gets a bar; a log or a pipe gets plain lines, since a fit can take half an hour
-    progress = StepProgress(f"init:subword-fit {phase.label}", phase.steps, enabled=options.progress)
+    progress = StepProgress(f"init:{options.initializer_name} {phase.label}", phase.steps, enabled=options.progress)
     with torch.enable_grad(), progress:
         for step in range(phase.steps):
             interrupts.raise_pending()  # a Ctrl-C whose exception was lost (raised inside a __del__)
-            starts = torch.randint(0, len(text.stream) - phase.sequence, (phase.batch,), generator=generator)
-            windows = torch.stack([text.stream[start : start + phase.sequence] for start in starts.tolist()])
             current = [entry.fitted() for entry in maps]  # once a step: every term reads them
-            text_loss = _next_token_loss(model, maps, index, windows.to(device), 0, current, options.bf16_autocast)
-            total = text_loss
+            total = torch.zeros((), device=device)
+            if phase.text_weight:
+                starts = torch.randint(0, len(text.stream) - phase.sequence, (phase.batch,), generator=generator)
+                windows = torch.stack([text.stream[start : start + phase.sequence] for start in starts.tolist()])
+                text_loss = _next_token_loss(model, maps, index, windows.to(device), 0, current, options.bf16_autocast)
+                total = total + phase.text_weight * text_loss
+                losses.text.append(float(text_loss.detach()))
             if phase.copy_weight:
                 copies = copy_sequences(text.copy_pool, phase.batch, options.copy_length, text.separator, generator)
                 copy_loss = _next_token_loss(
@@ -229,16 +246,20 @@ def run_phase(
                 taken = kept.mass_taken(torch.cat([hardest, uniform]), current[-1]).mean()
                 total = total + options.keep_weight * taken
                 losses.keep.append(float(taken.detach()))
+            drift = sum(entry.drift() for entry in maps)
+            if phase.anchor_weight:
+                total = total + phase.anchor_weight * drift
+            losses.drift.append(float(drift.detach()))
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            losses.text.append(float(text_loss.detach()))
-            progress.step(step + 1, loss=losses.text[-1])
-        if losses.text:
+            # the bar shows the next-token loss, or the copy loss in a copy-only phase
+            progress.step(step + 1, loss=(losses.text or losses.copy)[-1])
+        if phase.steps:
             progress.line(_losses_line(losses))
-    if any(math.isnan(value) for value in losses.text):
+    if any(math.isnan(value) for value in losses.text + losses.copy):
         raise XlangError(
-            f"subword-fit: the next-token loss became NaN; lower {phase.learning_rate_option} "
+            f"{options.initializer_name}: the next-token loss became NaN; lower {phase.learning_rate_option} "
             f"(was {phase.learning_rate})"
         )
     return losses
@@ -275,7 +296,7 @@ def write_fitted_rows(maps: list[RowMap], new_token_ids: Sequence[int], options:
                 for name, steps in (("fit_learning_rate", options.fit_steps), ("row_learning_rate", options.row_steps))
                 if steps
             ]
-            raise XlangError(f"subword-fit diverged (NaN or infinite rows); lower {' or '.join(rates)}")
+            raise XlangError(f"{options.initializer_name} diverged (NaN or infinite rows); lower {' or '.join(rates)}")
         for entry, rows in zip(maps, final, strict=True):
             write_rows(entry.weight, new_token_ids, rows)
     return final
@@ -320,7 +341,7 @@ def subword_fit_init(
 
     if not texts:
         raise XlangError(
-            "initializer 'subword-fit' needs the target language's training text (texts=) to fit on; "
+            f"initializer '{options.initializer_name}' needs the target language's training text (texts=) to fit on; "
             "use 'subword-freq' or 'subword-mean' without text"
         )
     facts = subword_freq_init(
@@ -340,9 +361,19 @@ def subword_fit_init(
     index = torch.tensor(list(new_token_ids), dtype=torch.long, device=device)
     generator = torch.Generator().manual_seed(seed)
     maps = row_maps(model, base_tokenizer, tokenizer, new_token_ids, index)
-    text = fit_text(tokenizer, texts, new_token_ids, seed, options)
+    pool_texts = prior_texts if options.copy_source == "prior_texts" else ()
+    text = fit_text(tokenizer, texts, new_token_ids, seed, options, pool_texts=pool_texts)
     output = maps[-1]  # tied: the one matrix; untied: the output matrix
-    kept = kept_states(model, tokenizer, keep_texts, output.weight, index, seed, options)
+    spared = 0
+    if options.spared_share:
+        directions = state_directions(
+            model, base_tokenizer, [texts, keep_texts], options.direction_tokens, options.keep_context, seed
+        )
+        spared = directions.strongest_holding(options.spared_share)
+        output.allowed = directions.weak_projector(spared)
+    kept = None
+    if options.keep_weight:
+        kept = kept_states(model, tokenizer, keep_texts, output.weight, index, seed, options)
     map_parameters = [parameter for entry in maps for parameter in entry.map_parameters()]
     map_losses, row_losses = Losses(), Losses()
     run = {"model": model, "maps": maps, "index": index, "text": text, "kept": kept, "generator": generator}
@@ -357,6 +388,8 @@ def subword_fit_init(
                 sequence=options.fit_sequence,
                 batch=options.fit_batch,
                 copy_weight=options.copy_weight,
+                text_weight=options.text_weight,
+                anchor_weight=options.anchor_weight,
             )
             map_losses = run_phase(map_phase, **run, options=options)
         if options.row_steps:
@@ -384,6 +417,10 @@ def subword_fit_init(
             "fit_seconds": round(time.perf_counter() - started, 1),
             "fit_text_loss_first_last": _ends(map_losses.text),
             "fit_copy_loss_first_last": _ends(map_losses.copy),
+            "fit_copy_source": "prior_texts" if pool_texts else "texts",
+            "fit_copy_pool_tokens": len(text.copy_pool),
+            "fit_drift_first_last": _ends(map_losses.drift),
+            "fit_spared_directions": spared,
             "fit_parameters": sum(parameter.numel() for parameter in map_parameters),
             "fit_row_steps": options.row_steps,
             "fit_row_text_loss_first_last": _ends(row_losses.text),

@@ -96,7 +96,9 @@ def kept_states(
     starts = range(0, len(ids), length)
     parts = []
     # minutes on CPUs (65,536 positions of SmolLM2: about 3 on two cores), so it shows progress
-    with StepProgress("init:subword-fit English states", len(starts), enabled=options.progress) as progress:
+    with StepProgress(
+        f"init:{options.initializer_name} English states", len(starts), enabled=options.progress
+    ) as progress:
         for done, start in enumerate(starts, 1):
             parts.append(output_states(model, ids[start : start + length].unsqueeze(0)))
             progress.step(done)

@@ -49,11 +49,19 @@ class FitText:
 
 
 def fit_text(
-    tokenizer: Any, texts: Sequence[str], new_token_ids: Sequence[int], seed: int, options: SubwordFitOptions
+    tokenizer: Any,
+    texts: Sequence[str],
+    new_token_ids: Sequence[int],
+    seed: int,
+    options: SubwordFitOptions,
+    pool_texts: Sequence[str] = (),
 ) -> FitText:
     """Twice the tokens the phases will read (random windows then rarely overlap), checked to hold at
-    least one sequence of the longest phase."""
+    least one sequence of the longest phase; the copy pool counted in ``pool_texts`` when given, else in
+    that stream."""
     import torch
+
+    from xlang.embeddings.initializers import token_frequencies
 
     needed = max(
         options.fit_steps * options.fit_batch * (options.fit_sequence + 1),
@@ -63,11 +71,15 @@ def fit_text(
     longest = max(options.fit_sequence if options.fit_steps else 0, options.row_sequence if options.row_steps else 0)
     if len(stream) <= longest:
         raise XlangError(
-            f"subword-fit: the training text gives {len(stream)} tokens, fewer than one sequence of "
+            f"{options.initializer_name}: the training text gives {len(stream)} tokens, fewer than one sequence of "
             f"{longest + 1}; give more text or a smaller fit_sequence/row_sequence"
         )
+    if pool_texts:
+        counts = Counter(dict(zip(new_token_ids, token_frequencies(tokenizer, pool_texts, new_token_ids), strict=True)))
+    else:
+        counts = Counter(stream.tolist())
     new_set = set(int(token_id) for token_id in new_token_ids)
-    frequent = [token_id for token_id, _ in Counter(stream.tolist()).most_common() if token_id in new_set]
+    frequent = [token_id for token_id, count in counts.most_common() if token_id in new_set and count > 0]
     pool = torch.tensor(frequent[: options.copy_pool] or list(new_token_ids)[: options.copy_pool], dtype=torch.long)
     separator = separator_id(tokenizer)
     return FitText(stream=stream, copy_pool=pool, separator=int(pool[0]) if separator is None else int(separator))
