@@ -77,9 +77,10 @@ class RowMap:
         change = self.centred @ self.A + self.last @ self.B + self.c + self.residual
         return self.rows + (change if self.allowed is None else change @ self.allowed)
 
-    def drift(self) -> Any:
-        """``|fitted - start|^2 / |start|^2``, means over the new rows: what ``anchor_weight`` weighs."""
-        return (self.fitted() - self.rows).pow(2).sum(1).mean() / self.rows.pow(2).sum(1).mean()
+    def drift(self, fitted: Any) -> Any:
+        """``|fitted - start|^2 / |start|^2`` (means over the new rows) of this step's ``fitted`` rows: what
+        ``anchor_weight`` weighs."""
+        return (fitted - self.rows).pow(2).sum(1).mean() / self.rows.pow(2).sum(1).mean()
 
 
 def _parameter_names(model: Any) -> dict[str, str]:
@@ -246,7 +247,7 @@ def run_phase(
                 taken = kept.mass_taken(torch.cat([hardest, uniform]), current[-1]).mean()
                 total = total + options.keep_weight * taken
                 losses.keep.append(float(taken.detach()))
-            drift = sum(entry.drift() for entry in maps)
+            drift = sum(entry.drift(rows) for entry, rows in zip(maps, current, strict=True))
             if phase.anchor_weight:
                 total = total + phase.anchor_weight * drift
             losses.drift.append(float(drift.detach()))
