@@ -426,7 +426,7 @@ def main() -> None:
         "--initializers",
         nargs="+",
         default=list(plugins.strategies("embedding_initializers")),
-        help="registered initializer names (default: all, subword-fit included when its plugin is installed)",
+        help="registered initializer names (default: all, the xlang-subword-fit plugin's included when installed)",
     )
     parser.add_argument(
         "--untied",
