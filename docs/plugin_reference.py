@@ -125,7 +125,7 @@ EXAMPLES: dict[str, str] = {
     "Strategies": """
         Strategies(
             candidate_sources=("corpus-bpe", "vocabulary"),
-            embedding_initializer="subword-freq",
+            embedding_initializer="subword-copy",  # xlang-subword-fit's: depend on it
             source_options={"vocabulary": {"prior_weight": 0.6}},
         )
     """,

@@ -52,7 +52,18 @@ def resolve_expand(config: ExpandConfig, language: LanguageSpec, resolver: Resol
     names = tuple(config.candidate_sources or language.defaults.candidate_sources)
     names += tuple(name for name in config.source_options if name not in names)
     expander = config.expander or language.defaults.tokenizer_expander
-    sources = {name: resolver.strategy("token_candidate_sources", name) for name in names}
+    chosen = config.candidate_sources or ()
+    sources = {
+        name: resolver.strategy("token_candidate_sources", name)
+        if name in chosen or name in config.source_options
+        else resolver.language_default("token_candidate_sources", name, language, "--source")
+        for name in names
+    }
+    expander_strategy = (
+        resolver.strategy("tokenizer_expanders", expander)
+        if config.expander
+        else resolver.language_default("tokenizer_expanders", expander, language, "--expander")
+    )
     given = with_language_defaults(language, sources, config.source_options)
     return config.model_copy(
         update={
@@ -61,9 +72,7 @@ def resolve_expand(config: ExpandConfig, language: LanguageSpec, resolver: Resol
                 name: source.configure(given.get(name)).model_dump(mode="json") for name, source in sources.items()
             },
             "expander": expander,
-            "expander_options": resolver.strategy("tokenizer_expanders", expander)
-            .configure(config.expander_options)
-            .model_dump(mode="json"),
+            "expander_options": expander_strategy.configure(config.expander_options).model_dump(mode="json"),
         }
     )
 
@@ -232,8 +241,13 @@ def init_text_documents(uris: tuple[str, ...], language: LanguageSpec, resolver:
 
 
 def resolve_init(config: InitConfig, language: LanguageSpec, resolver: Resolver) -> InitConfig:
-    name = config.initializer or language.defaults.embedding_initializer
-    options = resolver.strategy("embedding_initializers", name).configure(config.options)
+    kind, name = "embedding_initializers", config.initializer or language.defaults.embedding_initializer
+    strategy = (
+        resolver.strategy(kind, name)
+        if config.initializer
+        else resolver.language_default(kind, name, language, "--initializer")
+    )
+    options = strategy.configure(config.options)
     texts = tuple(init_text_uri(text) for text in config.texts)
     if texts:
         init_text_documents(texts, language, resolver)  # an unreadable or empty file stops the run up front

@@ -116,6 +116,41 @@ def test_the_language_defaults_choose_the_strategy_and_the_manifest_records_it(
     assert stage_configs(recipe, chosen.settings, folder_language, chosen, until="init")["init"].initializer == "random"
 
 
+@pytest.mark.parametrize(
+    ("defaults", "stage", "flag"),
+    [
+        (Strategies(embedding_initializer="subword-elsewhere"), "init", "--initializer"),
+        (Strategies(tokenizer_expander="merges-elsewhere"), "expand", "--expander"),
+        (Strategies(candidate_sources=("corpus-bpe", "words-elsewhere")), "expand", "--source"),
+    ],
+)
+def test_a_language_default_no_plugin_registers_names_the_language_and_the_flag(
+    defaults, stage, flag, folder_language, fresh_plugins, tmp_path
+):
+    """A language may default to a plugin's strategy (Korean to `xlang-subword-fit`'s `subword-copy`); without
+    that plugin the run stops before any work, saying whose default it is and how to choose another. A strategy
+    the user names is looked up as before."""
+    from xlang.runner import stage_configs
+
+    language = folder_language.model_copy(update={"defaults": defaults})
+    fresh_plugins.register(_Languages(language), name="widish")
+    resolver = Resolver(load_settings(cache_dir=tmp_path / "cache"), fresh_plugins)
+    recipe = resolver.recipe("x-llava")
+    with pytest.raises(XlangError) as raised:
+        stage_configs(recipe, resolver.settings, language, resolver, until="init")
+    message = str(raised.value)
+    assert message.startswith("Widish's default ") and "elsewhere' is not installed" in message, message
+    assert f"choose one with {flag}" in message and "'qaz' language package depends on it" in message, message
+    assert ("subword-freq" if stage == "init" else "merges" if flag == "--expander" else "vocabulary") in message
+    chosen = {
+        "init": {"init": {"initializer": "random"}},
+        "expand": {"expand": {"expander": "merges", "candidate_sources": ("corpus-bpe",)}},
+    }[stage]
+    named = Resolver(load_settings(cache_dir=tmp_path / "cache", stages=chosen), fresh_plugins)
+    configs = stage_configs(recipe, named.settings, language, named, until="init")
+    assert configs["expand"].expander == "merges" and configs["init"].initializer in ("random", "subword-freq")
+
+
 def test_run_settings_come_from_toml_and_environment(tmp_path, monkeypatch):
     (tmp_path / "xlang.toml").write_text(
         'language = "ko"\nbase_model = "/models/mine"\ncompanions = ["en", "zh"]\ncorpus_kind = "hub"\n'

@@ -152,6 +152,35 @@ def test_extend_runs_subword_fit_with_english_kept(smollm2_dir, cli_env, tmp_pat
 
 
 @pytest.mark.slow
+def test_korean_and_chinese_default_to_subword_copy(smollm2_dir, cli_env, tmp_path):
+    """`xlang extend --lang ko` with no `--initializer` runs the language's default, `subword-copy` from the
+    xlang-subword-fit plugin (a dependency of the Korean package): a copy-only fit confined to the weak
+    directions, reading the general word lists, and Chinese names the same default."""
+    import json
+    import subprocess
+    import sys
+
+    from xlang.plugins import get_language
+
+    assert get_language("zh").defaults.embedding_initializer == "subword-copy"
+    base = _tiny_base(smollm2_dir, tmp_path / "base", tied=True)
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "xlang.cli", "extend", "--lang", "ko", "--base", str(base), "--out", str(run)]
+    command += ["--until", "init", "--budget", "300", "--init-option", "fit_steps=2"]
+    command += ["--init-option", "keep_tokens=2048", "--init-option", "direction_tokens=1024"]
+    result = subprocess.run(command, capture_output=True, text=True, env=cli_env)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((run / "init" / "model" / "xlang-init.json").read_text())
+    assert record["initializer"] == "subword-copy"
+    assert record["options"]["text_weight"] == 0 and record["options"]["spared_share"] == 0.98
+    facts = record["facts"]
+    assert facts["fit_copy_source"] == "prior_texts" and facts["fit_steps"] == 2, facts
+    assert 0 < facts["fit_spared_directions"] < 32, facts  # the tiny base's hidden size is 32
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["config"]["init"]["initializer"] == "subword-copy"
+
+
+@pytest.mark.slow
 def test_init_text_is_what_the_initializer_reads(smollm2_dir, cli_env, tmp_path):
     """`xlang extend --init-text FILE`: the initializer counts the file's documents, not the training split's
     (subword-freq's token counts show which text it read), and the record says which file it was."""

@@ -14,7 +14,7 @@ from typing import Any
 import pluggy
 
 from xlang import plugins
-from xlang.contract import Strategy
+from xlang.contract import Strategy, kind_label
 from xlang.errors import XlangError
 from xlang.settings import XlangSettings
 from xlang.spec import CorpusSource, LanguageSpec
@@ -68,6 +68,19 @@ class Resolver:
 
     def strategy(self, kind: str, name: str) -> Strategy:
         return plugins.get_strategy(kind, name, self.pm)
+
+    def language_default(self, kind: str, name: str, language: LanguageSpec, flag: str) -> Strategy:
+        """The strategy `language` names as its default. A language may default to a plugin's strategy (Korean
+        to `xlang-subword-fit`'s initializer); when no installed plugin registers it, the error says whose
+        default it is and how to choose another, instead of a bare 'unknown'."""
+        known = plugins.strategies(kind, self.pm)
+        if name not in known:
+            raise XlangError(
+                f"{language.name}'s default {kind_label(kind)} {name!r} is not installed: install the plugin that "
+                f"registers it (the {language.code!r} language package depends on it), or choose one with {flag} "
+                f"(installed: {', '.join(sorted(known)) or 'none'})"
+            )
+        return known[name]
 
     def teacher(self, name: str | None = None) -> Any:
         """The teacher the settings name (`teacher`, `teacher_url`, `teacher_model`, the key, and

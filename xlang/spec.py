@@ -232,7 +232,8 @@ class Strategies(_Frozen):
     """The candidate sources of tokens unless `--source` names others (`register_token_candidate_sources`)."""
     embedding_initializer: str = "subword-freq"
     """The initializer of new embedding rows unless `--initializer` names another
-    (`register_embedding_initializers`)."""
+    (`register_embedding_initializers`). It may be a plugin's (Korean names `xlang-subword-fit`'s
+    `subword-copy`): the language's package then depends on that plugin, and a run without it stops, naming it."""
     source_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Options per candidate source name that this language's expansions start from (a run's
     `stages.expand.source_options` override them field by field), for what depends on the language's text:
